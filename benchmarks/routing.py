@@ -1,0 +1,282 @@
+"""Benchmark: routed vs unrouted requests/s of a one-query WSGI app and a one-query ASGI app.
+
+Issue 5, acceptance 4. Each request runs one query (``SELECT ... FROM items``) on a pooled
+connection, rotating over the tenants' hosts:
+
+- *bare*: the app is told its tenant in the environ/scope by the driver and calls
+  ``tenancy.connection(tenant)``: the same ``search_path`` switches, no routing;
+- *routed*: the same app behind ``WSGITenantMiddleware`` / ``ASGITenantMiddleware`` (registry
+  source, LISTEN/NOTIFY), calling ``tenancy.connection()`` with the routed current tenant.
+
+The apps are driven in-process (the WSGI callable / the ASGI coroutine called in a loop with a
+synthetic environ/scope), so no HTTP client is measured. Short rounds alternate (AB BA ...)
+and the overhead is the median of each routed round's time over its neighbouring bare round's,
+so load from other processes on a shared machine hits both sides alike. Target: overhead < 10%, and no routing load
+(registry query) during the measured requests.
+
+    PGTENANTS_DSN=... python benchmarks/routing.py [--requests 500] [--rounds 30] [--tenants 100]
+
+Without PGTENANTS_DSN an embedded server is started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+import wsgiref.util
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tenantkit.asgi import ASGITenantMiddleware, Message, Receive, Scope, Send
+from tenantkit.models import Tenant
+from tenantkit.registry_source import RegistryDomainSource
+from tenantkit.routing import TenantResolver
+from tenantkit.server import server_conninfo_from_env
+from tenantkit.tenancy import AsyncTenancy, Tenancy
+from tenantkit.wsgi import WSGITenantMiddleware
+
+QUERY = "SELECT id, v FROM items WHERE id = 1"
+TARGET = 0.10
+
+
+class CountingSource(RegistryDomainSource):
+    """The registry source, counting its loads (each one a registry query)."""
+
+    loads = 0
+
+    def load(self) -> Mapping[str, Tenant]:
+        self.loads += 1
+        return super().load()
+
+
+def with_db(conninfo: str, dbname: str) -> str:
+    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
+    params["dbname"] = dbname
+    return make_conninfo(**params)
+
+
+def setup(dsn: str, n: int) -> dict[str, Tenant]:
+    """``n`` tenants, each with a domain and an ``items`` table holding one row."""
+    hosts: dict[str, Tenant] = {}
+    with Tenancy(dsn, max_size=1) as tenancy:
+        tenancy.install()
+        for i in range(n):
+            host = f"t{i}.bench.test"
+            hosts[host] = tenancy.create_tenant(f"bench_{i:03d}", domains=[host])
+        with tenancy.admin_connection() as conn:
+            for t in hosts.values():
+                table = sql.Identifier(t.schema, "items")
+                conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, v text)").format(table))
+                conn.execute(sql.SQL("INSERT INTO {} VALUES (1, %s)").format(table), [t.schema])
+    return hosts
+
+
+def bench_wsgi(dsn: str, hosts: dict[str, Tenant], args: argparse.Namespace) -> dict[str, Any]:
+    tenancy = Tenancy(dsn, min_size=1, max_size=1)
+    source = CountingSource(tenancy)
+
+    def bare(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        with tenancy.connection(environ["bench.tenant"]) as conn:
+            row = conn.execute(QUERY).fetchone()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(row).encode()]
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        with tenancy.connection() as conn:  # the routed current tenant
+            row = conn.execute(QUERY).fetchone()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(row).encode()]
+
+    resolver = TenantResolver(source, public_tenant=tenancy.public_tenant)
+    resolver.wait_subscribed(5)
+    routed = WSGITenantMiddleware(app, resolver)
+    environs = []
+    for host, tenant in hosts.items():
+        environ: dict[str, Any] = {"HTTP_HOST": host, "PATH_INFO": "/"}
+        wsgiref.util.setup_testing_defaults(environ)
+        environ["bench.tenant"] = tenant
+        environs.append(environ)
+    n_env = len(environs)
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        return None
+
+    def run(wsgi_app: Any, n: int) -> float:
+        began = time.perf_counter()
+        for i in range(n):
+            result = wsgi_app(dict(environs[i % n_env]), start_response)
+            for _ in result:
+                pass
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        return time.perf_counter() - began
+
+    # Correctness first: each routed request saw its own tenant's row.
+    for environ in environs:
+        body = b"".join(routed(dict(environ), start_response)).decode()
+        assert environ["bench.tenant"].schema in body, body
+    try:
+        return measure({"bare": bare, "routed": routed}, run, source, args)
+    finally:
+        resolver.close()
+        tenancy.close()
+
+
+def bench_asgi(dsn: str, hosts: dict[str, Tenant], args: argparse.Namespace) -> dict[str, Any]:
+    async def main() -> dict[str, Any]:
+        atenancy = AsyncTenancy(dsn, min_size=1, max_size=1)
+        await atenancy.install()
+        source = CountingSource(atenancy)
+        start = {"type": "http.response.start", "status": 200, "headers": []}
+
+        async def bare(scope: Scope, receive: Receive, send: Send) -> None:
+            async with atenancy.connection(scope["bench.tenant"]) as conn:
+                row = await (await conn.execute(QUERY)).fetchone()
+            await send(start)
+            await send({"type": "http.response.body", "body": str(row).encode()})
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            async with atenancy.connection() as conn:  # the routed current tenant
+                row = await (await conn.execute(QUERY)).fetchone()
+            await send(start)
+            await send({"type": "http.response.body", "body": str(row).encode()})
+
+        resolver = TenantResolver(source, public_tenant=atenancy.public_tenant)
+        resolver.wait_subscribed(5)
+        routed = ASGITenantMiddleware(app, resolver)
+        scopes = [
+            {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "GET",
+                "scheme": "http",
+                "path": "/",
+                "raw_path": b"/",
+                "root_path": "",
+                "query_string": b"",
+                "headers": [(b"host", host.encode()), (b"user-agent", b"bench")],
+                "client": ("127.0.0.1", 40000),
+                "server": ("127.0.0.1", 80),
+                "bench.tenant": tenant,
+            }
+            for host, tenant in hosts.items()
+        ]
+        n_scopes = len(scopes)
+        bodies: list[bytes] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                bodies.append(message["body"])
+
+        async def run(asgi_app: Any, n: int) -> float:
+            began = time.perf_counter()
+            for i in range(n):
+                await asgi_app(dict(scopes[i % n_scopes]), receive, send)
+            elapsed = time.perf_counter() - began
+            bodies.clear()
+            return elapsed
+
+        for scope in scopes:
+            await routed(dict(scope), receive, send)
+            assert scope["bench.tenant"].schema in bodies.pop().decode()
+        try:
+            return await ameasure({"bare": bare, "routed": routed}, run, source, args)
+        finally:
+            resolver.close()
+            await atenancy.close()
+
+    return asyncio.run(main())
+
+
+def measure(
+    apps: dict[str, Any], run: Callable[[Any, int], float], source: CountingSource, args: Any
+) -> dict[str, Any]:
+    timings: dict[str, list[float]] = {name: [] for name in apps}
+    loads_before = source.loads
+    for app in apps.values():
+        run(app, 300)  # warm up: plans, cached paths, caches
+    for order in _orders(list(apps), args.rounds):
+        for name in order:
+            timings[name].append(run(apps[name], args.requests) / args.requests)
+    return {"timings": timings, "loads": source.loads - loads_before}
+
+
+async def ameasure(
+    apps: dict[str, Any], run: Callable[[Any, int], Any], source: CountingSource, args: Any
+) -> dict[str, Any]:
+    timings: dict[str, list[float]] = {name: [] for name in apps}
+    loads_before = source.loads
+    for app in apps.values():
+        await run(app, 300)
+    for order in _orders(list(apps), args.rounds):
+        for name in order:
+            timings[name].append(await run(apps[name], args.requests) / args.requests)
+    return {"timings": timings, "loads": source.loads - loads_before}
+
+
+def _orders(names: list[str], rounds: int) -> list[list[str]]:
+    # Short rounds in alternating order (AB BA AB ...): on a shared machine the load drifts,
+    # and each routed round is compared with the bare round next to it.
+    return [names if r % 2 == 0 else names[::-1] for r in range(rounds)]
+
+
+def report(label: str, result: dict[str, Any]) -> bool:
+    bares, routeds = result["timings"]["bare"], result["timings"]["routed"]
+    bare, routed = statistics.median(bares), statistics.median(routeds)
+    # The median of the paired ratios: robust against load from other processes.
+    overhead = statistics.median(r / b for b, r in zip(bares, routeds)) - 1
+    ok = overhead < TARGET and result["loads"] == 0
+    print(
+        f"{label:<5} bare {1 / bare:8.0f} req/s  routed {1 / routed:8.0f} req/s  "
+        f"ratio {1 / (1 + overhead):5.3f}  overhead {overhead * 100:+5.1f}%  "
+        f"(+{(routed - bare) * 1e6:.1f} us/request)  routing loads while measured: "
+        f"{result['loads']}  {'OK' if ok else 'MISSED'}"
+    )
+    return ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=500, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--tenants", type=int, default=100)
+    args = parser.parse_args()
+    with server_conninfo_from_env() as server:
+        dbname = f"tk_bench_routing_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        try:
+            dsn = with_db(server, dbname)
+            hosts = setup(dsn, args.tenants)
+            wsgi = bench_wsgi(dsn, hosts, args)
+            asgi = bench_asgi(dsn, hosts, args)
+        finally:
+            with psycopg.connect(server, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(dbname)
+                    )
+                )
+    print(
+        f"one-query app, {args.tenants} tenants rotating, {args.rounds} rounds x "
+        f"{args.requests} requests per side, alternating; req/s: median round; overhead: median "
+        f"of paired round ratios; target < {TARGET:.0%}"
+    )
+    ok = report("WSGI", wsgi) & report("ASGI", asgi)
+    raise SystemExit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,391 @@
+"""Per-process state of the plugin: server, databases, tenancies and the background janitor.
+
+Everything is created on first use by a fixture, so a test run that requests no fixture of
+ours starts nothing. :meth:`PgTenantsSession.finish` undoes all of it in reverse order; it runs
+as a session-fixture finalizer, which pytest also runs after a failed or interrupted
+(Ctrl-C) session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._options import Settings
+
+if TYPE_CHECKING:
+    from ._server import ServerHandle
+    from tenantkit.models import Tenant
+    from tenantkit.tenancy import Tenancy
+
+__all__ = ["PgTenantsSession", "TestDatabase", "TestScope"]
+
+_TRASH_PREFIX = "_pgtenants_trash_"
+#: Retired schemas kept before the janitor starts dropping them in the background.
+_TRASH_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class TestDatabase:
+    """The database of this test process: cloned from ``template``, dropped at the end."""
+
+    name: str
+    conninfo: str
+    template: str
+
+
+class _Janitor:
+    """A daemon thread doing cleanup work off the test's critical path.
+
+    Dropping a 20-table tenant schema costs tens of milliseconds; doing it in the test's
+    teardown would put that time between every two tests. Jobs run in order; ``drain()``
+    waits for all of them (used before anything that needs a settled registry, and at the end).
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.errors: list[BaseException] = []
+
+    def submit(self, job: Callable[[], None]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="pgtenants-janitor", daemon=True)
+            self._thread.start()
+        self._jobs.put(job)
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                job()
+            except Exception as exc:  # kept and reported at the end, never lost silently
+                self.errors.append(exc)
+            finally:
+                self._jobs.task_done()
+
+    def drain(self) -> None:
+        if self._thread is not None:
+            self._jobs.join()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join(timeout=60)
+            self._thread = None
+
+
+@dataclass
+class TestScope:
+    """What the current test created through the plugin, undone at its teardown."""
+
+    session: PgTenantsSession
+    tenancy: Tenancy
+    created: list[Tenant] = field(default_factory=list)
+
+    def track(self, tenant: Tenant) -> None:
+        """Remember ``tenant`` for cleanup at the end of the test."""
+        self.created.append(tenant)
+
+    def cleanup(self) -> None:
+        """Retire what the test created (see :meth:`PgTenantsSession.drop_tenants`)."""
+        created, self.created = self.created, []
+        self.session.drop_tenants(created)
+
+
+class PgTenantsSession:
+    """The plugin's state in one test process (one xdist worker, or the only process)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        project: str,
+        worker: str,
+        shared_run_dir: Path | None = None,
+        controller_pid: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.project = project
+        self.worker = worker
+        self.shared_run_dir = shared_run_dir
+        self.controller_pid = controller_pid
+        self.keep_notes: list[str] = []
+        self.janitor = _Janitor()
+        self.hosts: dict[str, str] = {}
+        self._server: ServerHandle | None = None
+        self._template: str | None = None
+        self._database: TestDatabase | None = None
+        self._tenancies: dict[bool, Tenancy] = {}
+        self._lock = threading.RLock()
+        self._spares_refilling = False
+        self._spares_left: int | None = None
+        self._trash: list[str] = []
+
+    # -- infrastructure ----------------------------------------------------------------------
+
+    @property
+    def server(self) -> ServerHandle:
+        """The server under test, started or connected on first use."""
+        with self._lock:
+            if self._server is None:
+                self._server = self._open_server()
+            return self._server
+
+    def _open_server(self) -> ServerHandle:
+        # Imported here, not at the top: loading the plugin must not import psycopg.
+        from ._server import connect_server, from_dsn, start_embedded
+
+        settings = self.settings
+        if settings.dsn:
+            return from_dsn(settings.dsn)
+        if self.shared_run_dir is not None and self.controller_pid is not None:
+            handle = connect_server(self.shared_run_dir, self.controller_pid, keep=settings.keep)
+        else:
+            handle = start_embedded(keep=settings.keep)
+        if settings.keep:
+            self.keep_notes.append(
+                f"embedded server left running (conninfo {handle.conninfo!r}); stop it with: "
+                f"pg_ctl -D {handle.data_dir} stop -m fast"
+            )
+        return handle
+
+    @property
+    def template(self) -> str:
+        """The name of the up-to-date template database (built on first use)."""
+        with self._lock:
+            if self._template is None:
+                from ._database import ensure_template
+
+                self._template = ensure_template(self.server, self.settings, self.project)
+            return self._template
+
+    @property
+    def database(self) -> TestDatabase:
+        """This process's test database, cloned from the template on first use."""
+        with self._lock:
+            if self._database is None:
+                from ._database import create_test_database
+
+                name = create_test_database(self.server, self.template, self.worker)
+                conninfo = self.server.conninfo_for(name)
+                self._database = TestDatabase(name=name, conninfo=conninfo, template=self.template)
+                if self.settings.keep:
+                    self.keep_notes.extend(
+                        [
+                            f"kept test database {name}; connect with:",
+                            f"    psql {conninfo!r}",
+                            f"    tenantkit shell --dsn {conninfo!r} [--tenant SCHEMA]",
+                        ]
+                    )
+            return self._database
+
+    def tenancy(self, *, strict: bool = False) -> Tenancy:
+        """The session's ``Tenancy`` on the test database (a separate one for strict mode)."""
+        with self._lock:
+            found = self._tenancies.get(strict)
+            if found is None:
+                from tenantkit.tenancy import Tenancy
+
+                found = Tenancy(
+                    self.database.conninfo,
+                    shared_schema=self.settings.shared_schema,
+                    migrations=self.settings.migrations,
+                    strict=strict,
+                    min_size=1,
+                    max_size=8,
+                )
+                self._tenancies[strict] = found
+            return found
+
+    # -- tenants -----------------------------------------------------------------------------
+
+    def host_for(self, schema: str) -> str:
+        """The host the fixtures give a tenant with this schema: ``<schema>.<domain>``."""
+        return f"{schema.replace('_', '-')}.{self.settings.domain}"
+
+    def primary_host(self, tenant: Tenant | str) -> str:
+        """The primary host of ``tenant`` (from the registry when the fixtures did not make it)."""
+        schema = tenant if isinstance(tenant, str) else tenant.schema
+        host = self.hosts.get(schema)
+        if host is not None:
+            return host
+        domains = self.tenancy().domains(tenant)
+        for domain in domains:
+            if domain.is_primary:
+                self.hosts[schema] = domain.host
+                return domain.host
+        if domains:
+            return domains[0].host
+        from tenantkit.errors import DomainNotFound
+
+        raise DomainNotFound(
+            f"tenant {schema!r} has no domain; add one with tenancy.add_domain({schema!r}, host)"
+        )
+
+    def new_schema_name(self) -> str:
+        """A fresh, unique, valid schema name for an anonymous test tenant."""
+        return f"t_{uuid.uuid4().hex[:16]}"
+
+    def create_tenant(
+        self,
+        tenancy: Tenancy,
+        *,
+        schema: str | None = None,
+        name: str | None = None,
+        domains: Iterable[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Tenant:
+        """Create a tenant (claiming a warm spare when one is left) and keep the pool warm."""
+        schema = schema or self.new_schema_name()
+        hosts = list(domains) if domains is not None else [self.host_for(schema)]
+        tenant = tenancy.create_tenant(
+            schema, name=name or schema, domains=hosts, metadata=dict(metadata or {})
+        )
+        if hosts:
+            from tenantkit.names import normalize_host
+
+            self.hosts[tenant.schema] = normalize_host(hosts[0])
+        self._maybe_refill_spares(tenancy)
+        return tenant
+
+    def _maybe_refill_spares(self, tenancy: Tenancy) -> None:
+        """Count the spare just claimed; refill the pool in the background once half is gone.
+
+        The count is kept here rather than asked from the database (``Spares.count()`` opens a
+        connection): the test database starts with ``spares`` of them (the template's), and the
+        provisioner says whether each creation took one.
+        """
+        target = self.settings.spares
+        if not target or self.settings.migrations is None:
+            return
+        if self._spares_left is None:
+            self._spares_left = target
+        took_spare = getattr(tenancy.provisioner, "last_path", "spare") == "spare"
+        self._spares_left = self._spares_left - 1 if took_spare else 0
+        if self._spares_refilling or self._spares_left > target // 2:
+            return
+        self._spares_refilling = True
+        spares = self.tenancy().spares
+
+        def refill() -> None:
+            try:
+                spares.fill(target)
+                self._spares_left = spares.count()
+            finally:
+                self._spares_refilling = False
+
+        self.janitor.submit(refill)
+
+    def drop_tenants(self, created: list[Tenant]) -> None:
+        """Retire the tenants a test created, in about a millisecond each.
+
+        Dropping a 20-table schema costs tens of milliseconds of server time, so it is not
+        done here: the registry row and domains are deleted and the schema is renamed to a
+        ``_pgtenants_trash_*`` name (one round trip), which frees the schema name and the
+        hosts for the next test at once. Trash goes with the test database at the end of the
+        session; past ``_TRASH_LIMIT`` schemas the janitor drops some in the background, to
+        keep the catalog small in very long sessions.
+        """
+        if self.settings.keep or not created:
+            return
+        tenancy = self.tenancy()
+        failures: list[BaseException] = []
+        for tenant in reversed(created):
+            self.hosts.pop(tenant.schema, None)
+            try:
+                trash = _retire(tenancy, tenant)
+            except Exception as exc:  # retire the others anyway, then report
+                failures.append(exc)
+                continue
+            if trash is not None:
+                self._trash.append(trash)
+        if len(self._trash) >= _TRASH_LIMIT:
+            batch, self._trash = self._trash[: _TRASH_LIMIT // 2], self._trash[_TRASH_LIMIT // 2 :]
+            self.janitor.submit(lambda: _drop_schemas(tenancy, batch))
+        if failures:
+            raise failures[0]
+
+    # -- teardown ----------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Undo everything this process started (unless ``keep``), in reverse order."""
+        try:
+            self.janitor.stop()
+        finally:
+            try:
+                for tenancy in self._tenancies.values():
+                    with contextlib.suppress(Exception):
+                        tenancy.close()
+                self._tenancies.clear()
+            finally:
+                self._finish_databases()
+
+    def _finish_databases(self) -> None:
+        server = self._server
+        if server is None:
+            return
+        from ._database import drop_database, drop_template
+
+        try:
+            if self._database is not None and not self.settings.keep:
+                drop_database(server, self._database.name)
+            if self._template is not None and not self.settings.cache and not self.settings.keep:
+                drop_template(server, self._template)
+        finally:
+            self._database = None
+            self._server = None
+            server.stop()
+
+
+def _retire(tenancy: Tenancy, tenant: Tenant) -> str | None:
+    """Unregister ``tenant`` and rename its schema to a trash name; return that name."""
+    from psycopg import sql
+
+    shared = sql.Identifier(tenancy.shared_schema)
+    trash = f"{_TRASH_PREFIX}{uuid.uuid4().hex[:16]}"
+    with tenancy.admin_connection() as conn, conn.transaction():
+        row = conn.execute(
+            sql.SQL(
+                "SELECT id, to_regclass(format('%%I.tenantkit_migration_state', %s::text))"
+                " IS NOT NULL FROM {}.tenantkit_tenants WHERE schema = %s FOR UPDATE"
+            ).format(shared),
+            [tenancy.shared_schema, tenant.schema],
+        ).fetchone()
+        if row is None:
+            return None  # the test dropped it itself
+        # Domains go with the tenant row (ON DELETE CASCADE); the registry's trigger notifies
+        # routers as for any drop.
+        statements = [
+            sql.SQL("DELETE FROM {}.tenantkit_tenants WHERE id = {}").format(
+                shared, sql.Literal(row[0])
+            ),
+            sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+                sql.Identifier(tenant.schema), sql.Identifier(trash)
+            ),
+        ]
+        if row[1]:
+            # The migrations' per-schema state must not outlive the tenant, or re-creating a
+            # tenant with the same schema name fails on its primary key.
+            statements.append(
+                sql.SQL("DELETE FROM {}.tenantkit_migration_state WHERE schema = {}").format(
+                    shared, sql.Literal(tenant.schema)
+                )
+            )
+        conn.execute(sql.SQL("; ").join(statements))
+    return trash
+
+
+def _drop_schemas(tenancy: Tenancy, names: list[str]) -> None:
+    from psycopg import sql
+
+    for name in names:
+        with tenancy.admin_connection() as conn, conn.transaction():
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))

@@ -1,0 +1,135 @@
+"""factory-boy factories for tenants, domains and rows in tenant tables.
+
+``factory-boy`` is an optional dependency (extra ``factories``); the classes are built when an
+attribute of this module is first used, so importing ``pytest_pgtenants`` never needs it.
+
+* :class:`TenantFactory` - a registered, fully migrated tenant (through the test's
+  ``tenancy``; dropped after the test like ``tenant_factory``'s).
+* :class:`DomainFactory` - a domain added to a tenant (a new one unless ``tenant=`` is given).
+* :class:`TenantRowFactory` - base class for rows of a tenant table, inserted through a
+  connection bound to the current tenant (``tenantkit.current_tenant()``, or ``_tenant=``)::
+
+      class OrderFactory(TenantRowFactory):
+          class Meta:
+              model = "orders"          # the table, resolved by the tenant's search_path
+          number = factory.Sequence(lambda n: n)
+
+      with tenant_context(acme):
+          order = OrderFactory()        # a dict of the inserted row (RETURNING *)
+      OrderFactory(_tenant=globex)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._extras import require
+
+__all__ = ["DomainFactory", "TenantFactory", "TenantRowFactory"]
+
+_BUILT: dict[str, Any] = {}
+
+
+def _build() -> dict[str, Any]:
+    if _BUILT:
+        return _BUILT
+    factory = require("factory")
+    from psycopg import sql
+    from psycopg.rows import dict_row
+    from tenantkit.models import Domain, Tenant
+    from tenantkit.search_path import current_tenant
+
+    from ._runtime import current_scope
+
+    class TenantFactory(factory.Factory):  # type: ignore[misc,name-defined]
+        """A tenant created through the running test's ``tenancy`` (dropped after the test)."""
+
+        class Meta:
+            model = Tenant
+
+        name = factory.Sequence(lambda n: f"Factory tenant {n}")
+        schema = factory.LazyFunction(lambda: current_scope().session.new_schema_name())
+        domains = factory.LazyAttribute(lambda o: [current_scope().session.host_for(o.schema)])
+        metadata = factory.Dict({})
+
+        @classmethod
+        def _build(cls, model_class: Any, *args: Any, **kwargs: Any) -> Any:
+            raise TypeError("TenantFactory only creates tenants (use TenantFactory())")
+
+        @classmethod
+        def _create(cls, model_class: Any, *args: Any, **kwargs: Any) -> Tenant:
+            scope = current_scope()
+            tenant = scope.session.create_tenant(
+                scope.tenancy,
+                schema=kwargs["schema"],
+                name=kwargs["name"],
+                domains=kwargs["domains"],
+                metadata=kwargs["metadata"],
+            )
+            scope.track(tenant)
+            return tenant
+
+    class DomainFactory(factory.Factory):  # type: ignore[misc,name-defined]
+        """A domain of ``tenant`` (default: a new tenant), ``primary=False`` by default."""
+
+        class Meta:
+            model = Domain
+
+        tenant = factory.SubFactory(TenantFactory)
+        host = factory.Sequence(lambda n: f"domain-{n}.{current_scope().session.settings.domain}")
+        primary = False
+
+        @classmethod
+        def _create(cls, model_class: Any, *args: Any, **kwargs: Any) -> Domain:
+            scope = current_scope()
+            domain: Domain = scope.tenancy.add_domain(
+                kwargs["tenant"], kwargs["host"], primary=kwargs["primary"]
+            )
+            return domain
+
+    class TenantRowFactory(factory.Factory):  # type: ignore[misc,name-defined]
+        """Base for rows of a tenant table; set ``Meta.model`` to the table name."""
+
+        class Meta:
+            abstract = True
+
+        @classmethod
+        def _create(cls, model_class: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            scope = current_scope()
+            tenant = kwargs.pop("_tenant", None) or current_tenant()
+            if tenant is None:
+                raise RuntimeError(
+                    f"{cls.__name__} needs a current tenant: use it inside "
+                    "tenantkit.tenant_context(tenant) / tenancy.connection(tenant), or pass "
+                    "_tenant=tenant"
+                )
+            if not isinstance(model_class, str):
+                raise TypeError(f"{cls.__name__}.Meta.model must be a table name (a str)")
+            table = sql.Identifier(*model_class.split("."))
+            if kwargs:
+                query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING *").format(
+                    table,
+                    sql.SQL(", ").join(sql.Identifier(k) for k in kwargs),
+                    sql.SQL(", ").join(sql.Placeholder() * len(kwargs)),
+                )
+            else:
+                query = sql.SQL("INSERT INTO {} DEFAULT VALUES RETURNING *").format(table)
+            with scope.tenancy.connection(tenant) as conn, conn.cursor(row_factory=dict_row) as cur:
+                row = cur.execute(query, list(kwargs.values())).fetchone()
+            return dict(row or {})
+
+        @classmethod
+        def _build(cls, model_class: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            kwargs.pop("_tenant", None)
+            return dict(kwargs)
+
+    _BUILT.update(
+        TenantFactory=TenantFactory, DomainFactory=DomainFactory, TenantRowFactory=TenantRowFactory
+    )
+    return _BUILT
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return _build()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,451 @@
+"""The plugin's fixtures. Each docstring is what ``pytest --fixtures`` shows.
+
+Infrastructure fixtures (``pgtenants_*``) are session-scoped and start on first use; the
+user-facing ones (``tenancy``, ``tenant``, ``tenant_factory``, ``tenants``, ``tenant_conn``,
+``atenant_conn``, ``tenant_client``, ``atenant_client``, ``tenant_url``,
+``assert_tenants_isolated``) are function-scoped and clean up after the test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ._options import Settings
+from ._session import PgTenantsSession, TestDatabase, TestScope
+
+if TYPE_CHECKING:
+    import psycopg
+    from tenantkit.models import Tenant
+    from tenantkit.tenancy import Tenancy
+
+    from ._server import ServerHandle
+    from .asserts import IsolationAsserter
+    from .client import AsyncTenantClient, TenantClient
+
+__all__ = [
+    "assert_tenants_isolated",
+    "atenant_client",
+    "atenant_conn",
+    "pgtenants_database",
+    "pgtenants_server",
+    "pgtenants_session",
+    "pgtenants_settings",
+    "pgtenants_template",
+    "tenancy",
+    "tenant",
+    "tenant_client",
+    "tenant_conn",
+    "tenant_factory",
+    "tenant_url",
+    "tenants",
+]
+
+SESSION_KEY = pytest.StashKey[PgTenantsSession]()
+_SCOPE_KEY = pytest.StashKey[TestScope]()
+
+
+def _async_fixture(func: Any) -> Any:
+    """Decorate an async fixture for pytest-asyncio when it is installed (strict mode too)."""
+    try:
+        import pytest_asyncio
+    except ImportError:
+        return pytest.fixture(func)
+    return pytest_asyncio.fixture(func)
+
+
+# -- infrastructure ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pgtenants_session(request: pytest.FixtureRequest) -> Iterator[PgTenantsSession]:
+    """The plugin's per-process state (server, databases, tenancies); torn down at the end.
+
+    Everything else builds on it. After the session (passed, failed or interrupted) the test
+    database is dropped and an embedded server stopped, unless ``--pgtenants-keep``.
+    """
+    session = request.config.stash[SESSION_KEY]
+    try:
+        yield session
+    finally:
+        session.finish()
+
+
+@pytest.fixture(scope="session")
+def pgtenants_settings(pgtenants_session: PgTenantsSession) -> Settings:
+    """The resolved ``pgtenants_*`` options (CLI > env > ini > default) and their sources."""
+    return pgtenants_session.settings
+
+
+@pytest.fixture(scope="session")
+def pgtenants_server(pgtenants_session: PgTenantsSession) -> ServerHandle:
+    """The PostgreSQL server under test: ``.conninfo`` (maintenance db), ``.version_num``.
+
+    An embedded temporary server by default (one per run, shared by pytest-xdist workers), or
+    the server named by ``--pgtenants-dsn`` / ``PGTENANTS_DSN`` / ini ``pgtenants_dsn``.
+    ``.conninfo_for(dbname)`` gives the conninfo of another database on it.
+    """
+    return pgtenants_session.server
+
+
+@pytest.fixture(scope="session")
+def pgtenants_template(pgtenants_session: PgTenantsSession, pgtenants_server: ServerHandle) -> str:
+    """Name of the template database: registry installed, migrations applied, spares warm.
+
+    Keyed by a hash of the migrations, tenantkit, this plugin and the server version, so it is
+    rebuilt whenever any of them changes and reused (no migrating) otherwise, also by later
+    runs against the same server. Built under an advisory lock and renamed into place when
+    complete.
+    """
+    return pgtenants_session.template
+
+
+@pytest.fixture(scope="session")
+def pgtenants_database(
+    pgtenants_session: PgTenantsSession, pgtenants_template: str
+) -> TestDatabase:
+    """This process's test database (``.name``, ``.conninfo``, ``.template``).
+
+    Cloned from ``pgtenants_template`` (a file copy), one per pytest-xdist worker, dropped at
+    the end of the session unless ``--pgtenants-keep``.
+    """
+    return pgtenants_session.database
+
+
+# -- tenancy and tenants -------------------------------------------------------------------
+
+
+def _strict(request: pytest.FixtureRequest, settings: Settings) -> bool:
+    return settings.strict or request.node.get_closest_marker("pgtenants_strict") is not None
+
+
+def _rollback(request: pytest.FixtureRequest, settings: Settings) -> bool:
+    return settings.rollback or request.node.get_closest_marker("pgtenants_rollback") is not None
+
+
+@pytest.fixture
+def tenancy(
+    request: pytest.FixtureRequest,
+    pgtenants_session: PgTenantsSession,
+    pgtenants_database: TestDatabase,
+) -> Iterator[Tenancy]:
+    """A ``tenantkit.Tenancy`` bound to the test database (registry installed, migrated).
+
+    Shared by the tests of this process; tenants created through the plugin's fixtures and
+    factories are dropped after each test. In strict mode (``--pgtenants-strict`` or
+    ``@pytest.mark.pgtenants_strict``) it is a ``Tenancy(strict=True)``: a statement on one of
+    its connections with no tenant bound raises ``NoTenantSelected`` and fails the test.
+    """
+    from . import _runtime
+
+    instance = pgtenants_session.tenancy(strict=_strict(request, pgtenants_session.settings))
+    scope = TestScope(pgtenants_session, instance)
+    request.node.stash[_SCOPE_KEY] = scope
+    token = _runtime.activate(scope)
+    try:
+        yield instance
+    finally:
+        _runtime.deactivate(token)
+        scope.cleanup()
+
+
+def _scope(request: pytest.FixtureRequest) -> TestScope:
+    return request.node.stash[_SCOPE_KEY]
+
+
+class TenantFactory:
+    """``tenant_factory(name=None, domains=None, *, schema=None, **metadata) -> Tenant``.
+
+    ``name`` is the display name; the schema is ``schema`` or derived from ``name`` (or a
+    random ``t_...`` name); ``domains`` defaults to ``[<schema>.<base domain>]`` (pass ``()``
+    for none). Remaining keyword arguments become the tenant's metadata.
+    """
+
+    def __init__(self, scope: TestScope) -> None:
+        self._scope = scope
+
+    def __call__(
+        self,
+        name: str | None = None,
+        domains: Iterable[str] | None = None,
+        *,
+        schema: str | None = None,
+        **metadata: Any,
+    ) -> Tenant:
+        session = self._scope.session
+        if schema is None and name is not None:
+            from tenantkit.names import schema_name_from
+
+            schema = schema_name_from(name, shared_schema=session.settings.shared_schema)
+        tenant = session.create_tenant(
+            self._scope.tenancy, schema=schema, name=name, domains=domains, metadata=metadata
+        )
+        self._scope.track(tenant)
+        return tenant
+
+
+@pytest.fixture
+def tenant_factory(request: pytest.FixtureRequest, tenancy: Tenancy) -> TenantFactory:
+    """Create tenants on demand: ``tenant_factory(name=None, domains=None, **metadata)``.
+
+    ``tenant_factory("Acme Corp")`` makes schema ``acme_corp`` with host
+    ``acme-corp.example.test``; ``tenant_factory()`` a random one. Each is fully migrated
+    (claimed from the warm spare pool) and dropped after the test.
+    """
+    return TenantFactory(_scope(request))
+
+
+_MARKER_ERROR = "@pytest.mark.tenants"
+
+
+@pytest.fixture
+def tenants(request: pytest.FixtureRequest, tenant_factory: TenantFactory) -> dict[str, Tenant]:
+    """The tenants named by ``@pytest.mark.tenants("acme", "globex")``, by schema name.
+
+    Each is created fresh (fully migrated, host ``<name>.example.test``) for the test and
+    dropped afterwards, so names can repeat across tests.
+    """
+    marker = request.node.get_closest_marker("tenants")
+    if marker is None:
+        pytest.fail(
+            'the "tenants" fixture needs @pytest.mark.tenants("acme", "globex", ...) on the test',
+            pytrace=False,
+        )
+    return {name: tenant_factory(schema=name, name=name) for name in marker.args}
+
+
+@pytest.fixture
+def tenant(request: pytest.FixtureRequest, tenant_factory: TenantFactory) -> Tenant:
+    """A fresh, fully migrated tenant with one domain (``<schema>.example.test``).
+
+    Claimed from a pool of warm spare schemas by a rename (a few milliseconds), dropped in the
+    background after the test. Under ``@pytest.mark.tenants(...)`` it is the first named one.
+    """
+    if request.node.get_closest_marker("tenants") is not None:
+        named: dict[str, Tenant] = request.getfixturevalue("tenants")
+        return next(iter(named.values()))
+    return tenant_factory()
+
+
+@pytest.fixture
+def tenant_conn(
+    request: pytest.FixtureRequest, tenancy: Tenancy, tenant: Tenant
+) -> Iterator[psycopg.Connection[Any]]:
+    """A connection bound to ``tenant`` (its schema first on the ``search_path``).
+
+    Committed at the end of the test; in rollback mode (``--pgtenants-rollback`` or
+    ``@pytest.mark.pgtenants_rollback``) everything it did is rolled back instead.
+    """
+    rollback = _rollback(request, tenancy_settings(request))
+    with tenancy.connection(tenant) as conn:
+        yield conn
+        if rollback:
+            conn.rollback()
+
+
+def tenancy_settings(request: pytest.FixtureRequest) -> Settings:
+    """The resolved settings (for fixtures that do not take ``pgtenants_settings``)."""
+    return request.config.stash[SESSION_KEY].settings
+
+
+@_async_fixture
+async def atenant_conn(
+    request: pytest.FixtureRequest, pgtenants_database: TestDatabase, tenant: Tenant
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """An async connection (``psycopg.AsyncConnection``) bound to ``tenant``.
+
+    Needs an async test (pytest-asyncio or anyio). Committed at the end, or rolled back in
+    rollback mode.
+    """
+    import psycopg
+    from tenantkit.search_path import ause_tenant
+
+    settings = tenancy_settings(request)
+    conn = await psycopg.AsyncConnection.connect(pgtenants_database.conninfo)
+    try:
+        async with ause_tenant(conn, tenant, shared_schema=settings.shared_schema):
+            yield conn
+        if _rollback(request, settings):
+            await conn.rollback()
+        else:
+            await conn.commit()
+    finally:
+        await conn.close()
+
+
+# -- hosts and clients ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def tenant_url(pgtenants_session: PgTenantsSession, tenancy: Tenancy) -> Callable[..., str]:
+    """``tenant_url(tenant, path="/", scheme="http")``: an absolute URL on the tenant's host."""
+
+    def build(tenant: Tenant | str, path: str = "/", scheme: str = "http") -> str:
+        host = pgtenants_session.primary_host(tenant)
+        return f"{scheme}://{host}{path if path.startswith('/') else '/' + path}"
+
+    return build
+
+
+def _wrap(app: Any, tenancy: Tenancy, asgi: bool) -> Any:
+    if asgi:
+        from tenantkit.asgi import ASGITenantMiddleware
+
+        return ASGITenantMiddleware(app, tenancy)
+    from tenantkit.wsgi import WSGITenantMiddleware
+
+    return WSGITenantMiddleware(app, tenancy)
+
+
+def _close_router(app: Any) -> None:
+    resolver = getattr(app, "resolver", None)
+    close = getattr(resolver, "close", None)
+    if callable(close):
+        close()
+
+
+@pytest.fixture
+def tenant_client(
+    request: pytest.FixtureRequest, pgtenants_session: PgTenantsSession, tenancy: Tenancy
+) -> Iterator[Callable[..., TenantClient]]:
+    """``tenant_client(app, tenant=None, *, host=None, route=False)``: an httpx client.
+
+    Works for WSGI (Flask...) and ASGI (Starlette, FastAPI...) apps. Requests carry the
+    tenant's primary host (default tenant: the ``tenant`` fixture's), or ``host=`` for any
+    host. ``route=True`` wraps a bare app in tenantkit's routing middleware. The client has
+    ``.for_host(host)``, ``.for_tenant(t)`` and ``.url(path)``; it is closed after the test.
+    """
+    from ._extras import require
+
+    require("httpx")
+    from .client import TenantClient, is_asgi_app
+
+    clients: list[tuple[TenantClient, Any]] = []
+
+    def build(
+        app: Any,
+        tenant: Tenant | str | None = None,
+        *,
+        host: str | None = None,
+        route: bool = False,
+        **kwargs: Any,
+    ) -> TenantClient:
+        if host is None:
+            tenant = tenant if tenant is not None else request.getfixturevalue("tenant")
+            host = pgtenants_session.primary_host(tenant)
+        served = _wrap(app, tenancy, is_asgi_app(app)) if route else app
+        client = TenantClient(
+            served, host, tenant=tenant, host_of=pgtenants_session.primary_host, **kwargs
+        )
+        clients.append((client, served if route else None))
+        return client
+
+    try:
+        yield build
+    finally:
+        for client, router in clients:
+            client.close()
+            if router is not None:
+                _close_router(router)
+
+
+@_async_fixture
+async def atenant_client(
+    request: pytest.FixtureRequest, pgtenants_session: PgTenantsSession, tenancy: Tenancy
+) -> AsyncIterator[Callable[..., AsyncTenantClient]]:
+    """Async twin of ``tenant_client`` for ASGI apps: ``await client.get("/")``."""
+    from ._extras import require
+
+    require("httpx")
+    from .client import AsyncTenantClient
+
+    clients: list[tuple[AsyncTenantClient, Any]] = []
+
+    def build(
+        app: Any,
+        tenant: Tenant | str | None = None,
+        *,
+        host: str | None = None,
+        route: bool = False,
+        **kwargs: Any,
+    ) -> AsyncTenantClient:
+        if host is None:
+            tenant = tenant if tenant is not None else request.getfixturevalue("tenant")
+            host = pgtenants_session.primary_host(tenant)
+        served = _wrap(app, tenancy, True) if route else app
+        client = AsyncTenantClient(
+            served, host, tenant=tenant, host_of=pgtenants_session.primary_host, **kwargs
+        )
+        clients.append((client, served if route else None))
+        return client
+
+    try:
+        yield build
+    finally:
+        for client, router in clients:
+            await client.aclose()
+            if router is not None:
+                _close_router(router)
+
+
+# -- assertions ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def assert_tenants_isolated(
+    pgtenants_session: PgTenantsSession, tenancy: Tenancy
+) -> IsolationAsserter:
+    """Prove tenant isolation; failures name the schema, the table and what leaked.
+
+    As a context manager around code acting as some tenants::
+
+        with assert_tenants_isolated(acme):
+            client.post("/orders", json={...})
+
+    fails if anything (rows or structure) changed in any *other* registered tenant's schema,
+    or if the shared schema gained a table named like a tenant table.
+
+    As a check between tenants::
+
+        assert_tenants_isolated.between(acme, globex)
+
+    fails if a canary row written through one tenant's connection is visible through
+    another's (``connect=`` takes your app's own ``tenant -> connection`` factory), or if a
+    foreign key, view, function body, trigger or column default in one tenant's schema
+    references another tenant's schema.
+    """
+    from .asserts import IsolationAsserter
+
+    return IsolationAsserter(tenancy, shared_schema=pgtenants_session.settings.shared_schema)
+
+
+def validate_markers(item: pytest.Item, settings: Settings) -> None:
+    """Fail the test early, with a clear message, when one of our markers is misused."""
+    from tenantkit.errors import InvalidSchemaName
+    from tenantkit.names import validate_schema_name
+
+    for marker in item.iter_markers("tenants"):
+        problems: list[str] = []
+        if not marker.args:
+            problems.append("give at least one tenant schema name")
+        if marker.kwargs:
+            problems.append(f"takes no keyword arguments (got {sorted(marker.kwargs)})")
+        seen: set[object] = set()
+        for arg in marker.args:
+            try:
+                validate_schema_name(arg, shared_schema=settings.shared_schema)
+            except InvalidSchemaName as exc:
+                problems.append(str(exc))
+            if arg in seen:
+                problems.append(f"{arg!r} is given twice")
+            seen.add(arg)
+        if problems:
+            pytest.fail(f"{_MARKER_ERROR}(...) on {item.nodeid}: " + "; ".join(problems), pytrace=False)
+    for name in ("pgtenants_strict", "pgtenants_rollback"):
+        for marker in item.iter_markers(name):
+            if marker.args or marker.kwargs:
+                pytest.fail(
+                    f"@pytest.mark.{name} takes no arguments (on {item.nodeid})", pytrace=False
+                )

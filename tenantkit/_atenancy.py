@@ -1,0 +1,411 @@
+"""``AsyncTenancy``: the asyncio twin of :class:`tenantkit.tenancy.Tenancy`."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from ._connection import AsyncTenantConnection, _TenantState
+from ._tenancy_base import _TenancyBase
+from .errors import DomainNotFound, RegistryNotInstalled, TenantNotFound
+from .models import Domain, Tenant, TenantLike, TenantState
+from .names import normalize_host, schema_name_from, validate_schema_name
+from .registry import domain_from_row, tenant_from_row, translated
+from .schema import acreate_schema, adrop_schema, alist_schemas, arename_schema
+from .search_path import _current
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
+
+__all__ = ["AsyncSchemaProvisioner", "AsyncTenancy"]
+
+logger = logging.getLogger("tenantkit")
+
+
+class AsyncSchemaProvisioner:
+    """The default async provisioner: create the empty schema, nothing else."""
+
+    def __init__(self, shared_schema: str = "public") -> None:
+        self.shared_schema = shared_schema
+
+    async def provision(self, conn: psycopg.AsyncConnection[Any], schema: str) -> None:
+        """Create ``schema`` on ``conn`` (inside the caller's transaction)."""
+        await acreate_schema(conn, schema, shared_schema=self.shared_schema)
+
+
+async def _aend(conn: psycopg.AsyncConnection[Any], ok: bool) -> None:
+    """Commit or roll back like ``async with conn:``, then drop temporary objects if any."""
+    if conn.closed:
+        return
+    if ok:
+        await conn.commit()
+    else:
+        try:
+            await conn.rollback()
+        except Exception as exc:  # a broken connection: the pool replaces it
+            logger.debug("rollback failed on %r: %s", conn, exc)
+            return
+    if isinstance(conn, _TenantState) and conn._tk_temp:
+        try:
+            await conn.execute("DISCARD TEMP")
+            await conn.commit()
+            conn._tk_temp = False
+        except Exception:
+            await conn.close()
+
+
+class AsyncTenancy(_TenancyBase):
+    """Schema-per-tenant multi-tenancy on one database (asyncio API).
+
+    Same arguments and behaviour as :class:`~tenantkit.tenancy.Tenancy`; methods are
+    coroutines and ``connection()`` is an async context manager. A pool created here opens on
+    first use (psycopg_pool needs a running event loop).
+    """
+
+    def __init__(
+        self,
+        conninfo: str | None = None,
+        *,
+        pool: AsyncConnectionPool[Any] | None = None,
+        shared_schema: str = "public",
+        extra_schemas: Iterable[str] = (),
+        pgbouncer: bool = False,
+        strict: bool = False,
+        migrations: str | os.PathLike[str] | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+    ) -> None:
+        super().__init__(
+            shared_schema=shared_schema,
+            extra_schemas=extra_schemas,
+            pgbouncer=pgbouncer,
+            strict=strict,
+            migrations=migrations,
+        )
+        if (conninfo is None) == (pool is None):
+            raise TypeError("AsyncTenancy() takes a conninfo or pool=, exactly one of them")
+        self._own_pool = False
+        self._opened = False
+        self._provisioner: Any = None
+        self.pool: AsyncConnectionPool[Any] | None = pool
+        if pool is not None:
+            if not issubclass(pool.connection_class, _TenantState):
+                raise TypeError(
+                    "the pool must create tenant connections: build it with AsyncConnectionPool("
+                    "..., connection_class=tenantkit.AsyncTenantConnection)"
+                )
+            # A pool may take a callable conninfo; ours is only used without a pool.
+            self.conninfo: str = pool.conninfo if isinstance(pool.conninfo, str) else ""
+            self._opened = True
+            return
+        assert conninfo is not None
+        self.conninfo = conninfo
+        try:
+            from psycopg_pool import AsyncConnectionPool
+        except ImportError:  # optional: fall back to one connection per use
+            return
+
+        async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+            assert isinstance(conn, _TenantState)
+            self._configure_conn(conn)
+
+        self.pool = AsyncConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            connection_class=AsyncTenantConnection,
+            configure=configure,
+            name="tenantkit-async",
+            open=False,
+        )
+        self._own_pool = True
+
+    @property
+    def provisioner(self) -> Any:
+        """Object with ``provision(conn, schema)`` (sync or async) run in ``create_tenant``."""
+        if self._provisioner is None:
+            if self.migrations_dir is not None:
+                from .provisioning import MigrationProvisioner  # type: ignore[import-not-found,unused-ignore]
+
+                self._provisioner = MigrationProvisioner(self)
+            else:
+                self._provisioner = AsyncSchemaProvisioner(self.shared_schema)
+        return self._provisioner
+
+    @provisioner.setter
+    def provisioner(self, value: Any) -> None:
+        self._provisioner = value
+
+    async def open(self) -> None:
+        """Open the pool (done automatically on first use)."""
+        if not self._opened and self.pool is not None:
+            await self.pool.open()
+        self._opened = True
+
+    @asynccontextmanager
+    async def _checkout(
+        self, path: bytes, tenant: TenantLike | None = None
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        token = _current.set(tenant) if tenant is not None else None
+        pool = self.pool
+        try:
+            if pool is not None:
+                if not self._opened:
+                    await self.open()
+                conn: psycopg.AsyncConnection[Any] = await pool.getconn()
+            else:
+                conn = await AsyncTenantConnection.connect(self.conninfo)
+            try:
+                assert isinstance(conn, _TenantState)
+                if conn._tk_neutral is not self._neutral:
+                    self._configure_conn(conn)
+                conn._tk_want = path
+                try:
+                    yield conn
+                except BaseException:
+                    await _aend(conn, ok=False)
+                    raise
+                await _aend(conn, ok=True)
+            finally:
+                if isinstance(conn, _TenantState):
+                    conn._tk_want = None
+                    conn._tk_local = None
+                if pool is not None:
+                    await pool.putconn(conn)
+                else:
+                    await conn.close()
+        finally:
+            if token is not None:
+                _current.reset(token)
+
+    def connection(
+        self, tenant: TenantLike | None = None
+    ) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        """A pooled async connection bound to ``tenant`` (default: the current tenant)."""
+        tenant = self._pick(tenant)
+        return self._checkout(self._path_for(tenant), tenant)
+
+    @asynccontextmanager
+    async def admin_connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled async connection on the shared path (no tenant)."""
+        async with self._checkout(self._neutral) as conn:
+            yield conn
+
+    async def install(self) -> None:
+        """Create the registry (idempotent, concurrent-safe); see ``Tenancy.install``."""
+        async with self.admin_connection() as conn, conn.transaction():
+            await conn.execute(self.registry.install_lock)
+            for stmt in self.registry.install:
+                await conn.execute(stmt)
+        self._public = None
+        await self.get_public_tenant()
+
+    async def _fetch(self, conn: psycopg.AsyncConnection[Any], by: str, args: Any) -> Tenant:
+        reg = self.registry
+        if by == "schema" and args[0] == self.shared_schema:
+            query, args = reg.select_public, ()
+        else:
+            query = {"schema": reg.select_by_schema, "id": reg.select_by_id}.get(
+                by, reg.select_by_host
+            )
+        with translated():
+            row = await (await conn.execute(query, args)).fetchone()
+        if row is None:
+            raise TenantNotFound(self._not_found(by, args))
+        return tenant_from_row(row)
+
+    async def _resolve(self, conn: psycopg.AsyncConnection[Any], tenant: TenantLike) -> Tenant:
+        return await self._fetch(conn, "schema", (self._schema_arg(tenant),))
+
+    async def get_tenant(
+        self, schema: str | None = None, *, id: int | None = None, host: str | None = None
+    ) -> Tenant:
+        """The tenant with that schema name, id or host (``TenantNotFound`` otherwise)."""
+        by, args = self._lookup_args(schema, id, host)
+        async with self.admin_connection() as conn:
+            return await self._fetch(conn, by, args)
+
+    async def get_public_tenant(self) -> Tenant:
+        """Fetch (and cache) the public tenant; see :attr:`public_tenant`."""
+        try:
+            self._public = await self.get_tenant(self.shared_schema)
+        except TenantNotFound as exc:
+            raise RegistryNotInstalled("the public tenant row is missing: call install()") from exc
+        return self._public
+
+    @property
+    def public_tenant(self) -> Tenant:
+        """The shared schema as a tenant; loaded by ``install()`` or ``get_public_tenant()``."""
+        if self._public is None:
+            raise RegistryNotInstalled(
+                "the public tenant is not loaded yet: await install() or get_public_tenant()"
+            )
+        return self._public
+
+    async def tenants(
+        self, *, state: TenantState | str | None = None, include_public: bool = False
+    ) -> list[Tenant]:
+        """Registered tenants by id (the public tenant only with ``include_public``)."""
+        params = {"state": self._state_arg(state), "public": include_public}
+        async with self.admin_connection() as conn:
+            with translated():
+                rows = await (await conn.execute(self.registry.select_all, params)).fetchall()
+        return [tenant_from_row(r) for r in rows]
+
+    async def create_tenant(
+        self,
+        schema: str | None = None,
+        *,
+        name: str | None = None,
+        domains: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Tenant:
+        """Create a tenant atomically; see ``Tenancy.create_tenant``."""
+        if schema is None and name is None:
+            raise TypeError("create_tenant() needs a schema name or a display name=")
+        if schema is not None:
+            validate_schema_name(schema, shared_schema=self.shared_schema)
+        hosts = self._hosts(domains)
+        provisioner = self.provisioner
+        reg = self.registry
+        async with self.admin_connection() as conn:
+            with translated(schema=schema):
+                async with conn.transaction():
+                    if schema is None:
+                        assert name is not None
+                        taken = set(await alist_schemas(conn))
+                        schema = schema_name_from(
+                            name, taken=taken, shared_schema=self.shared_schema
+                        )
+                    cur = await conn.execute(reg.insert, self._create_args(schema, name, metadata))
+                    tenant = tenant_from_row(await cur.fetchone() or ())
+                    done = provisioner.provision(conn, schema)
+                    if inspect.isawaitable(done):
+                        await done
+                    for host in hosts:
+                        args = {"host": host, "tid": tenant.id, "primary": False, "schema": schema}
+                        with translated(host=host):
+                            await conn.execute(reg.insert_domain, args)
+                    cur = await conn.execute(reg.set_state, (TenantState.ACTIVE.value, tenant.id))
+                    return tenant_from_row(await cur.fetchone() or ())
+
+    async def rename_tenant(self, tenant: TenantLike, new_schema: str) -> Tenant:
+        """Rename a tenant's schema (registry and schema together)."""
+        validate_schema_name(new_schema, shared_schema=self.shared_schema)
+        async with self.admin_connection() as conn:
+            with translated(schema=new_schema):
+                async with conn.transaction():
+                    current = await self._resolve(conn, tenant)
+                    self._not_public(current, "renamed")
+                    cur = await conn.execute(self.registry.rename, (new_schema, current.id))
+                    row = await cur.fetchone()
+                    await arename_schema(
+                        conn, current.schema, new_schema, shared_schema=self.shared_schema
+                    )
+                    return tenant_from_row(row or ())
+
+    async def drop_tenant(self, tenant: TenantLike, *, cascade: bool = False) -> None:
+        """Drop a tenant (schema, domains, registry row) atomically."""
+        async with self.admin_connection() as conn:
+            with translated():
+                async with conn.transaction():
+                    current = await self._resolve(conn, tenant)
+                    self._not_public(current, "dropped")
+                    await adrop_schema(
+                        conn,
+                        current.schema,
+                        cascade=cascade,
+                        missing_ok=True,
+                        shared_schema=self.shared_schema,
+                    )
+                    await conn.execute(self.registry.delete, (current.id,))
+
+    async def add_domain(self, tenant: TenantLike, host: str, *, primary: bool = False) -> Domain:
+        """Register ``host`` for a tenant; the first domain becomes primary."""
+        host = normalize_host(host)
+        reg = self.registry
+        async with self.admin_connection() as conn:
+            with translated(host=host):
+                async with conn.transaction():
+                    current = await self._resolve(conn, tenant)
+                    if primary:
+                        await conn.execute(reg.unset_primary, (current.id,))
+                    args = {
+                        "host": host,
+                        "tid": current.id,
+                        "primary": primary,
+                        "schema": current.schema,
+                    }
+                    cur = await conn.execute(reg.insert_domain, args)
+                    return domain_from_row(await cur.fetchone() or ())
+
+    async def remove_domain(self, host: str) -> None:
+        """Unregister ``host`` (``DomainNotFound`` if it is not registered)."""
+        host = normalize_host(host)
+        async with self.admin_connection() as conn:
+            with translated():
+                cur = await conn.execute(self.registry.delete_domain, (host,))
+                if await cur.fetchone() is None:
+                    raise DomainNotFound(f"host {host!r} is not registered; see domains()")
+
+    async def set_primary_domain(self, host: str) -> Domain:
+        """Make ``host`` its tenant's primary domain."""
+        host = normalize_host(host)
+        reg = self.registry
+        async with self.admin_connection() as conn:
+            with translated(host=host):
+                async with conn.transaction():
+                    row = await (await conn.execute(reg.select_domain, (host,))).fetchone()
+                    if row is None:
+                        raise DomainNotFound(f"host {host!r} is not registered; add_domain() it")
+                    await conn.execute(reg.unset_primary, (row[1],))
+                    await conn.execute(reg.set_primary, (host,))
+        return Domain(host=row[0], tenant_id=int(row[1]), schema=row[2], is_primary=True)
+
+    async def domains(self, tenant: TenantLike | None = None) -> list[Domain]:
+        """Domains of one tenant, or of all tenants (primary first)."""
+        async with self.admin_connection() as conn:
+            with translated():
+                tid = None if tenant is None else (await self._resolve(conn, tenant)).id
+                cur = await conn.execute(self.registry.select_domains, {"tid": tid})
+                rows = await cur.fetchall()
+        return [domain_from_row(r) for r in rows]
+
+    async def domain_map(self) -> dict[str, Tenant]:
+        """Every registered host of an active tenant -> its tenant, in one query."""
+        async with self.admin_connection() as conn:
+            with translated():
+                rows = await (await conn.execute(self.registry.domain_map)).fetchall()
+        by_id: dict[int, Tenant] = {}
+        result: dict[str, Tenant] = {}
+        for row in rows:
+            tenant = by_id.get(row[1]) or by_id.setdefault(row[1], tenant_from_row(row[1:]))
+            result[row[0]] = tenant
+        return result
+
+    async def close(self) -> None:
+        """Close the pool this tenancy created."""
+        if self._own_pool and self.pool is not None and self._opened:
+            await self.pool.close()
+
+    async def __aenter__(self) -> AsyncTenancy:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<AsyncTenancy shared_schema={self.shared_schema!r} pgbouncer={self.pgbouncer}>"

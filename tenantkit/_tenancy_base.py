@@ -1,0 +1,167 @@
+"""Configuration and pure helpers shared by ``Tenancy`` and ``AsyncTenancy``."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from ._connection import _TenantState
+from .errors import DomainExists, NoTenantSelected, TenantkitError
+from .models import Tenant, TenantLike, TenantState, schema_of
+from .names import normalize_host, validate_schema_name
+from .registry import Registry
+from .search_path import current_tenant, path_sql, search_path_for
+
+
+def _check_shared(name: str) -> str:
+    # The shared schema may be "public" (the default); anything else must be a valid name.
+    return name if name == "public" else validate_schema_name(name)
+
+
+class _TenancyBase:
+    """Settings and validation; no I/O."""
+
+    def __init__(
+        self,
+        *,
+        shared_schema: str,
+        extra_schemas: Iterable[str],
+        pgbouncer: bool,
+        strict: bool,
+        migrations: str | os.PathLike[str] | None,
+    ) -> None:
+        self.shared_schema = _check_shared(shared_schema)
+        self.extra_schemas: tuple[str, ...] = tuple(_check_shared(s) for s in extra_schemas)
+        self.pgbouncer = pgbouncer
+        self.strict = strict
+        self.migrations_dir: Path | None = Path(migrations) if migrations is not None else None
+        self.registry = Registry(self.shared_schema)
+        self._base = (self.shared_schema, *self.extra_schemas)
+        self._neutral = path_sql(
+            search_path_for(
+                None, shared_schema=self.shared_schema, extra_schemas=self.extra_schemas
+            )
+        )
+        self._public: Tenant | None = None
+        self._paths: dict[str, bytes] = {}
+        self._spares: Any = None
+
+    def _configure_conn(self, conn: _TenantState) -> None:
+        conn._tk_configure(self._neutral, self._base, strict=self.strict, pgbouncer=self.pgbouncer)
+
+    def _path_for(self, tenant: TenantLike) -> bytes:
+        """The path SQL for a tenant; the shared schema's name means the public tenant."""
+        # Cached per schema: validation and quoting are done once per tenant, not per request.
+        cached = self._paths.get(tenant.schema if isinstance(tenant, Tenant) else tenant)
+        if cached is not None:
+            return cached
+        if len(self._paths) > 100_000:
+            self._paths.clear()
+        path = self._compute_path(tenant)
+        self._paths[schema_of(tenant)] = path
+        return path
+
+    def _compute_path(self, tenant: TenantLike) -> bytes:
+        if isinstance(tenant, Tenant):
+            schema = tenant.schema
+        else:
+            schema = schema_of(tenant)
+            if schema != self.shared_schema:
+                validate_schema_name(schema, shared_schema=self.shared_schema)
+        if schema == self.shared_schema:
+            return self._neutral
+        return path_sql(
+            search_path_for(
+                schema, shared_schema=self.shared_schema, extra_schemas=self.extra_schemas
+            )
+        )
+
+    @staticmethod
+    def _pick(tenant: TenantLike | None) -> TenantLike:
+        if tenant is None:
+            tenant = current_tenant()
+        if tenant is None:
+            raise NoTenantSelected(
+                "no tenant given and none is current: pass one to connection(tenant), or set "
+                "it with tenant_context() / set_current_tenant() (routing middleware does)"
+            )
+        return tenant
+
+    def _schema_arg(self, tenant: TenantLike) -> str:
+        schema = schema_of(tenant)
+        if schema != self.shared_schema:
+            validate_schema_name(schema, shared_schema=self.shared_schema)
+        return schema
+
+    def _not_public(self, tenant: Tenant, action: str) -> None:
+        if tenant.is_public:
+            raise TenantkitError(
+                f"the public tenant (shared schema {tenant.schema!r}) cannot be {action}"
+            )
+
+    @staticmethod
+    def _hosts(domains: Iterable[str]) -> list[str]:
+        hosts: list[str] = []
+        for host in domains:
+            norm = normalize_host(host)
+            if norm in hosts:
+                raise DomainExists(f"host {norm!r} is given twice; list each host once")
+            hosts.append(norm)
+        return hosts
+
+    @staticmethod
+    def _create_args(
+        schema: str, name: str | None, metadata: Mapping[str, Any] | None
+    ) -> tuple[str, str, str, Jsonb]:
+        return (schema, name or schema, TenantState.PROVISIONING.value, Jsonb(dict(metadata or {})))
+
+    @staticmethod
+    def _state_arg(state: TenantState | str | None) -> str | None:
+        return None if state is None else TenantState(state).value
+
+    @staticmethod
+    def _lookup_args(
+        schema: str | None, id: int | None, host: str | None
+    ) -> tuple[str, Sequence[Any]]:
+        given = [k for k, v in (("schema", schema), ("id", id), ("host", host)) if v is not None]
+        if len(given) != 1:
+            raise TypeError("get_tenant() takes exactly one of schema, id= or host=")
+        if host is not None:
+            return "host", (normalize_host(host),)
+        if id is not None:
+            return "id", (int(id),)
+        assert schema is not None
+        return "schema", (schema,)
+
+    def _not_found(self, by: str, args: Sequence[Any]) -> str:
+        if by == "host":
+            return f"no tenant has the host {args[0]!r}; register it with add_domain()"
+        if not args:
+            return "the public tenant row is missing: call install()"
+        return f"no tenant with {by} {args[0]!r}; list them with tenants()"
+
+    # Thin delegations to the migrations helper's modules, imported on first use so the
+    # core imports (and type-checks) without them.
+    def plan(self, **kw: Any) -> Any:
+        """Plan pending migrations: ``tenantkit.migrations.plan(self, **kw)``."""
+        return importlib.import_module("tenantkit.migrations").plan(self, **kw)
+
+    def migrate(self, **kw: Any) -> Any:
+        """Apply migrations: ``tenantkit.migrations.migrate(self, **kw)``."""
+        return importlib.import_module("tenantkit.migrations").migrate(self, **kw)
+
+    def drift(self, **kw: Any) -> Any:
+        """Schema drift report: ``tenantkit.catalog.drift(self, **kw)``."""
+        return importlib.import_module("tenantkit.catalog").drift(self, **kw)
+
+    @property
+    def spares(self) -> Any:
+        """The warm spare-schema pool, ``tenantkit.provisioning.Spares(self)`` (created once)."""
+        if self._spares is None:
+            self._spares = importlib.import_module("tenantkit.provisioning").Spares(self)
+        return self._spares

@@ -1,0 +1,230 @@
+"""``tenantkit migrate`` and ``tenantkit drift``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from types import SimpleNamespace
+from typing import Any
+
+import click
+
+from ..errors import MigrationError, RegistryNotInstalled
+from . import require_dsn
+
+__all__ = ["drift", "migrate"]
+
+_migrations_option = click.option(
+    "--migrations",
+    "migrations_dir",
+    envvar="TENANTKIT_MIGRATIONS",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Migrations directory holding shared/ and tenant/ [env: TENANTKIT_MIGRATIONS].",
+)
+_shared_option = click.option(
+    "--shared-schema",
+    envvar="TENANTKIT_SHARED_SCHEMA",
+    default="public",
+    show_default=True,
+    help="The shared schema (registry, shared tables) [env: TENANTKIT_SHARED_SCHEMA].",
+)
+
+
+def _tenancy(ctx: click.Context, migrations_dir: str, shared_schema: str) -> Any:
+    # The engine needs only these three attributes; no pool is opened for a CLI run.
+    return SimpleNamespace(
+        conninfo=require_dsn(ctx), shared_schema=shared_schema, migrations_dir=migrations_dir
+    )
+
+
+@click.command()
+@_migrations_option
+@_shared_option
+@click.option("--plan", "plan_only", is_flag=True, help="Only list what is pending where.")
+@click.option("--shared", "shared_only", is_flag=True, help="Shared migrations only.")
+@click.option("--tenant", "tenant_only", is_flag=True, help="Tenant migrations only.")
+@click.option(
+    "--schema", "schemas", multiple=True, metavar="NAME", help="Only this tenant (repeatable)."
+)
+@click.option(
+    "--jobs", "-j", type=click.IntRange(1), default=1, show_default=True, help="Parallel workers."
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["sequential", "threads", "processes"]),
+    default=None,
+    help="How workers run [threads when --jobs > 1].",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(1),
+    default=None,
+    help="Schemas handed to a worker at a time [auto].",
+)
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failing schema.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan or report as JSON.")
+@click.pass_context
+def migrate(
+    ctx: click.Context,
+    migrations_dir: str,
+    shared_schema: str,
+    plan_only: bool,
+    shared_only: bool,
+    tenant_only: bool,
+    schemas: tuple[str, ...],
+    jobs: int,
+    executor: str | None,
+    chunk_size: int | None,
+    fail_fast: bool,
+    as_json: bool,
+) -> None:
+    """Apply pending migrations: the shared schema first, then every tenant.
+
+    Exits with status 1 when any schema failed (the others are applied).
+    """
+    from .. import migrations as m
+
+    tenancy = _tenancy(ctx, migrations_dir, shared_schema)
+    if shared_only and tenant_only:
+        raise click.UsageError("--shared and --tenant exclude each other; give neither for both")
+    scope: dict[str, Any] = {
+        "shared": not tenant_only and not schemas,
+        "tenants": not shared_only,
+        "schemas": list(schemas) or None,
+    }
+    try:
+        if plan_only:
+            _print_plan(m.plan(tenancy, **scope), as_json)
+            return
+        chosen = executor or ("threads" if jobs > 1 else "sequential")
+        report = _run(m, tenancy, scope, jobs, chosen, chunk_size, fail_fast, as_json)
+    except (MigrationError, RegistryNotInstalled, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_report(report)
+    ctx.exit(0 if report.ok else 1)
+
+
+def _run(
+    m: Any,
+    tenancy: Any,
+    scope: dict[str, Any],
+    jobs: int,
+    executor: str,
+    chunk_size: int | None,
+    fail_fast: bool,
+    as_json: bool,
+) -> Any:
+    kw = dict(scope, jobs=jobs, executor=executor, chunk_size=chunk_size, fail_fast=fail_fast)
+    if as_json or not sys.stdout.isatty():
+        return m.migrate(tenancy, **kw)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("migrating", total=None)
+
+        def on_progress(event: Any) -> None:
+            bar.update(
+                task,
+                total=event.total,
+                completed=event.done,
+                description=f"migrating {event.result.schema}",
+            )
+
+        return m.migrate(tenancy, progress=on_progress, **kw)
+
+
+def _print_plan(plan: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(plan.as_dict(), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    pending = plan.pending
+    if not pending:
+        click.echo(f"Nothing to migrate ({len(plan.entries)} schemas at the head).")
+        return
+    table = Table("schema", "kind", "pending")
+    for entry in pending:
+        table.add_row(entry.schema, entry.kind, ", ".join(entry.pending))
+    Console().print(table)
+    click.echo(f"{len(pending)} of {len(plan.entries)} schemas have pending migrations.")
+
+
+def _print_report(report: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    counts = report.counts()
+    summary = Table("applied", "current", "failed", "skipped", "time", title="migrate")
+    summary.add_row(
+        *(str(counts[k]) for k in ("applied", "current", "failed", "skipped")),
+        f"{report.duration:.2f} s",
+    )
+    console = Console()
+    console.print(summary)
+    if report.resumed_from is not None:
+        console.print(f"Resumed after interrupted run #{report.resumed_from}.")
+    if report.failed:
+        failures = Table("schema", "migration", "error", title="failed", style="red")
+        for r in report.failed:
+            failures.add_row(r.schema, r.migration or "", r.error or "")
+        console.print(failures)
+
+
+@click.command()
+@_migrations_option
+@_shared_option
+@click.option(
+    "--schema", "schemas", multiple=True, metavar="NAME", help="Only this tenant (repeatable)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def drift(
+    ctx: click.Context,
+    migrations_dir: str,
+    shared_schema: str,
+    schemas: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """List tenants whose structure differs from the template, with the differences.
+
+    Exits with status 1 when any tenant drifted.
+    """
+    from ..catalog import drift as run_drift
+
+    tenancy = _tenancy(ctx, migrations_dir, shared_schema)
+    try:
+        report = run_drift(tenancy, schemas=list(schemas) or None)
+    except (MigrationError, RegistryNotInstalled) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    elif report.ok:
+        click.echo(
+            f"No drift: {report.checked} schemas match {report.reference} ({report.fingerprint})."
+        )
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("schema", "object", "change", "detail", title="drift")
+        for d in report.drifted:
+            for x in d.differences:
+                detail = x.actual if x.change != "missing" else x.expected
+                table.add_row(d.schema, x.object, x.change, detail or "")
+        Console().print(table)
+        click.echo(
+            f"{len(report.drifted)} of {report.checked} schemas differ from {report.reference}."
+        )
+    ctx.exit(0 if report.ok else 1)

@@ -1,0 +1,336 @@
+"""Bringing one schema to the head: the unit every executor and the provisioner run.
+
+Each run of consecutive transactional migrations commits in one transaction together with
+the schema's history rows, its central summary row and its journal row, under a per-schema
+advisory lock taken before the history is read: a second migrator waits, then sees the rows
+the first committed and applies nothing. A killed backend rolls the whole group back, so a
+schema is always at its old or its new version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ..errors import MigrationChecksumMismatch, MigrationError
+from ._loader import Migration, migrations_digest
+from ._report import SchemaKind, SchemaResult
+from ._tracking import LOCK_NAMESPACE, ensure_tracking_table, schema_lock_key
+
+__all__ = ["apply_schema", "check_checksums", "record_sql", "search_path_value"]
+
+
+def search_path_value(conn: psycopg.Connection[Any], schema: str, shared: str) -> str:
+    """The search_path text for migrating ``schema``: the schema, the shared one, pg_temp."""
+    if schema == shared:
+        return sql.SQL("{}, pg_temp").format(sql.Identifier(schema)).as_string(conn)
+    return (
+        sql.SQL("{}, {}, pg_temp")
+        .format(sql.Identifier(schema), sql.Identifier(shared))
+        .as_string(conn)
+    )
+
+
+def check_checksums(
+    schema: str, applied: Sequence[tuple[str, str]], migrations: Sequence[Migration]
+) -> None:
+    """Raise ``MigrationChecksumMismatch`` if an applied migration's file has changed."""
+    by_id = {m.id: m for m in migrations}
+    for mid, checksum in applied:
+        m = by_id.get(mid)
+        if m is not None and m.checksum != checksum:
+            raise MigrationChecksumMismatch(
+                f"migration {mid!r} ({m.path}) changed after it was applied to schema "
+                f"{schema!r}: restore the file, or add a new migration instead of editing "
+                "an applied one",
+                schema=schema,
+                migration=mid,
+            )
+
+
+def state_digest(applied_ids: Sequence[str], migrations: Sequence[Migration]) -> str:
+    """Digest of what is applied, over the files that still exist, in file order."""
+    done = set(applied_ids)
+    return migrations_digest((m.id, m.checksum) for m in migrations if m.id in done)
+
+
+def record_sql(
+    schema: str, shared: str, *, history: bool = True, journal: bool = False
+) -> sql.Composed:
+    """One statement writing history rows, the summary row and (optionally) the journal row."""
+    parts: list[sql.Composable] = []
+    if history:
+        parts.append(
+            sql.SQL(
+                "h as (insert into {}.tenantkit_migrations (id, checksum, duration_ms) "
+                "select * from unnest(%(ids)s::text[], %(sums)s::text[], %(durs)s::float8[]))"
+            ).format(sql.Identifier(schema))
+        )
+    parts.append(
+        sql.SQL(
+            "s as (insert into {}.tenantkit_migration_state "
+            "(schema, kind, applied, checksums, digest, updated_at) "
+            "values (%(schema)s, %(kind)s, %(all_ids)s, %(all_sums)s, %(digest)s, now()) "
+            "on conflict (schema) do update set kind = excluded.kind, "
+            "applied = excluded.applied, checksums = excluded.checksums, "
+            "digest = excluded.digest, updated_at = now())"
+        ).format(sql.Identifier(shared))
+    )
+    if journal:
+        parts.append(
+            sql.SQL(
+                "j as (insert into {}.tenantkit_migration_journal "
+                "(run_id, schema, status, migrations, duration_ms) "
+                "values (%(run_id)s, %(schema)s, 'applied', %(ids)s, %(total_ms)s) "
+                "on conflict (run_id, schema) do update set status = 'applied', "
+                "migrations = tenantkit_migration_journal.migrations || excluded.migrations, "
+                "duration_ms = coalesce(tenantkit_migration_journal.duration_ms, 0) "
+                "+ excluded.duration_ms, error = null, at = now())"
+            ).format(sql.Identifier(shared))
+        )
+    return sql.SQL("with {} select 1").format(sql.SQL(", ").join(parts))
+
+
+class _Failure(Exception):
+    """Carries the ID of the migration that was running when something raised."""
+
+    def __init__(self, migration: str | None, cause: BaseException):
+        self.migration = migration
+        self.cause = cause
+        super().__init__(str(cause))
+
+
+def apply_schema(
+    conn: psycopg.Connection[Any],
+    *,
+    schema: str,
+    kind: SchemaKind,
+    shared: str,
+    migrations: Sequence[Migration],
+    run_id: int | None = None,
+) -> SchemaResult:
+    """Apply what is pending in ``schema`` and return the outcome; never raises for a failure
+    of the schema's own migrations (they are reported), only for a broken connection.
+
+    ``conn`` must be in autocommit mode: transactional groups open their own transaction and
+    non-transactional migrations need to run outside one.
+    """
+    t0 = time.perf_counter()
+    applied: list[str] = []
+    try:
+        while True:
+            step = _apply_step(conn, schema, kind, shared, migrations, run_id, applied)
+            if step is None:
+                break
+            if step == "vanished":
+                return SchemaResult(
+                    schema,
+                    kind,
+                    "skipped",
+                    tuple(applied),
+                    time.perf_counter() - t0,
+                    error="the schema no longer exists (dropped, or a spare that was claimed)",
+                )
+    except _Failure as exc:
+        cause = exc.cause
+        if isinstance(cause, psycopg.OperationalError) and conn.closed:
+            raise cause from None
+        if run_id is not None and not conn.closed:
+            _journal_failure(conn, shared, run_id, schema, str(cause))
+        return SchemaResult(
+            schema,
+            kind,
+            "failed",
+            tuple(applied),
+            time.perf_counter() - t0,
+            error=f"{type(cause).__name__}: {cause}".strip(),
+            migration=exc.migration,
+        )
+    return SchemaResult(
+        schema, kind, "applied" if applied else "current", tuple(applied), time.perf_counter() - t0
+    )
+
+
+def _apply_step(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    kind: SchemaKind,
+    shared: str,
+    migrations: Sequence[Migration],
+    run_id: int | None,
+    applied: list[str],
+) -> str | None:
+    """Apply the next group of pending migrations; None when nothing is left."""
+    current: str | None = None
+    non_tx: Migration | None = None
+    try:
+        with conn.transaction():
+            done = _lock_and_read(conn, schema, kind, shared, xact=True)
+            if done is None:
+                return "vanished"
+            check_checksums(schema, done, migrations)
+            ids = [mid for mid, _ in done]
+            pending = [m for m in migrations if m.id not in set(ids)]
+            group: list[Migration] = []
+            for m in pending:
+                if not m.transactional:
+                    break
+                group.append(m)
+            durs: list[float] = []
+            for m in group:
+                current = m.id
+                t = time.perf_counter()
+                m.run(conn)
+                durs.append((time.perf_counter() - t) * 1000)
+            current = None
+            if group or not pending:
+                _record(conn, schema, kind, shared, migrations, ids, group, durs, run_id)
+            if group:
+                applied.extend(m.id for m in group)
+                return "more"
+            if not pending:
+                return None
+            non_tx = pending[0]
+    except MigrationError as exc:
+        raise _Failure(exc.migration or current, exc) from exc
+    except Exception as exc:
+        raise _Failure(current, exc) from exc
+    try:
+        _run_non_transactional(conn, schema, kind, shared, migrations, non_tx, run_id)
+    except Exception as exc:
+        raise _Failure(non_tx.id, exc) from exc
+    applied.append(non_tx.id)
+    return "more"
+
+
+def _lock_and_read(
+    conn: psycopg.Connection[Any], schema: str, kind: SchemaKind, shared: str, *, xact: bool
+) -> list[tuple[str, str]] | None:
+    """Take the schema's advisory lock, set the search_path, read the schema's history.
+
+    Returns None when the schema is gone, or is a spare that has been claimed meanwhile.
+    """
+    lock = "pg_advisory_xact_lock" if xact else "pg_advisory_lock"
+    row = conn.execute(
+        sql.SQL(
+            "select {}(%s, %s), set_config('search_path', %s, {}), "
+            "exists (select from pg_namespace where nspname = %s), "
+            "to_regclass(%s) is not null"
+        ).format(sql.Identifier(lock), sql.Literal(xact)),
+        (
+            LOCK_NAMESPACE,
+            schema_lock_key(schema),
+            search_path_value(conn, schema, shared),
+            schema,
+            sql.Identifier(schema, "tenantkit_migrations").as_string(conn),
+        ),
+    ).fetchone()
+    assert row is not None
+    if not row[2]:
+        return None
+    if kind == "spare":
+        # The row lock makes a concurrent claim (FOR UPDATE SKIP LOCKED) pass this spare by
+        # while it is being migrated; a spare already claimed has no row any more.
+        spare = conn.execute(
+            sql.SQL("select 1 from {}.tenantkit_spares where schema = %s for update").format(
+                sql.Identifier(shared)
+            ),
+            (schema,),
+        ).fetchone()
+        if spare is None:
+            return None
+    if not row[3]:
+        ensure_tracking_table(conn, schema)
+        return []
+    cur = conn.execute(
+        sql.SQL("select id, checksum from {}.tenantkit_migrations order by applied_at, id").format(
+            sql.Identifier(schema)
+        )
+    )
+    return [(r[0], r[1]) for r in cur]
+
+
+def _record(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    kind: SchemaKind,
+    shared: str,
+    migrations: Sequence[Migration],
+    before_ids: list[str],
+    group: Sequence[Migration],
+    durs: Sequence[float],
+    run_id: int | None,
+) -> None:
+    by_id = {m.id: m for m in migrations}
+    all_ids = [*before_ids, *(m.id for m in group)]
+    done = set(all_ids)
+    ordered = [m for m in migrations if m.id in done]
+    conn.execute(
+        record_sql(schema, shared, history=bool(group), journal=run_id is not None and bool(group)),
+        {
+            "ids": [m.id for m in group],
+            "sums": [m.checksum for m in group],
+            "durs": list(durs),
+            "schema": schema,
+            "kind": kind,
+            "all_ids": [m.id for m in ordered],
+            "all_sums": [by_id[m.id].checksum for m in ordered],
+            "digest": state_digest(all_ids, migrations),
+            "run_id": run_id,
+            "total_ms": sum(durs),
+        },
+    )
+
+
+def _run_non_transactional(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    kind: SchemaKind,
+    shared: str,
+    migrations: Sequence[Migration],
+    migration: Migration,
+    run_id: int | None,
+) -> None:
+    """Run one non-transactional migration alone, under the session-level schema lock."""
+    done = _lock_and_read(conn, schema, kind, shared, xact=False)
+    try:
+        if done is None:
+            return
+        ids = [mid for mid, _ in done]
+        if migration.id in ids:
+            return
+        t = time.perf_counter()
+        migration.run(conn)
+        dur = (time.perf_counter() - t) * 1000
+        # Not atomic with the migration itself (it cannot be): a crash right here leaves it
+        # applied but unrecorded, and it runs again next time, so such migrations must be
+        # idempotent (CREATE INDEX CONCURRENTLY IF NOT EXISTS ...), as docs/migrations.md says.
+        with conn.transaction():
+            _record(conn, schema, kind, shared, migrations, ids, [migration], [dur], run_id)
+    finally:
+        if not conn.closed:
+            conn.execute(
+                "select pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, schema_lock_key(schema))
+            )
+            conn.execute("reset search_path")
+
+
+def _journal_failure(
+    conn: psycopg.Connection[Any], shared: str, run_id: int, schema: str, error: str
+) -> None:
+    # Best effort after a failure: the failure itself is in the report, and the schema's own
+    # history (the truth) was rolled back with the migration.
+    with contextlib.suppress(psycopg.Error):
+        conn.execute(
+            sql.SQL(
+                "insert into {}.tenantkit_migration_journal (run_id, schema, status, error) "
+                "values (%s, %s, 'failed', %s) on conflict (run_id, schema) do update "
+                "set status = 'failed', error = excluded.error, at = now()"
+            ).format(sql.Identifier(shared)),
+            (run_id, schema, error),
+        )

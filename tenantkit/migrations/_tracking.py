@@ -1,0 +1,137 @@
+"""Where tenantkit records what ran: tables, advisory-lock keys and the SQL that touches them.
+
+* ``<schema>.tenantkit_migrations`` in every migrated schema (the shared one included): the
+  authoritative history, which travels with the schema when it is cloned, renamed or dumped.
+* ``<shared>.tenantkit_migration_state``: one row per schema with its applied IDs, checksums and
+  their digest, written in the same transaction as the schema's own history. Planning over any
+  number of tenants is one query against it.
+* ``<shared>.tenantkit_migration_runs`` and ``tenantkit_migration_journal``: the run journal.
+* ``<shared>.tenantkit_spares``: spare schemas ready to be claimed (see tenantkit.provisioning).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+__all__ = [
+    "LOCK_NAMESPACE",
+    "Target",
+    "ensure_shared_tables",
+    "ensure_tracking_table",
+    "resolve",
+    "schema_lock_key",
+    "template_schema_name",
+]
+
+#: First key of every tenantkit advisory lock (two-int form): hashtext('tenantkit.migrate')
+#: would need a round trip, so the constant is fixed here.
+LOCK_NAMESPACE = 0x7E4A_17C1 - (1 << 31)
+#: Second key of the global lock held while shared migrations run.
+GLOBAL_LOCK_KEY = 0
+
+
+def schema_lock_key(schema: str) -> int:
+    """Second advisory-lock key for ``schema`` (a stable signed 32-bit hash of its name)."""
+    value = int.from_bytes(hashlib.sha1(schema.encode()).digest()[:4], "big")
+    # Avoid 0, which is the global (shared-migrations) key.
+    return (value - (1 << 31)) or 1
+
+
+def template_schema_name(shared_schema: str) -> str:
+    """Name of the template schema kept at the tenant-migration head for ``shared_schema``."""
+    return "_tenantkit_template_" + hashlib.sha1(shared_schema.encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the engine needs from a tenancy: where to connect and what to migrate."""
+
+    conninfo: str
+    shared_schema: str
+    migrations_dir: str | None
+
+
+def resolve(tenancy: Any, migrations: Any = None) -> Target:
+    """Read conninfo, shared schema and migrations directory from a ``Tenancy`` (duck-typed).
+
+    The engine opens its own connections (workers may be other processes), so a tenancy built
+    on a pool contributes the pool's conninfo.
+    """
+    conninfo = getattr(tenancy, "conninfo", None)
+    if not conninfo and getattr(tenancy, "pool", None) is not None:
+        conninfo = tenancy.pool.conninfo
+    if not conninfo:
+        raise ValueError("the tenancy has no conninfo; migrations need one to open connections")
+    mdir = migrations if migrations is not None else getattr(tenancy, "migrations_dir", None)
+    return Target(str(conninfo), str(tenancy.shared_schema), None if mdir is None else str(mdir))
+
+
+_TRACKING_DDL = """
+create table if not exists {schema}.tenantkit_migrations (
+    id text primary key,
+    checksum text not null,
+    applied_at timestamptz not null default now(),
+    duration_ms double precision
+)
+"""
+
+_SHARED_DDL = """
+create table if not exists {shared}.tenantkit_migration_state (
+    schema text primary key,
+    kind text not null,
+    applied text[] not null default '{{}}',
+    checksums text[] not null default '{{}}',
+    digest text not null,
+    updated_at timestamptz not null default now()
+);
+create table if not exists {shared}.tenantkit_migration_runs (
+    id bigint generated always as identity primary key,
+    started_at timestamptz not null default now(),
+    finished_at timestamptz,
+    status text not null default 'running',
+    backend_pid integer not null default pg_backend_pid(),
+    total integer not null default 0,
+    applied integer not null default 0,
+    failed integer not null default 0,
+    resumed_from bigint
+);
+create table if not exists {shared}.tenantkit_migration_journal (
+    run_id bigint not null,
+    schema text not null,
+    status text not null,
+    migrations text[] not null default '{{}}',
+    error text,
+    duration_ms double precision,
+    at timestamptz not null default now(),
+    primary key (run_id, schema)
+);
+create table if not exists {shared}.tenantkit_spares (
+    schema text primary key,
+    created_at timestamptz not null default now()
+);
+"""
+
+
+def ensure_tracking_table(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Create ``<schema>.tenantkit_migrations`` when missing (call inside a transaction)."""
+    conn.execute(sql.SQL(_TRACKING_DDL).format(schema=sql.Identifier(schema)))
+
+
+def ensure_shared_tables(conn: psycopg.Connection[Any], shared_schema: str) -> None:
+    """Create tenantkit's bookkeeping tables in the shared schema; idempotent, concurrent-safe.
+
+    ``create table if not exists`` races (two sessions can both pass the check and one fails
+    on pg_type's unique index), so creators serialise on the global advisory key.
+    """
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s, %s)", (LOCK_NAMESPACE, GLOBAL_LOCK_KEY - 1))
+        conn.execute(
+            sql.SQL("create schema if not exists {}").format(sql.Identifier(shared_schema))
+        )
+        conn.execute(sql.SQL(_SHARED_DDL).format(shared=sql.Identifier(shared_schema)))
+        ensure_tracking_table(conn, shared_schema)

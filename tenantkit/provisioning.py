@@ -1,0 +1,392 @@
+"""Fast tenant creation: a template schema kept at the migration head, and warm spares.
+
+:class:`MigrationProvisioner` is what ``Tenancy.create_tenant`` calls inside the creating
+transaction. It takes the fastest valid path:
+
+1. claim a spare schema (already at the head) by renaming it: a few milliseconds;
+2. else clone the template, if it is exactly at the head, by replaying its DDL script
+   (generated in Python from the catalog once per process, see :mod:`tenantkit.clone`);
+3. else apply the tenant migrations one by one.
+
+A template or spare that is behind the migration files is never used. ``migrate()`` brings the
+template and the spares to the head along with the tenants, so they stay usable.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from .clone import CloneError, CloneScript, clone_script
+from .errors import MigrationError, SchemaNotEmpty
+from .migrations._apply import apply_schema, record_sql, search_path_value, state_digest
+from .migrations._loader import MigrationSet, load_migrations
+from .migrations._tracking import (
+    Target,
+    ensure_shared_tables,
+    ensure_tracking_table,
+    resolve,
+    template_schema_name,
+)
+
+__all__ = ["MigrationProvisioner", "Spares", "Template"]
+
+# One clone script per (database, template, migration head): built from the catalog on first
+# use in a process, then replayed.
+_scripts: dict[tuple[str, str, str], CloneScript] = {}
+_scripts_lock = threading.Lock()
+# Databases whose bookkeeping tables this process has already ensured.
+_ready: set[tuple[str, str]] = set()
+
+
+def _ensure_ready(target: Target) -> None:
+    key = (target.conninfo, target.shared_schema)
+    if key not in _ready:
+        with psycopg.connect(target.conninfo, autocommit=True) as conn:
+            ensure_shared_tables(conn, target.shared_schema)
+        _ready.add(key)
+
+
+class Template:
+    """The template schema: a tenant schema nobody owns, kept at the tenant-migration head.
+
+    Its name is derived from the shared schema (``tenantkit.migrations.template_schema_name``).
+    """
+
+    def __init__(self, tenancy: Any) -> None:
+        self.target = resolve(tenancy)
+        self.name = template_schema_name(self.target.shared_schema)
+
+    def migrations(self) -> MigrationSet:
+        """The migration files as they are now on disk."""
+        return load_migrations(self.target.migrations_dir)
+
+    def is_current(self, conn: psycopg.Connection[Any], head: str | None = None) -> bool:
+        """True when the template exists and its recorded history equals the head."""
+        head = head or self.migrations().digest("tenant")
+        row = conn.execute(
+            sql.SQL(
+                "select digest from {}.tenantkit_migration_state where schema = %s "
+                "and exists (select from pg_namespace where nspname = %s)"
+            ).format(sql.Identifier(self.target.shared_schema)),
+            (self.name, self.name),
+        ).fetchone()
+        return row is not None and row[0] == head
+
+    def ensure(self) -> str:
+        """Create the template or bring it to the head (by migrations); return its name."""
+        _ensure_ready(self.target)
+        mset = self.migrations()
+        with psycopg.connect(self.target.conninfo, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("create schema if not exists {}").format(sql.Identifier(self.name))
+            )
+            result = apply_schema(
+                conn,
+                schema=self.name,
+                kind="template",
+                shared=self.target.shared_schema,
+                migrations=mset.tenant,
+            )
+        if result.status == "failed":
+            raise MigrationError(
+                f"building the template schema {self.name!r} failed: {result.error}",
+                schema=self.name,
+                migration=result.migration,
+            )
+        return self.name
+
+    def script(self, conn: psycopg.Connection[Any], head: str) -> CloneScript:
+        """The template's clone script for migration head ``head`` (cached per process)."""
+        key = (self.target.conninfo, self.name, head)
+        script = _scripts.get(key)
+        if script is None:
+            script = clone_script(conn, self.name)
+            with _scripts_lock:
+                _scripts[key] = script
+        return script
+
+    def clone_into(self, conn: psycopg.Connection[Any], schema: str, head: str) -> None:
+        """Create ``schema`` as a copy of the (current) template, history and summary row
+        included, in one message on ``conn`` (inside the caller's transaction)."""
+        script = self.script(conn, head)
+        shared = sql.Identifier(self.target.shared_schema)
+        tail = sql.SQL(
+            "insert into {dst}.tenantkit_migrations select * from {src}.tenantkit_migrations;\n"
+            "insert into {shared}.tenantkit_migration_state "
+            "(schema, kind, applied, checksums, digest) "
+            "select {name}, {kind}, applied, checksums, digest "
+            "from {shared}.tenantkit_migration_state where schema = {tpl} "
+            "on conflict (schema) do update set kind = excluded.kind, applied = excluded.applied, "
+            "checksums = excluded.checksums, digest = excluded.digest, updated_at = now()"
+        ).format(
+            dst=sql.Identifier(schema),
+            src=sql.Identifier(self.name),
+            shared=shared,
+            name=sql.Literal(schema),
+            kind=sql.Literal("spare" if schema.startswith("_tenantkit_spare_") else "tenant"),
+            tpl=sql.Literal(self.name),
+        )
+        create = sql.SQL("create schema {}").format(sql.Identifier(schema)).as_string(conn)
+        body = script.render(conn, schema) if script.statements else b""
+        conn.execute(b";\n".join([create.encode(), body, tail.as_string(conn).encode()]))
+
+    def drop(self) -> None:
+        """Drop the template schema and its summary row."""
+        with psycopg.connect(self.target.conninfo, autocommit=True) as conn, conn.transaction():
+            conn.execute(
+                sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(self.name))
+            )
+            conn.execute(
+                sql.SQL("delete from {}.tenantkit_migration_state where schema = %s").format(
+                    sql.Identifier(self.target.shared_schema)
+                ),
+                (self.name,),
+            )
+
+
+class Spares:
+    """A pool of spare schemas at the migration head, claimed by rename when a tenant is made.
+
+    ``fill(n)`` clones the template ``n`` times (building it first when needed); a claim takes
+    one spare row with ``FOR UPDATE SKIP LOCKED``, so concurrent creators never get the same
+    spare, and renames the schema inside the creating transaction.
+    """
+
+    def __init__(self, tenancy: Any) -> None:
+        self.tenancy = tenancy
+        self.target = resolve(tenancy)
+        self.template = Template(tenancy)
+
+    def _table(self) -> sql.Composed:
+        return sql.SQL("{}.tenantkit_spares").format(sql.Identifier(self.target.shared_schema))
+
+    def count(self) -> int:
+        """Number of spares at the current migration head (claimable now)."""
+        _ensure_ready(self.target)
+        head = self.template.migrations().digest("tenant")
+        with psycopg.connect(self.target.conninfo, autocommit=True) as conn:
+            row = conn.execute(
+                sql.SQL(
+                    "select count(*) from {} sp join {}.tenantkit_migration_state st "
+                    "on st.schema = sp.schema where st.digest = %s"
+                ).format(self._table(), sql.Identifier(self.target.shared_schema)),
+                (head,),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def fill(self, n: int) -> int:
+        """Make sure ``n`` spares at the head exist; return how many were created."""
+        missing = n - self.count()
+        if missing <= 0:
+            return 0
+        self.template.ensure()
+        head = self.template.migrations().digest("tenant")
+        with psycopg.connect(self.target.conninfo, autocommit=True) as conn:
+            for _ in range(missing):
+                name = "_tenantkit_spare_" + secrets.token_hex(8)
+                with conn.transaction():
+                    self.template.clone_into(conn, name, head)
+                    conn.execute(
+                        sql.SQL("insert into {} (schema) values (%s)").format(self._table()),
+                        (name,),
+                    )
+        return missing
+
+    def claim(self, conn: psycopg.Connection[Any], schema: str, head: str | None = None) -> bool:
+        """Rename a spare at the head to ``schema`` on ``conn`` (the caller's transaction).
+
+        Returns False, changing nothing, when no spare is available. ``schema`` must not exist.
+        """
+        head = head or self.template.migrations().digest("tenant")
+        spare = _claim_row(conn, self.target.shared_schema, head)
+        if spare is None:
+            return False
+        _rename_spare(conn, self.target.shared_schema, spare, schema)
+        return True
+
+    def clear(self) -> int:
+        """Drop every spare; return how many."""
+        _ensure_ready(self.target)
+        with psycopg.connect(self.target.conninfo, autocommit=True) as conn, conn.transaction():
+            rows = conn.execute(
+                sql.SQL("delete from {} returning schema").format(self._table())
+            ).fetchall()
+            for (name,) in rows:
+                conn.execute(
+                    sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(name))
+                )
+            conn.execute(
+                sql.SQL("delete from {}.tenantkit_migration_state where schema = any(%s)").format(
+                    sql.Identifier(self.target.shared_schema)
+                ),
+                ([r[0] for r in rows],),
+            )
+        return len(rows)
+
+
+_CLAIM = """
+with pick as (
+    select sp.schema from {spares} sp
+    join {shared}.tenantkit_migration_state st on st.schema = sp.schema
+    where st.digest = %(head)s
+    order by sp.created_at limit 1
+    for update of sp skip locked
+), claimed as (
+    delete from {spares} s using pick where s.schema = pick.schema returning s.schema
+)
+select (select schema from claimed),
+       (select digest = %(head)s from {shared}.tenantkit_migration_state
+        where schema = %(template)s)
+"""
+
+
+def _probe(
+    conn: psycopg.Connection[Any], shared: str, head: str, spares: bool
+) -> tuple[str | None, bool]:
+    """One round trip: claim a spare (when ``spares``) and tell whether the template is current."""
+    ident = sql.Identifier(shared)
+    spares_table = sql.SQL("{}.tenantkit_spares").format(ident)
+    query = sql.SQL(_CLAIM).format(spares=spares_table, shared=ident)
+    if not spares:
+        query = sql.SQL(
+            "select null::text, (select digest = %(head)s from {}.tenantkit_migration_state "
+            "where schema = %(template)s)"
+        ).format(ident)
+    row = conn.execute(query, {"head": head, "template": template_schema_name(shared)}).fetchone()
+    assert row is not None
+    return row[0], bool(row[1])
+
+
+def _claim_row(conn: psycopg.Connection[Any], shared: str, head: str) -> str | None:
+    return _probe(conn, shared, head, True)[0]
+
+
+def _rename_spare(conn: psycopg.Connection[Any], shared: str, spare: str, schema: str) -> None:
+    conn.execute(
+        sql.SQL(
+            "alter schema {old} rename to {new};\n"
+            "update {shared}.tenantkit_migration_state set schema = {new_lit}, kind = 'tenant', "
+            "updated_at = now() where schema = {old_lit}"
+        )
+        .format(
+            old=sql.Identifier(spare),
+            new=sql.Identifier(schema),
+            shared=sql.Identifier(shared),
+            new_lit=sql.Literal(schema),
+            old_lit=sql.Literal(spare),
+        )
+        .as_string(conn)
+        .encode()
+    )
+
+
+class MigrationProvisioner:
+    """Creates a tenant schema at the migration head inside the creating transaction.
+
+    ``spares`` and ``template`` switch the fast paths off (for comparison); when both are off,
+    or not valid, the tenant migrations are applied one by one. The last path taken is in
+    :attr:`last_path` (``"spare"``, ``"template"``, ``"migrations"`` or ``"empty"``).
+    """
+
+    def __init__(self, tenancy: Any, *, spares: bool = True, template: bool = True) -> None:
+        self.tenancy = tenancy
+        self.use_spares = spares
+        self.use_template = template
+        self.last_path: str | None = None
+
+    def provision(self, conn: psycopg.Connection[Any], schema: str) -> None:
+        """Leave ``schema`` existing and fully migrated; runs on the caller's transaction.
+
+        ``schema`` may already exist if it is empty (the caller created it).
+        """
+        target = resolve(self.tenancy)
+        tpl = Template(self.tenancy)
+        mset = load_migrations(target.migrations_dir)
+        _ensure_ready(target)
+        self._drop_if_empty(conn, schema)
+        if not mset.tenant:
+            conn.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
+            self.last_path = "empty"
+            return
+        head = mset.digest("tenant")
+        spare, template_ok = _probe(conn, target.shared_schema, head, self.use_spares)
+        if spare is not None:
+            _rename_spare(conn, target.shared_schema, spare, schema)
+            self.last_path = "spare"
+            return
+        if self.use_template and not template_ok and not all(m.transactional for m in mset.tenant):
+            # A non-transactional migration cannot run inside the creating transaction: build
+            # the template (on its own connection) and clone it instead.
+            tpl.ensure()
+            template_ok = True
+        if self.use_template and template_ok:
+            try:
+                with conn.transaction():
+                    tpl.clone_into(conn, schema, head)
+                self.last_path = "template"
+                return
+            except CloneError:
+                pass  # e.g. partitioned tables: fall back to replaying the migrations
+        self._by_migrations(conn, target, mset, schema)
+        self.last_path = "migrations"
+
+    @staticmethod
+    def _drop_if_empty(conn: psycopg.Connection[Any], schema: str) -> None:
+        row = conn.execute(
+            "select exists (select from pg_namespace where nspname = %s), "
+            "exists (select from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+            "where n.nspname = %s)",
+            (schema, schema),
+        ).fetchone()
+        if row is None or not row[0]:
+            return
+        if row[1]:
+            raise SchemaNotEmpty(f"schema {schema!r} already holds objects; cannot provision it")
+        # The caller created it empty; the fast paths create (or rename into) it themselves.
+        conn.execute(sql.SQL("drop schema {}").format(sql.Identifier(schema)))
+
+    @staticmethod
+    def _by_migrations(
+        conn: psycopg.Connection[Any], target: Target, mset: MigrationSet, schema: str
+    ) -> None:
+        shared = target.shared_schema
+        with conn.transaction():
+            conn.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
+            old = conn.execute("select current_setting('search_path')").fetchone()
+            conn.execute(
+                "select set_config('search_path', %s, true)",
+                (search_path_value(conn, schema, shared),),
+            )
+            ensure_tracking_table(conn, schema)
+            for m in mset.tenant:
+                try:
+                    m.run(conn)
+                except Exception as exc:
+                    raise MigrationError(
+                        f"migration {m.id!r} failed while provisioning {schema!r}: {exc}",
+                        schema=schema,
+                        migration=m.id,
+                    ) from exc
+            ids = [m.id for m in mset.tenant]
+            conn.execute(
+                record_sql(schema, shared),
+                {
+                    "ids": ids,
+                    "sums": [m.checksum for m in mset.tenant],
+                    "durs": [None] * len(ids),
+                    "schema": schema,
+                    "kind": "tenant",
+                    "all_ids": ids,
+                    "all_sums": [m.checksum for m in mset.tenant],
+                    "digest": state_digest(ids, mset.tenant),
+                },
+            )
+            if old is not None:
+                # Give the caller its search_path back (set_config(..., true) lasts until the
+                # end of the whole transaction, not just this savepoint).
+                conn.execute("select set_config('search_path', %s, true)", (old[0],))

@@ -1,0 +1,201 @@
+"""The registry as a routing source: one query per reload, LISTEN/NOTIFY for changes.
+
+:class:`RegistryDomainSource` feeds a :class:`tenantkit.routing.TenantResolver` from a
+``Tenancy``: ``load()`` is ``tenancy.domain_map()`` (one query), and ``subscribe()`` starts a
+daemon thread holding one dedicated connection that LISTENs on the ``tenantkit_registry``
+channel (the registry's triggers NOTIFY it on every change to tenants or domains). The I/O
+lives here so that :mod:`tenantkit.routing` stays pure.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import sql
+
+from .registry import NOTIFY_CHANNEL, tenant_from_row, translated
+
+if TYPE_CHECKING:
+    from .models import Tenant
+
+__all__ = ["REGISTRY_CHANNEL", "RegistryDomainSource", "RegistryListener"]
+
+logger = logging.getLogger("tenantkit.routing")
+
+#: The channel the registry triggers NOTIFY on every tenants/domains change.
+REGISTRY_CHANNEL = NOTIFY_CHANNEL
+
+
+class RegistryListener:
+    """A daemon thread LISTENing on ``channel`` and calling ``callback`` on each change.
+
+    ``live`` is true while the LISTEN is established: notifications sent while it is false
+    may have been missed, so the callback is called again each time it (re)connects. On a
+    lost connection it reconnects with a capped exponential backoff.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        callback: Callable[[], None],
+        *,
+        channel: str = REGISTRY_CHANNEL,
+        poll_interval: float = 0.25,
+        coalesce: float = 0.005,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.conninfo = conninfo
+        self.channel = channel
+        self._callback = callback
+        self._poll = poll_interval
+        self._coalesce = coalesce
+        self._max_backoff = max_backoff
+        self._stop = threading.Event()
+        self._live = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"tenantkit-listen-{channel}", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def live(self) -> bool:
+        """True while every change is being reported."""
+        return self._live.is_set()
+
+    def wait_live(self, timeout: float | None = None) -> bool:
+        """Block until the LISTEN is established (or ``timeout``); return :attr:`live`."""
+        return self._live.wait(timeout)
+
+    def close(self) -> None:
+        """Stop the thread (within one poll interval) and close its connection."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(self._poll * 4 + 1)
+
+    def _run(self) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(
+                    self.conninfo, autocommit=True, application_name="tenantkit-router"
+                ) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    backoff = 0.05
+                    # Changes made before the LISTEN took effect were not notified. Report
+                    # them before going live, so that a caller seeing ``live`` knows the
+                    # table it loads next is complete.
+                    self._notify()
+                    self._live.set()
+                    self._listen(conn)
+            except psycopg.Error as exc:
+                if self._live.is_set() or backoff >= self._max_backoff:
+                    logger.warning("registry listener lost its connection: %s", exc)
+            except Exception:  # the thread must survive a failing callback
+                logger.exception("registry listener callback failed")
+            finally:
+                self._live.clear()
+            if self._stop.wait(backoff):
+                return
+            backoff = min(backoff * 2, self._max_backoff)
+
+    def _listen(self, conn: psycopg.Connection[object]) -> None:
+        while not self._stop.is_set():
+            # stop_after=1 returns as soon as something arrives; the timeout bounds how long
+            # close() waits for us.
+            got = any(True for _ in conn.notifies(timeout=self._poll, stop_after=1))
+            if got:
+                # Creating many tenants sends a burst: report it once.
+                for _ in conn.notifies(timeout=self._coalesce):
+                    pass
+                self._notify()
+
+    def _notify(self) -> None:
+        self._callback()
+
+
+class RegistryDomainSource:
+    """A routing source reading the tenant registry of a ``Tenancy`` or ``AsyncTenancy``.
+
+    With a ``Tenancy``, ``load()`` is ``tenancy.domain_map()``. With an ``AsyncTenancy`` (whose
+    methods are coroutines bound to its event loop) the same registry query runs on one
+    dedicated sync connection of this source, from the worker thread the ASGI middleware
+    loads in. ``listen_conninfo`` overrides the connection used for LISTEN and for those
+    loads (default: the tenancy's ``conninfo``); it must reach the server directly, not
+    through a transaction-pooling pgbouncer, which does not support LISTEN.
+    """
+
+    def __init__(self, tenancy: Any, *, listen_conninfo: str | None = None) -> None:
+        self.tenancy = tenancy
+        self.listen_conninfo: str | None = listen_conninfo or tenancy.conninfo or None
+        self._is_async = inspect.iscoroutinefunction(tenancy.domain_map)
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+
+    @property
+    def public_tenant(self) -> Tenant:
+        """The tenancy's public (shared-schema) tenant.
+
+        An ``AsyncTenancy`` must have loaded it first (``await atenancy.install()`` or
+        ``await atenancy.get_public_tenant()``).
+        """
+        tenant: Tenant = self.tenancy.public_tenant
+        return tenant
+
+    def load(self) -> Mapping[str, Tenant]:
+        """Every registered host of an active tenant -> its tenant, in one query."""
+        if not self._is_async:
+            result: Mapping[str, Tenant] = self.tenancy.domain_map()
+            return result
+        by_id: dict[int, Tenant] = {}
+        hosts: dict[str, Tenant] = {}
+        for row in self._query(self.tenancy.registry.domain_map):
+            tenant = by_id.get(row[1]) or by_id.setdefault(row[1], tenant_from_row(row[1:]))
+            hosts[row[0]] = tenant
+        return hosts
+
+    def load_tenants(self) -> Iterable[Tenant]:
+        """Every active tenant (subdomain, path and header modes select them by schema)."""
+        if not self._is_async:
+            tenants: Iterable[Tenant] = self.tenancy.tenants(state="active")
+            return tenants
+        params = {"state": "active", "public": False}
+        return [tenant_from_row(r) for r in self._query(self.tenancy.registry.select_all, params)]
+
+    def _query(self, query: sql.Composed, params: Mapping[str, Any] | None = None) -> list[Any]:
+        with self._lock:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                if not self.listen_conninfo:
+                    raise ValueError(_NO_CONNINFO)
+                self._conn = psycopg.connect(
+                    self.listen_conninfo, autocommit=True, application_name="tenantkit-router"
+                )
+            try:
+                with translated():
+                    rows: list[Any] = self._conn.execute(query, params).fetchall()
+                    return rows
+            except psycopg.OperationalError:
+                self._conn.close()  # reconnect on the next load
+                raise
+
+    def subscribe(self, callback: Callable[[], None]) -> RegistryListener:
+        """Start a :class:`RegistryListener` calling ``callback`` on registry changes."""
+        if not self.listen_conninfo:
+            raise ValueError(_NO_CONNINFO)
+        return RegistryListener(self.listen_conninfo, callback)
+
+    def close(self) -> None:
+        """Close the load connection (``AsyncTenancy`` only; listeners close on their own)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+_NO_CONNINFO = (
+    "the tenancy has no conninfo to LISTEN with: pass listen_conninfo= to RegistryDomainSource"
+)
