@@ -11,8 +11,8 @@ connection, rotating over the tenants' hosts:
 The apps are driven in-process (the WSGI callable / the ASGI coroutine called in a loop with a
 synthetic environ/scope), so no HTTP client is measured. Short rounds alternate (AB BA ...)
 and the overhead is the median of each routed round's time over its neighbouring bare round's,
-so load from other processes on a shared machine hits both sides alike. Target: overhead < 10%, and no routing load
-(registry query) during the measured requests.
+so load from other processes on a shared machine hits both sides alike. Target: overhead
+< 10%, and no routing load (registry query) during the measured requests.
 
     PGTENANTS_DSN=... python benchmarks/routing.py [--requests 500] [--rounds 30] [--tenants 100]
 
@@ -35,8 +35,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tenantkit.asgi import ASGITenantMiddleware, Message, Receive, Scope, Send
+from tenantkit.domain_sources import RegistryDomainSource
 from tenantkit.models import Tenant
-from tenantkit.registry_source import RegistryDomainSource
 from tenantkit.routing import TenantResolver
 from tenantkit.server import server_conninfo_from_env
 from tenantkit.tenancy import AsyncTenancy, Tenancy
@@ -152,7 +152,7 @@ def bench_asgi(dsn: str, hosts: dict[str, Tenant], args: argparse.Namespace) -> 
         resolver = TenantResolver(source, public_tenant=atenancy.public_tenant)
         resolver.wait_subscribed(5)
         routed = ASGITenantMiddleware(app, resolver)
-        scopes = [
+        scopes: list[dict[str, Any]] = [
             {
                 "type": "http",
                 "asgi": {"version": "3.0"},
@@ -236,8 +236,8 @@ def report(label: str, result: dict[str, Any]) -> bool:
     bares, routeds = result["timings"]["bare"], result["timings"]["routed"]
     bare, routed = statistics.median(bares), statistics.median(routeds)
     # The median of the paired ratios: robust against load from other processes.
-    overhead = statistics.median(r / b for b, r in zip(bares, routeds)) - 1
-    ok = overhead < TARGET and result["loads"] == 0
+    overhead = statistics.median(r / b for b, r in zip(bares, routeds, strict=True)) - 1
+    ok: bool = overhead < TARGET and result["loads"] == 0
     print(
         f"{label:<5} bare {1 / bare:8.0f} req/s  routed {1 / routed:8.0f} req/s  "
         f"ratio {1 / (1 + overhead):5.3f}  overhead {overhead * 100:+5.1f}%  "

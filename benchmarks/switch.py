@@ -13,7 +13,7 @@ on the server (``pg_stat_statements``). Targets: (b) ratio < 1.1, (c) adds no st
 By default an embedded server is started with ``pg_stat_statements`` preloaded; ``--dsn`` uses a
 server of yours instead (statements are then counted only if it preloads pg_stat_statements).
 
-    python benchmarks/switch.py [--requests 5000] [--rounds 5] [--pgbouncer] [--dsn DSN]
+    python benchmarks/switch.py [--requests 500] [--rounds 40] [--pgbouncer] [--dsn DSN]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -120,8 +121,8 @@ def round_trips(conn: psycopg.Connection[Any], run: Callable[[int], None], n: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=500, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--pgbouncer", action="store_true", help="tenancy in pgbouncer mode")
     parser.add_argument("--dsn", default=os.environ.get("PGTENANTS_BENCH_DSN"))
     args = parser.parse_args()
@@ -184,11 +185,18 @@ def run_bench(dsn: str, args: argparse.Namespace) -> None:
             assert row is not None, tenants[i]
             assert row[1] == tenants[i], (row, tenants[i])
 
+    for fn in variants.values():
+        for i in range(300):
+            fn(i)  # warm up: connections, prepared statements, cached paths
+    # Many short rounds in a shuffled order, ratios taken within a round: other processes on
+    # the machine then weigh on all variants alike.
     timings: dict[str, list[float]] = {name: [] for name in variants}
+    order = list(variants)
+    shuffler = random.Random(42)
     for _ in range(args.rounds):
-        for name, fn in variants.items():  # interleaved, so drift hits all alike
-            for i in range(200):
-                fn(i)  # warm up (plans, prepared statements, cached path)
+        shuffler.shuffle(order)
+        for name in order:
+            fn = variants[name]
             t0 = time.perf_counter()
             for i in range(args.requests):
                 fn(i)
@@ -211,7 +219,7 @@ def run_bench(dsn: str, args: argparse.Namespace) -> None:
         rts = round_trips(conn_rt, fn, 200)
         stats[name] = (counted / n if counted is not None else None, rts)
 
-    base = statistics.median(timings["a fixed search_path"])
+    base_runs = timings["a fixed search_path"]
     mode = "pgbouncer" if args.pgbouncer else "default"
     print(f"tenant switch benchmark ({mode} mode), {args.requests} requests x {args.rounds} rounds")
     print(
@@ -219,12 +227,17 @@ def run_bench(dsn: str, args: argparse.Namespace) -> None:
     )
     for name in variants:
         med = statistics.median(timings[name])
+        ratio = statistics.median(t / b for t, b in zip(timings[name], base_runs, strict=True))
         stmts, rts = stats[name]
         shown = f"{stmts:.2f}" if stmts is not None else "n/a"
-        print(f"{name:28} {med * 1e6:10.1f} {med / base:6.3f} {shown:>9} {rts:15.2f}")
-    floor = statistics.median(timings["d hand-written SET, rotating"])
-    rot = statistics.median(timings["b rotating 100 tenants"])
-    print(f"b / d (tenantkit's own cost of a switch over PostgreSQL's): {rot / floor:.3f}")
+        print(f"{name:28} {med * 1e6:10.1f} {ratio:6.3f} {shown:>9} {rts:15.2f}")
+    floor = statistics.median(
+        b / d
+        for b, d in zip(
+            timings["b rotating 100 tenants"], timings["d hand-written SET, rotating"], strict=True
+        )
+    )
+    print(f"b / d (tenantkit's cost of a switch relative to a hand-written SET): {floor:.3f}")
     tenancy.close()
     fixed.close()
     raw.close()

@@ -19,6 +19,10 @@ How it works (the reasons behind :class:`TenantConnection`):
 * A pooled connection that nobody bound wants the neutral path (shared schema, extras,
   ``pg_temp``), so a tenant's path set earlier is never used by the next borrower; with
   ``strict`` it refuses to run anything instead (:class:`~tenantkit.errors.NoTenantSelected`).
+* Prepared statements are keyed by query *and* path: psycopg prepares a query after a few
+  runs, and PostgreSQL re-plans a prepared statement whenever the ``search_path`` differs from
+  the one it was planned with. One statement per tenant path keeps each tenant's plan cached
+  (correctness never depends on this: the server revalidates plans on every path change).
 * ``pgbouncer`` mode keeps no per-connection knowledge: every transaction starts with
   ``BEGIN; SET LOCAL search_path TO ...`` (one message), valid under transaction pooling.
 
@@ -30,11 +34,14 @@ transactions, for ``Connection`` and ``AsyncConnection`` alike.
 from __future__ import annotations
 
 import re
+import weakref
 from typing import Any
 
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg import generators, pq
+from psycopg._preparing import PrepareManager
+from psycopg._queries import PostgresQuery
 from psycopg.abc import PQGen
 from psycopg.pq.abc import PGconn, PGresult
 from psycopg.rows import AsyncRowFactory, Row, RowFactory, tuple_row
@@ -44,12 +51,50 @@ from .errors import NoTenantSelected
 
 __all__ = ["AsyncTenantConnection", "AsyncTenantCursor", "TenantConnection", "TenantCursor"]
 
+#: Prepared statements kept per connection (psycopg's default is 100). Statements are kept
+#: per tenant path, so a connection serving many tenants needs room for more of them.
+PREPARED_MAX = 512
+
 _IDLE = pq.TransactionStatus.IDLE
 _INTRANS = pq.TransactionStatus.INTRANS
 _FATAL = pq.ExecStatus.FATAL_ERROR
 _QUICK_RE = re.compile(r"temp|search_path|discard|reset", re.IGNORECASE)
 _PATH_RE = re.compile(r"search_path|discard\s+all|reset\s+all", re.IGNORECASE)
 _TEMP_RE = re.compile(r"\btemp(orary)?\b|pg_temp", re.IGNORECASE)
+
+
+_FLAG_PATH = 1
+_FLAG_TEMP = 2
+_NOTE_CACHE: dict[object, int] = {}
+_NOTE_CACHE_MAX = 10_000
+
+
+def _scan(query: object, conn: psycopg.BaseConnection[Any]) -> int:
+    if isinstance(query, str):
+        text = query
+    elif isinstance(query, bytes):
+        text = query.decode("utf-8", "replace")
+    elif isinstance(query, Composable):
+        text = query.as_string(conn)
+    else:
+        return 0
+    if not _QUICK_RE.search(text):
+        return 0
+    return (_FLAG_PATH if _PATH_RE.search(text) else 0) | (
+        _FLAG_TEMP if _TEMP_RE.search(text) else 0
+    )
+
+
+class _PathPrepareManager(PrepareManager):
+    """psycopg's prepared-statement cache, keyed by the path of the running transaction."""
+
+    def __init__(self, conn: _TenantState) -> None:
+        super().__init__()
+        self._conn = weakref.ref(conn)
+
+    def key(self, query: PostgresQuery) -> Any:  # type: ignore[override]
+        conn = self._conn()
+        return (query.query, query.types, conn._tk_active if conn is not None else None)
 
 
 class _TenantState(psycopg.BaseConnection[Any]):
@@ -70,6 +115,8 @@ class _TenantState(psycopg.BaseConnection[Any]):
     #: Path to apply with SET LOCAL before the next query of the running transaction
     #: (a switch made by use_tenant() in the middle of a transaction).
     _tk_local: bytes | None = None
+    #: Path of the running transaction as far as we know (keys prepared statements).
+    _tk_active: bytes | None = None
     #: Shared schema and extras of the configuring tenancy (for use_tenant()).
     _tk_base: tuple[str, ...] = ("public",)
 
@@ -100,30 +147,35 @@ class _TenantState(psycopg.BaseConnection[Any]):
             self._tk_confirmed = None
 
     def _tk_note(self, query: object) -> None:
-        """Look at a user query for path changes and temporary objects (cheap regexes)."""
-        if isinstance(query, str):
-            text = query
-        elif isinstance(query, bytes):
-            text = query.decode("utf-8", "replace")
-        elif isinstance(query, Composable):
-            text = query.as_string(self)
-        else:
-            return
-        if not _QUICK_RE.search(text):
-            return
-        if _PATH_RE.search(text):
-            self._tk_confirmed = None
-            self._tk_inflight = None
-        if _TEMP_RE.search(text):
-            self._tk_temp = True
+        """Look at a user query for path changes and temporary objects."""
+        # Flags per query text, cached: applications repeat the same few query strings, so
+        # the regexes run once per string rather than once per execution.
+        key: object = query if isinstance(query, (str, bytes)) else None
+        flags = _NOTE_CACHE.get(key) if key is not None else None
+        if flags is None:
+            flags = _scan(query, self)
+            if key is not None:
+                if len(_NOTE_CACHE) > _NOTE_CACHE_MAX:
+                    _NOTE_CACHE.clear()
+                _NOTE_CACHE[key] = flags
+        if flags:
+            if flags & _FLAG_PATH:
+                self._tk_confirmed = None
+                self._tk_inflight = None
+                self._tk_active = None
+            if flags & _FLAG_TEMP:
+                self._tk_temp = True
 
-    def _tk_before_query(self, query: Any) -> PQGen[None]:
+    def _tk_before_query(self, query: Any) -> PQGen[None] | None:
+        """Note the query; return a generator if a mid-transaction switch must be sent."""
         if query is not None:
             self._tk_note(query)
         local = self._tk_local
         if local is not None and self.pgconn.transaction_status == _INTRANS:
             self._tk_local = None
-            yield from super()._exec_command(b"SET LOCAL search_path TO " + local)
+            self._tk_active = local
+            return super()._exec_command(b"SET LOCAL search_path TO " + local)  # type: ignore[return-value]
+        return None
 
     def _start_query(self) -> PQGen[None]:
         if self._autocommit and self.pgconn.transaction_status == _IDLE:
@@ -137,9 +189,10 @@ class _TenantState(psycopg.BaseConnection[Any]):
                     "pgbouncer mode sets the tenant path per transaction: use the "
                     "connection with autocommit off or inside conn.transaction()"
                 )
-            self._tk_path()  # strict check
+            self._tk_active = self._tk_path()  # also the strict check
             return
         want = self._tk_path()
+        self._tk_active = want
         self._tk_settle()
         if want is None or want == self._tk_confirmed:
             return
@@ -151,7 +204,7 @@ class _TenantState(psycopg.BaseConnection[Any]):
         self, command: Any, result_format: pq.Format = pq.Format.TEXT
     ) -> PQGen[PGresult | None]:
         if isinstance(command, bytes):
-            if command[:5] == b"BEGIN" and command == self._get_tx_start_command():
+            if command.startswith(b"BEGIN") and command == self._get_tx_start_command():
                 extra = self._tk_begin_extra()
                 if extra is not None:
                     return self._tk_begin_gen(command + b"; " + extra, command, extra)
@@ -161,7 +214,7 @@ class _TenantState(psycopg.BaseConnection[Any]):
 
     def _tk_begin_extra(self) -> bytes | None:
         self._tk_local = None  # the new transaction gets its path with BEGIN
-        want = self._tk_path()
+        want = self._tk_active = self._tk_path()
         if want is None:
             return None
         if self._tk_pgbouncer:
@@ -197,13 +250,20 @@ class _TenantState(psycopg.BaseConnection[Any]):
         return result
 
 
+def _chain(first: PQGen[Any], second: PQGen[None]) -> PQGen[None]:
+    yield from first
+    yield from second
+
+
 class TenantCursor(psycopg.Cursor[Row]):
     """Cursor of :class:`TenantConnection`: lets the connection look at each query."""
 
     def _start_query(self, query: Any = None) -> PQGen[None]:
         conn: _TenantState = self._conn  # type: ignore[assignment]
-        yield from conn._tk_before_query(query)
-        yield from super()._start_query(query)
+        before = conn._tk_before_query(query)
+        if before is None:  # the common case: no extra generator layer
+            return super()._start_query(query)
+        return _chain(before, super()._start_query(query))
 
 
 class AsyncTenantCursor(psycopg.AsyncCursor[Row]):
@@ -211,8 +271,10 @@ class AsyncTenantCursor(psycopg.AsyncCursor[Row]):
 
     def _start_query(self, query: Any = None) -> PQGen[None]:
         conn: _TenantState = self._conn  # type: ignore[assignment]
-        yield from conn._tk_before_query(query)
-        yield from super()._start_query(query)
+        before = conn._tk_before_query(query)
+        if before is None:  # the common case: no extra generator layer
+            return super()._start_query(query)
+        return _chain(before, super()._start_query(query))
 
 
 class TenantConnection(_TenantState, psycopg.Connection[Row]):
@@ -230,6 +292,8 @@ class TenantConnection(_TenantState, psycopg.Connection[Row]):
     ) -> None:
         super().__init__(pgconn, row_factory)
         self.cursor_factory = TenantCursor
+        self._prepared = _PathPrepareManager(self)
+        self.prepared_max = PREPARED_MAX
 
 
 class AsyncTenantConnection(_TenantState, psycopg.AsyncConnection[Row]):
@@ -242,3 +306,5 @@ class AsyncTenantConnection(_TenantState, psycopg.AsyncConnection[Row]):
     ) -> None:
         super().__init__(pgconn, row_factory)
         self.cursor_factory = AsyncTenantCursor
+        self._prepared = _PathPrepareManager(self)
+        self.prepared_max = PREPARED_MAX

@@ -1,8 +1,9 @@
 """Request -> tenant resolution: pure logic over a cached routing table.
 
-Nothing here talks to a database. A :class:`TenantResolver` asks a :class:`DomainSource` for the
-host -> tenant map (the registry, through :class:`tenantkit.registry_source.RegistryDomainSource`,
-or any mapping through :class:`StaticDomainSource`), keeps it in memory as an immutable
+Nothing here talks to a database. A :class:`TenantResolver` asks a
+:class:`~tenantkit.domain_sources.DomainSource` for the host -> tenant map (the registry, through
+:class:`~tenantkit.domain_sources.RegistryDomainSource`, or any mapping through
+:class:`~tenantkit.domain_sources.StaticDomainSource`), keeps it in memory as an immutable
 :class:`RoutingTable`, and answers every request from that table. The table is reloaded only when
 the source reports a change (LISTEN/NOTIFY for the registry), when it is older than ``ttl`` (a
 safety net for lost notifications), or, for sources that cannot report changes, after a miss at
@@ -19,29 +20,29 @@ from __future__ import annotations
 import enum
 import ipaddress
 import logging
+import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import InvalidHostname
-from .names import normalize_host
+from .names import is_valid_hostname, normalize_host
 
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from .domain_sources import DomainSource, Subscription
     from .models import Tenant
 
 __all__ = [
-    "DomainSource",
     "Outcome",
     "Resolution",
     "RoutingMode",
     "RoutingTable",
-    "StaticDomainSource",
-    "Subscription",
     "TenantResolver",
 ]
 
@@ -100,93 +101,9 @@ class RoutingTable:
     schemas: Mapping[str, Tenant | str]
     version: int = 0
     loaded_at: float = 0.0
-
-
-@runtime_checkable
-class Subscription(Protocol):
-    """A live change subscription returned by a source's ``subscribe()``."""
-
-    @property
-    def live(self) -> bool:
-        """True while every change is guaranteed to be reported to the callback."""
-        ...
-
-    def close(self) -> None:
-        """Stop reporting changes and release resources."""
-        ...
-
-
-@runtime_checkable
-class DomainSource(Protocol):
-    """Where a resolver gets its host map from.
-
-    ``load()`` returns every routable host mapped to its tenant. A source may also offer
-    ``load_tenants() -> Iterable[Tenant | str]`` (all tenants, for subdomain/path/header
-    modes, which select tenants by schema name) and ``subscribe(callback) -> Subscription``
-    (call ``callback()`` from any thread whenever the map may have changed).
-    """
-
-    def load(self) -> Mapping[str, Tenant | str]:
-        """Return the current host -> tenant map (hosts need not be normalised)."""
-        ...
-
-
-class StaticDomainSource:
-    """A :class:`DomainSource` over a fixed mapping (configuration, tests, single-tenant dev).
-
-    Values are ``Tenant`` objects or schema names. ``update()`` replaces the mapping and
-    notifies subscribers, so resolvers see the change on their next request.
-    """
-
-    def __init__(
-        self,
-        hosts: Mapping[str, Tenant | str] | None = None,
-        *,
-        tenants: Iterable[Tenant | str] = (),
-    ) -> None:
-        self._hosts: dict[str, Tenant | str] = dict(hosts or {})
-        self._tenants: list[Tenant | str] = list(tenants)
-        self._callbacks: list[Callable[[], None]] = []
-        self.loads = 0
-
-    def load(self) -> Mapping[str, Tenant | str]:
-        """Return a copy of the mapping."""
-        self.loads += 1
-        return dict(self._hosts)
-
-    def load_tenants(self) -> Iterable[Tenant | str]:
-        """Return the explicit tenants plus every tenant named in the mapping."""
-        return [*self._tenants, *self._hosts.values()]
-
-    def update(
-        self,
-        hosts: Mapping[str, Tenant | str],
-        *,
-        tenants: Iterable[Tenant | str] | None = None,
-    ) -> None:
-        """Replace the mapping (and optionally the tenants) and tell subscribers."""
-        self._hosts = dict(hosts)
-        if tenants is not None:
-            self._tenants = list(tenants)
-        for callback in list(self._callbacks):
-            callback()
-
-    def subscribe(self, callback: Callable[[], None]) -> Subscription:
-        """Call ``callback`` on every :meth:`update`."""
-        self._callbacks.append(callback)
-        return _StaticSubscription(self, callback)
-
-
-@dataclass
-class _StaticSubscription:
-    source: StaticDomainSource
-    callback: Callable[[], None]
-    live: bool = True
-
-    def close(self) -> None:
-        if self.live:
-            self.live = False
-            self.source._callbacks.remove(self.callback)
+    #: Ready answers for the hosts the table knows (host and subdomain modes): a warm
+    #: request costs one dictionary lookup and allocates nothing.
+    resolved: Mapping[str, Resolution] = field(default_factory=dict)
 
 
 def _schema_of(tenant: Tenant | str) -> str:
@@ -220,6 +137,18 @@ class _Negative:
     # Hosts that missed recently (host -> expiry) and when a miss last forced a reload.
     until: dict[str, float] = field(default_factory=dict)
     last_reload: float = float("-inf")
+
+
+_subscribed_resolvers: weakref.WeakSet[TenantResolver] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for resolver in list(_subscribed_resolvers):
+        resolver._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class TenantResolver:
@@ -293,11 +222,21 @@ class TenantResolver:
         self._hosts_cache: dict[str, str | None] = {}
         self._trust_cache: dict[str, bool] = {}
         self._negative = _Negative()
-        self._public = Resolution(Outcome.PUBLIC, public_tenant)
         self._subscription: Subscription | None = None
+        self._resubscribe = False
         subscribe_fn = getattr(source, "subscribe", None)
         if subscribe and callable(subscribe_fn):
             self._subscription = subscribe_fn(self.invalidate)
+            _subscribed_resolvers.add(self)
+
+    def _after_fork(self) -> None:
+        # Only the forking thread survives a fork (gunicorn --preload, multiprocessing): the
+        # listener thread is gone while its "live" flag was copied, and a lock held by another
+        # thread would never be released. Start afresh; subscribe again on the next load.
+        self._lock = threading.Lock()
+        self._subscription = None
+        self._resubscribe = True
+        self.invalidate()
 
     @classmethod
     def from_tenancy(
@@ -309,7 +248,7 @@ class TenantResolver:
         ``tenancy.public_tenant``.
         """
         # Imported here so that importing this module never pulls in the I/O side.
-        from .registry_source import RegistryDomainSource
+        from .domain_sources import RegistryDomainSource
 
         source = RegistryDomainSource(tenancy, listen_conninfo=listen_conninfo)
         options.setdefault("public_tenant", tenancy.public_tenant)
@@ -360,6 +299,11 @@ class TenantResolver:
                 table = self.cached_table()
                 if table is not None:
                     return table
+            if self._resubscribe:
+                self._resubscribe = False
+                subscribe_fn = getattr(self.source, "subscribe", None)
+                if callable(subscribe_fn):
+                    self._subscription = subscribe_fn(self.invalidate)
             version = self._version
             started = self._clock()
             table = self._build(version, started)
@@ -383,13 +327,35 @@ class TenantResolver:
             for tenant in tenants:
                 if _routable(tenant) and not _is_public(tenant):
                     schemas[_schema_of(tenant)] = tenant
-        return RoutingTable(hosts, schemas, version, loaded_at)
+        return RoutingTable(hosts, schemas, version, loaded_at, self._answers(hosts, schemas))
+
+    def _answers(
+        self, hosts: Mapping[str, Tenant | str], schemas: Mapping[str, Tenant | str]
+    ) -> dict[str, Resolution]:
+        """Precomputed resolutions, written lowest precedence first so that later ones win."""
+        if self.mode not in ("host", "subdomain"):
+            return {}
+        answers: dict[str, Resolution] = {}
+        public = list(self.public_hosts)
+        if self.base_domain is not None:
+            public.append(self.base_domain)
+            for schema, tenant in schemas.items():
+                host = f"{schema.replace('_', '-')}.{self.base_domain}"
+                if is_valid_hostname(host):
+                    answers[host] = Resolution(Outcome.TENANT, tenant, host)
+        for host, tenant in hosts.items():
+            answers[host] = self._tenant(tenant, host)
+        for host in public:
+            answers[host] = Resolution(Outcome.PUBLIC, self.public_tenant, host)
+        return answers
 
     def close(self) -> None:
         """Stop the change subscription and close the source if it has a ``close()``.
 
         The table stays usable until it goes stale.
         """
+        self._resubscribe = False
+        _subscribed_resolvers.discard(self)
         if self._subscription is not None:
             self._subscription.close()
             self._subscription = None
@@ -471,6 +437,9 @@ class TenantResolver:
         norm = self._normalise(host)
         if norm is None:
             return Resolution(Outcome.INVALID, reason="malformed Host header")
+        answer = table.resolved.get(norm)
+        if answer is not None:
+            return answer
         mode = self.mode
         if mode == "host":
             return self._by_host(table, norm)

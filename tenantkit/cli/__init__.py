@@ -164,3 +164,9 @@ main.add_command(drift)
 from .demo import demo  # noqa: E402
 
 main.add_command(demo)
+
+from .shell import shell  # noqa: E402
+from .tenants import tenants  # noqa: E402
+
+main.add_command(shell)
+main.add_command(tenants)

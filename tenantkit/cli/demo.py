@@ -208,6 +208,7 @@ def demo(ctx: click.Context, wait: bool) -> None:
             console.print("Explore it (Ctrl-C stops and removes everything):")
             console.print(f"  export PGTENANTS_DSN='{dsn}'")
             console.print(f"  psql '{url}' -c 'set search_path = acme, public' -c 'table notes'")
-            console.print("  tenantkit migrate --plan")
+            console.print("  tenantkit shell acme          # a SQL prompt working as acme")
+            console.print(f"  tenantkit migrate --plan --migrations {_demo.MIGRATIONS}")
             sys.stdout.flush()
             _wait_for_interrupt()

@@ -22,8 +22,9 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from tenantkit.asgi import ASGITenantMiddleware, Message, Receive, Scope, Send
+from tenantkit.domain_sources import StaticDomainSource
 from tenantkit.models import Tenant, TenantState
-from tenantkit.routing import StaticDomainSource, TenantResolver
+from tenantkit.routing import TenantResolver
 from tenantkit.search_path import current_tenant
 from tenantkit.tenancy import AsyncTenancy, Tenancy
 
@@ -289,5 +290,22 @@ async def test_tasks_each_see_only_their_tenant(
                 public = (await c.get("http://www.test/")).text
                 assert public == f"public {shared}"  # the public tenant: the shared schema
             assert current_tenant() is None
+        finally:
+            resolver.close()
+
+
+async def test_async_registry_source_serves_key_modes(
+    dsn: str, registry: tuple[str, dict[str, str]]
+) -> None:
+    shared, hosts = registry
+    schema0 = next(iter(hosts.values()))
+    async with AsyncTenancy(dsn, shared_schema=shared) as atenancy:
+        await atenancy.get_public_tenant()
+        resolver = TenantResolver.from_tenancy(atenancy, mode="header", subscribe=False)
+        try:
+            found = resolver.resolve("svc", header_value=schema0.replace("_", "-")).tenant
+            assert isinstance(found, Tenant)
+            assert found.schema == schema0
+            assert resolver.resolve("svc").tenant == atenancy.public_tenant
         finally:
             resolver.close()

@@ -99,6 +99,11 @@ def sync_worker(env: dict[str, Any], seed: int, leaks: list[str], errors: list[s
                             conn.execute("SELECT 1 / 0")
                         conn.rollback()
                         check(conn.execute(SELECT).fetchall(), tenant, leaks, "after error")
+                    elif action < 0.50:
+                        # An error swallowed without rollback: the block's COMMIT is
+                        # answered ROLLBACK, undoing the path set by this transaction.
+                        with contextlib.suppress(psycopg.errors.UndefinedTable):
+                            conn.execute("SELECT * FROM no_such_table")
                     elif action < 0.55:
                         conn.commit()
                         check(conn.execute(SELECT).fetchall(), tenant, leaks, "after commit")

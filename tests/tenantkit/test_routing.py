@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -11,15 +12,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from tenantkit.domain_sources import REGISTRY_CHANNEL, RegistryListener, StaticDomainSource
 from tenantkit.models import Tenant, TenantState
 from tenantkit.names import is_valid_hostname, normalize_host
-from tenantkit.registry_source import REGISTRY_CHANNEL, RegistryListener
-from tenantkit.routing import (
-    Outcome,
-    RoutingTable,
-    StaticDomainSource,
-    TenantResolver,
-)
+from tenantkit.routing import Outcome, RoutingTable, TenantResolver
 
 
 def tenant(schema: str, *, state: TenantState = TenantState.ACTIVE, public: bool = False) -> Tenant:
@@ -87,7 +83,7 @@ def _variant(draw: st.DrawFn, host: str) -> str:
     return base
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     table=st.dictionaries(_hostname, st.sampled_from(["a1", "b2", "c3", "d4"]), max_size=12),
     data=st.data(),
@@ -365,3 +361,19 @@ def test_listener_reports_notifications_and_reconnects(conn: psycopg.Connection,
     finally:
         listener.close()
     assert not listener.live
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_subscribes_again() -> None:
+    source = StaticDomainSource({"a.test": ACME})
+    res = TenantResolver(source)
+    assert res.resolve("a.test").tenant == ACME
+    pid = os.fork()
+    if pid == 0:  # the child: the subscription did not survive the fork, the table is stale
+        ok = res.cached_table() is None and not res.subscribed
+        ok = ok and res.resolve("a.test").tenant == ACME and res.subscribed
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert res.cached_table() is not None  # the parent is untouched
+    res.close()

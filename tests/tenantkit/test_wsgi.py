@@ -20,8 +20,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tenantkit.domain_sources import StaticDomainSource
 from tenantkit.models import Tenant, TenantState
-from tenantkit.routing import Outcome, StaticDomainSource, TenantResolver
+from tenantkit.routing import Outcome, TenantResolver
 from tenantkit.search_path import current_tenant
 from tenantkit.tenancy import Tenancy
 from tenantkit.wsgi import WSGITenantMiddleware
@@ -343,3 +344,20 @@ def test_domain_changes_take_effect_within_a_second(
             other.remove_domain(new_host)
             status_becomes(404)
         resolver.close()
+
+
+def test_registry_source_serves_subdomain_mode(
+    dsn: str, registry: tuple[str, dict[str, str]]
+) -> None:
+    shared, hosts = registry
+    schema0 = next(iter(hosts.values()))
+    with Tenancy(dsn, shared_schema=shared) as tenancy:
+        resolver = TenantResolver.from_tenancy(tenancy, mode="subdomain", base_domain="app.test")
+        try:
+            found = resolver.resolve(f"{schema0.replace('_', '-')}.app.test").tenant
+            assert isinstance(found, Tenant)
+            assert found.schema == schema0
+            public = resolver.resolve("app.test")
+            assert (public.outcome, public.tenant) == (Outcome.PUBLIC, tenancy.public_tenant)
+        finally:
+            resolver.close()

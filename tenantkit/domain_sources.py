@@ -1,19 +1,26 @@
-"""The registry as a routing source: one query per reload, LISTEN/NOTIFY for changes.
+"""Where a router's host map comes from: the source protocol and its implementations.
 
-:class:`RegistryDomainSource` feeds a :class:`tenantkit.routing.TenantResolver` from a
-``Tenancy``: ``load()`` is ``tenancy.domain_map()`` (one query), and ``subscribe()`` starts a
-daemon thread holding one dedicated connection that LISTENs on the ``tenantkit_registry``
-channel (the registry's triggers NOTIFY it on every change to tenants or domains). The I/O
-lives here so that :mod:`tenantkit.routing` stays pure.
+- :class:`DomainSource` / :class:`Subscription`: what :class:`tenantkit.routing.TenantResolver`
+  needs from a source.
+- :class:`StaticDomainSource`: a fixed mapping (configuration, development, tests).
+- :class:`RegistryDomainSource`: the tenant registry of a ``Tenancy``/``AsyncTenancy``; one
+  query per reload, and a :class:`RegistryListener` daemon thread holding one dedicated
+  connection that LISTENs on ``tenantkit_registry`` (the registry's triggers NOTIFY it on every
+  change to tenants or domains).
+
+The I/O lives here so that :mod:`tenantkit.routing` stays pure.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import psycopg
 from psycopg import sql
@@ -23,12 +30,106 @@ from .registry import NOTIFY_CHANNEL, tenant_from_row, translated
 if TYPE_CHECKING:
     from .models import Tenant
 
-__all__ = ["REGISTRY_CHANNEL", "RegistryDomainSource", "RegistryListener"]
+__all__ = [
+    "REGISTRY_CHANNEL",
+    "DomainSource",
+    "RegistryDomainSource",
+    "RegistryListener",
+    "StaticDomainSource",
+    "Subscription",
+]
 
 logger = logging.getLogger("tenantkit.routing")
 
 #: The channel the registry triggers NOTIFY on every tenants/domains change.
 REGISTRY_CHANNEL = NOTIFY_CHANNEL
+
+
+@runtime_checkable
+class Subscription(Protocol):
+    """A live change subscription returned by a source's ``subscribe()``."""
+
+    @property
+    def live(self) -> bool:
+        """True while every change is guaranteed to be reported to the callback."""
+        ...
+
+    def close(self) -> None:
+        """Stop reporting changes and release resources."""
+        ...
+
+
+@runtime_checkable
+class DomainSource(Protocol):
+    """Where a resolver gets its host map from.
+
+    ``load()`` returns every routable host mapped to its tenant. A source may also offer
+    ``load_tenants() -> Iterable[Tenant | str]`` (all tenants, for subdomain/path/header
+    modes, which select tenants by schema name) and ``subscribe(callback) -> Subscription``
+    (call ``callback()`` from any thread whenever the map may have changed).
+    """
+
+    def load(self) -> Mapping[str, Tenant | str]:
+        """Return the current host -> tenant map (hosts need not be normalised)."""
+        ...
+
+
+class StaticDomainSource:
+    """A :class:`DomainSource` over a fixed mapping (configuration, tests, single-tenant dev).
+
+    Values are ``Tenant`` objects or schema names. ``update()`` replaces the mapping and
+    notifies subscribers, so resolvers see the change on their next request.
+    """
+
+    def __init__(
+        self,
+        hosts: Mapping[str, Tenant | str] | None = None,
+        *,
+        tenants: Iterable[Tenant | str] = (),
+    ) -> None:
+        self._hosts: dict[str, Tenant | str] = dict(hosts or {})
+        self._tenants: list[Tenant | str] = list(tenants)
+        self._callbacks: list[Callable[[], None]] = []
+        self.loads = 0
+
+    def load(self) -> Mapping[str, Tenant | str]:
+        """Return a copy of the mapping."""
+        self.loads += 1
+        return dict(self._hosts)
+
+    def load_tenants(self) -> Iterable[Tenant | str]:
+        """Return the explicit tenants plus every tenant named in the mapping."""
+        return [*self._tenants, *self._hosts.values()]
+
+    def update(
+        self,
+        hosts: Mapping[str, Tenant | str],
+        *,
+        tenants: Iterable[Tenant | str] | None = None,
+    ) -> None:
+        """Replace the mapping (and optionally the tenants) and tell subscribers."""
+        self._hosts = dict(hosts)
+        if tenants is not None:
+            self._tenants = list(tenants)
+        for callback in list(self._callbacks):
+            callback()
+
+    def subscribe(self, callback: Callable[[], None]) -> Subscription:
+        """Call ``callback`` on every :meth:`update`."""
+        self._callbacks.append(callback)
+        return _StaticSubscription(self, callback)
+
+
+@dataclass
+class _StaticSubscription:
+    source: StaticDomainSource
+    callback: Callable[[], None]
+    live: bool = True
+
+    def close(self) -> None:
+        if self.live:
+            self.live = False
+            self.source._callbacks.remove(self.callback)
 
 
 class RegistryListener:
@@ -135,6 +236,14 @@ class RegistryDomainSource:
         self._is_async = inspect.iscoroutinefunction(tenancy.domain_map)
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
+        _sources.add(self)
+
+    def _after_fork(self) -> None:
+        # The parent's socket must not be used, nor closed explicitly (that would end the
+        # parent's session): drop it (psycopg's PGconn skips PQfinish when collected in
+        # another process) and connect anew when needed.
+        self._conn = None
+        self._lock = threading.Lock()
 
     @property
     def public_tenant(self) -> Tenant:
@@ -195,6 +304,17 @@ class RegistryDomainSource:
                 self._conn.close()
                 self._conn = None
 
+
+_sources: weakref.WeakSet[RegistryDomainSource] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for source in list(_sources):
+        source._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _NO_CONNINFO = (
     "the tenancy has no conninfo to LISTEN with: pass listen_conninfo= to RegistryDomainSource"
