@@ -14,7 +14,7 @@ and the overhead is the median of each routed round's time over its neighbouring
 so load from other processes on a shared machine hits both sides alike. Target: overhead
 < 10%, and no routing load (registry query) during the measured requests.
 
-    PGTENANTS_DSN=... python benchmarks/routing.py [--requests 500] [--rounds 30] [--tenants 100]
+    PGTENANTS_DSN=... python benchmarks/routing.py [--requests 250] [--rounds 60] [--tenants 100]
 
 Without PGTENANTS_DSN an embedded server is started.
 """
@@ -249,8 +249,8 @@ def report(label: str, result: dict[str, Any]) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=500, help="requests per round")
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--requests", type=int, default=250, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--tenants", type=int, default=100)
     args = parser.parse_args()
     with server_conninfo_from_env() as server:

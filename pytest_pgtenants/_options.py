@@ -44,6 +44,11 @@ class OptionSpec:
         return "--pgtenants-" + self.name.replace("_", "-")
 
     @property
+    def no_flag(self) -> str:
+        """The negative command-line flag of a boolean option, e.g. ``--pgtenants-no-keep``."""
+        return "--pgtenants-no-" + self.name.replace("_", "-")
+
+    @property
     def env(self) -> str:
         """The environment variable, e.g. ``PGTENANTS_DSN``."""
         return f"PGTENANTS_{self.name.upper()}"
@@ -152,16 +157,16 @@ def add_options(parser: pytest.Parser) -> None:
     for spec in OPTIONS:
         help_text = f"{spec.help} [ini {spec.ini}, env {spec.env}]"
         if spec.kind == "bool":
-            # One flag for both directions: `--pgtenants-keep` or `--pgtenants-keep=no`, so the
-            # command line can override a `yes` coming from the environment or the ini file.
+            # A pair of flags, so the command line can also override a `yes` coming from the
+            # environment or the ini file. (An optional value, `--pgtenants-keep[=no]`, would
+            # swallow a following test path: `--pgtenants-keep tests/`.)
             group.addoption(
-                spec.flag,
-                dest=spec.dest,
-                nargs="?",
-                const="yes",
-                default=None,
-                metavar="yes|no",
+                spec.flag, dest=spec.dest, action="store_const", const="yes", default=None,
                 help=help_text,
+            )
+            group.addoption(
+                spec.no_flag, dest=spec.dest, action="store_const", const="no", default=None,
+                help=f"Negates {spec.flag}.",
             )
         else:
             group.addoption(spec.flag, dest=spec.dest, default=None, help=help_text)

@@ -20,15 +20,16 @@ from typing import TYPE_CHECKING, Any
 from ._options import Settings
 
 if TYPE_CHECKING:
+    import psycopg
+
     from ._server import ServerHandle
     from tenantkit.models import Tenant
     from tenantkit.tenancy import Tenancy
 
 __all__ = ["PgTenantsSession", "TestDatabase", "TestScope"]
 
-_TRASH_PREFIX = "_pgtenants_trash_"
-#: Retired schemas kept before the janitor starts dropping them in the background.
-_TRASH_LIMIT = 200
+#: Retired tenant schemas wait under this prefix until the janitor recycles or drops them.
+_HOLDING_PREFIX = "_pgtenants_retired_"
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,13 @@ class PgTenantsSession:
         self._lock = threading.RLock()
         self._spares_refilling = False
         self._spares_left: int | None = None
-        self._trash: list[str] = []
+        self._baselines: dict[int, tuple[str, bool]] = {}
+        self._baselined = False
+        self._pending_recycles = 0
+        #: What the janitor did: schemas recycled into the spare pool, and dropped.
+        self.stats = {"recycled": 0, "dropped": 0}
+        self.recycle_times: list[float] = []
+        self._janitor_conn: psycopg.Connection[Any] | None = None
 
     # -- infrastructure ----------------------------------------------------------------------
 
@@ -244,6 +251,10 @@ class PgTenantsSession:
         metadata: Mapping[str, Any] | None = None,
     ) -> Tenant:
         """Create a tenant (claiming a warm spare when one is left) and keep the pool warm."""
+        if not self._baselined and self.settings.migrations is not None:
+            # Before the first claim: every spare is still pristine.
+            self._baselined = True
+            self._baseline_spares()
         schema = schema or self.new_schema_name()
         hosts = list(domains) if domains is not None else [self.host_for(schema)]
         tenant = tenancy.create_tenant(
@@ -270,7 +281,9 @@ class PgTenantsSession:
             self._spares_left = target
         took_spare = getattr(tenancy.provisioner, "last_path", "spare") == "spare"
         self._spares_left = self._spares_left - 1 if took_spare else 0
-        if self._spares_refilling or self._spares_left > target // 2:
+        # Schemas retired by earlier tests come back to the pool soon (recycled by the janitor):
+        # refilling by cloning is only for what recycling cannot cover.
+        if self._spares_refilling or self._spares_left + self._pending_recycles > target // 2:
             return
         self._spares_refilling = True
         spares = self.tenancy().spares
@@ -279,6 +292,7 @@ class PgTenantsSession:
             try:
                 spares.fill(target)
                 self._spares_left = spares.count()
+                self._baseline_spares()
             finally:
                 self._spares_refilling = False
 
@@ -288,11 +302,11 @@ class PgTenantsSession:
         """Retire the tenants a test created, in about a millisecond each.
 
         Dropping a 20-table schema costs tens of milliseconds of server time, so it is not
-        done here: the registry row and domains are deleted and the schema is renamed to a
-        ``_pgtenants_trash_*`` name (one round trip), which frees the schema name and the
-        hosts for the next test at once. Trash goes with the test database at the end of the
-        session; past ``_TRASH_LIMIT`` schemas the janitor drops some in the background, to
-        keep the catalog small in very long sessions.
+        done here. In one round trip the registry row and domains are deleted and the schema
+        is renamed to a random holding name, which frees the schema name and the hosts for
+        the next test at once. The janitor thread then recycles the schema into the spare
+        pool (see :mod:`pytest_pgtenants._recycle`) or, when the test changed its
+        structure, drops it; either way off the tests' critical path.
         """
         if self.settings.keep or not created:
             return
@@ -301,17 +315,72 @@ class PgTenantsSession:
         for tenant in reversed(created):
             self.hosts.pop(tenant.schema, None)
             try:
-                trash = _retire(tenancy, tenant)
+                retired = _retire(tenancy, tenant)
             except Exception as exc:  # retire the others anyway, then report
                 failures.append(exc)
                 continue
-            if trash is not None:
-                self._trash.append(trash)
-        if len(self._trash) >= _TRASH_LIMIT:
-            batch, self._trash = self._trash[: _TRASH_LIMIT // 2], self._trash[_TRASH_LIMIT // 2 :]
-            self.janitor.submit(lambda: _drop_schemas(tenancy, batch))
+            if retired is not None:
+                with self._lock:
+                    self._pending_recycles += 1
+                self.janitor.submit(lambda r=retired: self._recycle_or_drop(*r))
         if failures:
             raise failures[0]
+
+    def _janitor_connection(self) -> psycopg.Connection[Any]:
+        import psycopg
+
+        if self._janitor_conn is None or self._janitor_conn.closed:
+            self._janitor_conn = psycopg.connect(self.database.conninfo, autocommit=True)
+        return self._janitor_conn
+
+    def _baseline_spares(self) -> None:
+        """Fingerprint the spares not fingerprinted yet (they are pristine now)."""
+        from ._recycle import fingerprints, spare_names
+
+        conn = self._janitor_connection()
+        with self._lock:
+            known = set(self._baselines)
+        names = spare_names(conn, self.settings.shared_schema)
+        found = fingerprints(conn, names)
+        with self._lock:
+            for oid, baseline in found.items():
+                if oid not in known:
+                    self._baselines[oid] = baseline
+
+    def _recycle_or_drop(self, holding: str, nsp_oid: int) -> None:
+        """(janitor) Put a retired schema back into the spare pool, or drop it."""
+        from psycopg import sql
+
+        from ._recycle import recycle
+
+        import time
+
+        began = time.perf_counter()
+        with self._lock:
+            self._pending_recycles -= 1
+        conn = self._janitor_connection()
+        shared = self.settings.shared_schema
+        recyclable = self.settings.migrations is not None and self.settings.spares > 0
+        with self._lock:
+            baseline = self._baselines.get(nsp_oid)
+        if recyclable and recycle(conn, shared, holding, nsp_oid, baseline):
+            with self._lock:
+                self._spares_left = (self._spares_left or 0) + 1
+                self.stats["recycled"] += 1
+            self.recycle_times.append(time.perf_counter() - began)
+            return
+        self.stats["dropped"] += 1
+        with self._lock:
+            self._baselines.pop(nsp_oid, None)
+        with conn.transaction():
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(holding)))
+            if _has_state_table(conn, shared):
+                conn.execute(
+                    sql.SQL("DELETE FROM {}.tenantkit_migration_state WHERE schema = %s").format(
+                        sql.Identifier(shared)
+                    ),
+                    [holding],
+                )
 
     # -- teardown ----------------------------------------------------------------------------
 
@@ -319,6 +388,9 @@ class PgTenantsSession:
         """Undo everything this process started (unless ``keep``), in reverse order."""
         try:
             self.janitor.stop()
+            if self._janitor_conn is not None:
+                self._janitor_conn.close()
+                self._janitor_conn = None
         finally:
             try:
                 for tenancy in self._tenancies.values():
@@ -345,22 +417,32 @@ class PgTenantsSession:
             server.stop()
 
 
-def _retire(tenancy: Tenancy, tenant: Tenant) -> str | None:
-    """Unregister ``tenant`` and rename its schema to a trash name; return that name."""
+def _has_state_table(conn: psycopg.Connection[Any], shared_schema: str) -> bool:
+    row = conn.execute(
+        "SELECT to_regclass(format('%%I.tenantkit_migration_state', %s::text)) IS NOT NULL",
+        [shared_schema],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _retire(tenancy: Tenancy, tenant: Tenant) -> tuple[str, int] | None:
+    """Unregister ``tenant`` and rename its schema to a holding name: ``(name, nsp oid)``."""
     from psycopg import sql
 
     shared = sql.Identifier(tenancy.shared_schema)
-    trash = f"{_TRASH_PREFIX}{uuid.uuid4().hex[:16]}"
+    holding = f"{_HOLDING_PREFIX}{uuid.uuid4().hex[:16]}"
     with tenancy.admin_connection() as conn, conn.transaction():
         row = conn.execute(
             sql.SQL(
-                "SELECT id, to_regclass(format('%%I.tenantkit_migration_state', %s::text))"
-                " IS NOT NULL FROM {}.tenantkit_tenants WHERE schema = %s FOR UPDATE"
+                "SELECT t.id, n.oid::bigint,"
+                " to_regclass(format('%%I.tenantkit_migration_state', %s::text)) IS NOT NULL"
+                " FROM {}.tenantkit_tenants t JOIN pg_namespace n ON n.nspname = t.schema"
+                " WHERE t.schema = %s FOR UPDATE OF t"
             ).format(shared),
             [tenancy.shared_schema, tenant.schema],
         ).fetchone()
         if row is None:
-            return None  # the test dropped it itself
+            return None  # the test dropped (or renamed) it itself
         # Domains go with the tenant row (ON DELETE CASCADE); the registry's trigger notifies
         # routers as for any drop.
         statements = [
@@ -368,24 +450,16 @@ def _retire(tenancy: Tenancy, tenant: Tenant) -> str | None:
                 shared, sql.Literal(row[0])
             ),
             sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
-                sql.Identifier(tenant.schema), sql.Identifier(trash)
+                sql.Identifier(tenant.schema), sql.Identifier(holding)
             ),
         ]
-        if row[1]:
-            # The migrations' per-schema state must not outlive the tenant, or re-creating a
-            # tenant with the same schema name fails on its primary key.
+        if row[2]:
+            # The migrations' per-schema state follows the schema: a recycled spare must
+            # still be known to be at the head, and a tenant re-created under the old name
+            # must not collide with a stale row.
             statements.append(
-                sql.SQL("DELETE FROM {}.tenantkit_migration_state WHERE schema = {}").format(
-                    shared, sql.Literal(tenant.schema)
-                )
+                sql.SQL("UPDATE {}.tenantkit_migration_state SET schema = {} WHERE schema = {}")
+                .format(shared, sql.Literal(holding), sql.Literal(tenant.schema))
             )
         conn.execute(sql.SQL("; ").join(statements))
-    return trash
-
-
-def _drop_schemas(tenancy: Tenancy, names: list[str]) -> None:
-    from psycopg import sql
-
-    for name in names:
-        with tenancy.admin_connection() as conn, conn.transaction():
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+    return holding, int(row[1])

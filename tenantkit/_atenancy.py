@@ -5,8 +5,9 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
+from contextvars import Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,8 @@ async def _aend(conn: psycopg.AsyncConnection[Any], ok: bool) -> None:
         except Exception as exc:  # a broken connection: the pool replaces it
             logger.debug("rollback failed on %r: %s", conn, exc)
             return
+    if conn.autocommit:  # psycopg_pool does not reset it for the next borrower
+        await conn.set_autocommit(False)
     if isinstance(conn, _TenantState) and conn._tk_temp:
         try:
             await conn.execute("DISCARD TEMP")
@@ -59,6 +62,65 @@ async def _aend(conn: psycopg.AsyncConnection[Any], ok: bool) -> None:
             conn._tk_temp = False
         except Exception:
             await conn.close()
+
+
+class _ACheckout:
+    """``AsyncTenancy.connection()``'s async context manager (a class: per-request path)."""
+
+    __slots__ = ("_conn", "_path", "_tenancy", "_tenant", "_token")
+
+    def __init__(self, tenancy: AsyncTenancy, path: bytes, tenant: TenantLike | None) -> None:
+        self._tenancy = tenancy
+        self._path = path
+        self._tenant = tenant
+        self._token: Token[TenantLike | None] | None = None
+
+    async def __aenter__(self) -> psycopg.AsyncConnection[Any]:
+        tenancy = self._tenancy
+        if self._tenant is not None:
+            self._token = _current.set(self._tenant)
+        try:
+            pool = tenancy.pool
+            if pool is not None:
+                if not tenancy._opened:
+                    await tenancy.open()
+                conn: psycopg.AsyncConnection[Any] = await pool.getconn()
+            else:
+                conn = await AsyncTenantConnection.connect(tenancy.conninfo)
+        except BaseException:
+            if self._token is not None:
+                _current.reset(self._token)
+            raise
+        state = conn  # narrowed below; `conn` keeps its psycopg type for the caller
+        assert isinstance(state, _TenantState)
+        if state._tk_neutral is not tenancy._neutral:
+            tenancy._configure_conn(state)
+        state._tk_want = self._path
+        self._conn = conn
+        return conn
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn = self._conn
+        pool = self._tenancy.pool
+        try:
+            try:
+                await _aend(conn, ok=exc_type is None)
+            finally:
+                if isinstance(conn, _TenantState):
+                    conn._tk_want = None
+                    conn._tk_local = None
+                if pool is not None:
+                    await pool.putconn(conn)
+                else:
+                    await conn.close()
+        finally:
+            if self._token is not None:
+                _current.reset(self._token)
 
 
 class AsyncTenancy(_TenancyBase):
@@ -149,54 +211,16 @@ class AsyncTenancy(_TenancyBase):
             await self.pool.open()
         self._opened = True
 
-    @asynccontextmanager
-    async def _checkout(
-        self, path: bytes, tenant: TenantLike | None = None
-    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        token = _current.set(tenant) if tenant is not None else None
-        pool = self.pool
-        try:
-            if pool is not None:
-                if not self._opened:
-                    await self.open()
-                conn: psycopg.AsyncConnection[Any] = await pool.getconn()
-            else:
-                conn = await AsyncTenantConnection.connect(self.conninfo)
-            try:
-                assert isinstance(conn, _TenantState)
-                if conn._tk_neutral is not self._neutral:
-                    self._configure_conn(conn)
-                conn._tk_want = path
-                try:
-                    yield conn
-                except BaseException:
-                    await _aend(conn, ok=False)
-                    raise
-                await _aend(conn, ok=True)
-            finally:
-                if isinstance(conn, _TenantState):
-                    conn._tk_want = None
-                    conn._tk_local = None
-                if pool is not None:
-                    await pool.putconn(conn)
-                else:
-                    await conn.close()
-        finally:
-            if token is not None:
-                _current.reset(token)
-
     def connection(
         self, tenant: TenantLike | None = None
     ) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
         """A pooled async connection bound to ``tenant`` (default: the current tenant)."""
         tenant = self._pick(tenant)
-        return self._checkout(self._path_for(tenant), tenant)
+        return _ACheckout(self, self._path_for(tenant), tenant)
 
-    @asynccontextmanager
-    async def admin_connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    def admin_connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
         """A pooled async connection on the shared path (no tenant)."""
-        async with self._checkout(self._neutral) as conn:
-            yield conn
+        return _ACheckout(self, self._neutral, None)
 
     async def install(self) -> None:
         """Create the registry (idempotent, concurrent-safe); see ``Tenancy.install``."""

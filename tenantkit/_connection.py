@@ -146,36 +146,37 @@ class _TenantState(psycopg.BaseConnection[Any]):
             self._tk_inflight = None
             self._tk_confirmed = None
 
-    def _tk_note(self, query: object) -> None:
-        """Look at a user query for path changes and temporary objects."""
-        # Flags per query text, cached: applications repeat the same few query strings, so
-        # the regexes run once per string rather than once per execution.
+    @staticmethod
+    def _tk_flags(query: object, conn: psycopg.BaseConnection[Any]) -> int:
+        """What a user query may do to the session: change the path, create temp objects."""
+        # Cached per query text: applications repeat the same few query strings, so the
+        # regexes run once per string rather than once per execution.
         key: object = query if isinstance(query, (str, bytes)) else None
         flags = _NOTE_CACHE.get(key) if key is not None else None
         if flags is None:
-            flags = _scan(query, self)
+            flags = _scan(query, conn)
             if key is not None:
                 if len(_NOTE_CACHE) > _NOTE_CACHE_MAX:
                     _NOTE_CACHE.clear()
                 _NOTE_CACHE[key] = flags
-        if flags:
-            if flags & _FLAG_PATH:
-                self._tk_confirmed = None
-                self._tk_inflight = None
-                self._tk_active = None
-            if flags & _FLAG_TEMP:
-                self._tk_temp = True
+        return flags
 
-    def _tk_before_query(self, query: Any) -> PQGen[None] | None:
-        """Note the query; return a generator if a mid-transaction switch must be sent."""
-        if query is not None:
-            self._tk_note(query)
+    def _tk_around_query(self, start: PQGen[None], flags: int) -> PQGen[None]:
+        """Run psycopg's query start (BEGIN...), then our own steps, before the query."""
+        yield from start
         local = self._tk_local
         if local is not None and self.pgconn.transaction_status == _INTRANS:
+            # A use_tenant() switch made in the middle of this transaction.
             self._tk_local = None
             self._tk_active = local
-            return super()._exec_command(b"SET LOCAL search_path TO " + local)  # type: ignore[return-value]
-        return None
+            yield from super()._exec_command(b"SET LOCAL search_path TO " + local)
+        # After the transaction start, so a SET ridden on this BEGIN is not confirmed later.
+        if flags & _FLAG_PATH:
+            self._tk_confirmed = None
+            self._tk_inflight = None
+            self._tk_active = None
+        if flags & _FLAG_TEMP:
+            self._tk_temp = True
 
     def _start_query(self) -> PQGen[None]:
         if self._autocommit and self.pgconn.transaction_status == _IDLE:
@@ -250,20 +251,16 @@ class _TenantState(psycopg.BaseConnection[Any]):
         return result
 
 
-def _chain(first: PQGen[Any], second: PQGen[None]) -> PQGen[None]:
-    yield from first
-    yield from second
-
-
 class TenantCursor(psycopg.Cursor[Row]):
     """Cursor of :class:`TenantConnection`: lets the connection look at each query."""
 
     def _start_query(self, query: Any = None) -> PQGen[None]:
         conn: _TenantState = self._conn  # type: ignore[assignment]
-        before = conn._tk_before_query(query)
-        if before is None:  # the common case: no extra generator layer
-            return super()._start_query(query)
-        return _chain(before, super()._start_query(query))
+        flags = conn._tk_flags(query, conn) if query is not None else 0
+        start = super()._start_query(query)
+        if not flags and conn._tk_local is None:  # the common case: no extra generator layer
+            return start
+        return conn._tk_around_query(start, flags)
 
 
 class AsyncTenantCursor(psycopg.AsyncCursor[Row]):
@@ -271,10 +268,11 @@ class AsyncTenantCursor(psycopg.AsyncCursor[Row]):
 
     def _start_query(self, query: Any = None) -> PQGen[None]:
         conn: _TenantState = self._conn  # type: ignore[assignment]
-        before = conn._tk_before_query(query)
-        if before is None:  # the common case: no extra generator layer
-            return super()._start_query(query)
-        return _chain(before, super()._start_query(query))
+        flags = conn._tk_flags(query, conn) if query is not None else 0
+        start = super()._start_query(query)
+        if not flags and conn._tk_local is None:  # the common case: no extra generator layer
+            return start
+        return conn._tk_around_query(start, flags)
 
 
 class TenantConnection(_TenantState, psycopg.Connection[Row]):

@@ -124,9 +124,8 @@ class _TenancyBase:
     def _state_arg(state: TenantState | str | None) -> str | None:
         return None if state is None else TenantState(state).value
 
-    @staticmethod
     def _lookup_args(
-        schema: str | None, id: int | None, host: str | None
+        self, schema: str | None, id: int | None, host: str | None
     ) -> tuple[str, Sequence[Any]]:
         given = [k for k, v in (("schema", schema), ("id", id), ("host", host)) if v is not None]
         if len(given) != 1:
@@ -136,7 +135,7 @@ class _TenancyBase:
         if id is not None:
             return "id", (int(id),)
         assert schema is not None
-        return "schema", (schema,)
+        return "schema", (self._schema_arg(schema),)  # a name that can never exist: raise
 
     def _not_found(self, by: str, args: Sequence[Any]) -> str:
         if by == "host":

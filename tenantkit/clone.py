@@ -182,17 +182,24 @@ def _column(
 
 
 def _copy_data(conn: psycopg.Connection[Any], cat: SchemaCatalog, source: str, target: str) -> None:
+    dst = sql.Identifier(target).as_string(conn)
     for table, _kind, _p in cat.tables:
-        cols = [sql.Identifier(c.name) for c in cat.columns.get(table, ()) if not c.generated]
+        cols = [c for c in cat.columns.get(table, ()) if not c.generated]
         if not cols:
             continue
+        names = ", ".join(sql.Identifier(c.name).as_string(conn) for c in cols)
+        # Values of the schema's own types (enums) are cast through text to the target's type.
+        exprs = ", ".join(
+            f"{sql.Identifier(c.name).as_string(conn)}::text::{c.type.replace(PLACEHOLDER, dst)}"
+            if PLACEHOLDER in c.type
+            else sql.Identifier(c.name).as_string(conn)
+            for c in cols
+        )
+        into = sql.Identifier(target, table).as_string(conn)
+        source_rel = sql.Identifier(source, table).as_string(conn)
         conn.execute(
-            sql.SQL("insert into {} ({}) overriding system value select {} from {}").format(
-                sql.Identifier(target, table),
-                sql.SQL(", ").join(cols),
-                sql.SQL(", ").join(cols),
-                sql.Identifier(source, table),
-            )
+            f"insert into {into} ({names}) overriding system value "
+            f"select {exprs} from {source_rel}".encode()
         )
     for s in cat.sequences:
         conn.execute(

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import psycopg
 from psycopg import sql
 
+from .errors import RegistryNotInstalled
 from .registry import NOTIFY_CHANNEL, tenant_from_row, translated
 
 if TYPE_CHECKING:
@@ -249,10 +250,19 @@ class RegistryDomainSource:
     def public_tenant(self) -> Tenant:
         """The tenancy's public (shared-schema) tenant.
 
-        An ``AsyncTenancy`` must have loaded it first (``await atenancy.install()`` or
-        ``await atenancy.get_public_tenant()``).
+        For an ``AsyncTenancy`` that has not loaded it yet (the app is usually built before
+        the event loop runs), it is read here with one sync query.
         """
-        tenant: Tenant = self.tenancy.public_tenant
+        if self._is_async:
+            try:
+                tenant: Tenant = self.tenancy.public_tenant
+            except RegistryNotInstalled:
+                rows = self._query(self.tenancy.registry.select_public)
+                if not rows:
+                    raise
+                return tenant_from_row(rows[0])
+            return tenant
+        tenant = self.tenancy.public_tenant
         return tenant
 
     def load(self) -> Mapping[str, Tenant]:

@@ -14,6 +14,7 @@ template and the spares to the head along with the tenants, so they stay usable.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
 from typing import Any
@@ -26,6 +27,7 @@ from .errors import MigrationError, SchemaNotEmpty
 from .migrations._apply import apply_schema, record_sql, search_path_value, state_digest
 from .migrations._loader import MigrationSet, load_migrations
 from .migrations._tracking import (
+    _TRACKING_DDL,
     Target,
     ensure_shared_tables,
     ensure_tracking_table,
@@ -110,11 +112,18 @@ class Template:
                 _scripts[key] = script
         return script
 
-    def clone_into(self, conn: psycopg.Connection[Any], schema: str, head: str) -> None:
-        """Create ``schema`` as a copy of the (current) template, history and summary row
-        included, in one message on ``conn`` (inside the caller's transaction)."""
-        script = self.script(conn, head)
-        shared = sql.Identifier(self.target.shared_schema)
+    def script_standalone(self, head: str) -> CloneScript:
+        """Like :meth:`script`, reading the catalog on a connection of its own when needed
+        (for async callers, from a worker thread)."""
+        script = _scripts.get((self.target.conninfo, self.name, head))
+        if script is not None:
+            return script
+        with psycopg.connect(self.target.conninfo, autocommit=True) as conn:
+            return self.script(conn, head)
+
+    def clone_message(self, ctx: Any, schema: str, script: CloneScript) -> bytes:
+        """One message creating ``schema`` as a copy of the template, its history rows and
+        summary row included (``ctx``: a sync or async connection, for quoting)."""
         tail = sql.SQL(
             "insert into {dst}.tenantkit_migrations select * from {src}.tenantkit_migrations;\n"
             "insert into {shared}.tenantkit_migration_state "
@@ -126,14 +135,19 @@ class Template:
         ).format(
             dst=sql.Identifier(schema),
             src=sql.Identifier(self.name),
-            shared=shared,
+            shared=sql.Identifier(self.target.shared_schema),
             name=sql.Literal(schema),
             kind=sql.Literal("spare" if schema.startswith("_tenantkit_spare_") else "tenant"),
             tpl=sql.Literal(self.name),
         )
-        create = sql.SQL("create schema {}").format(sql.Identifier(schema)).as_string(conn)
-        body = script.render(conn, schema) if script.statements else b""
-        conn.execute(b";\n".join([create.encode(), body, tail.as_string(conn).encode()]))
+        create = sql.SQL("create schema {}").format(sql.Identifier(schema)).as_string(ctx)
+        body = script.render(ctx, schema) if script.statements else b""
+        return b";\n".join([create.encode(), body, tail.as_string(ctx).encode()])
+
+    def clone_into(self, conn: psycopg.Connection[Any], schema: str, head: str) -> None:
+        """Create ``schema`` as a copy of the (current) template on ``conn``, in one message
+        (inside the caller's transaction)."""
+        conn.execute(self.clone_message(conn, schema, self.script(conn, head)))
 
     def drop(self) -> None:
         """Drop the template schema and its summary row."""
@@ -245,19 +259,24 @@ select (select schema from claimed),
 """
 
 
+def _probe_query(shared: str, spares: bool) -> sql.Composed:
+    """Claim a spare (when ``spares``) and tell whether the template is current: one query."""
+    ident = sql.Identifier(shared)
+    if spares:
+        return sql.SQL(_CLAIM).format(
+            spares=sql.SQL("{}.tenantkit_spares").format(ident), shared=ident
+        )
+    return sql.SQL(
+        "select null::text, (select digest = %(head)s from {}.tenantkit_migration_state "
+        "where schema = %(template)s)"
+    ).format(ident)
+
+
 def _probe(
     conn: psycopg.Connection[Any], shared: str, head: str, spares: bool
 ) -> tuple[str | None, bool]:
-    """One round trip: claim a spare (when ``spares``) and tell whether the template is current."""
-    ident = sql.Identifier(shared)
-    spares_table = sql.SQL("{}.tenantkit_spares").format(ident)
-    query = sql.SQL(_CLAIM).format(spares=spares_table, shared=ident)
-    if not spares:
-        query = sql.SQL(
-            "select null::text, (select digest = %(head)s from {}.tenantkit_migration_state "
-            "where schema = %(template)s)"
-        ).format(ident)
-    row = conn.execute(query, {"head": head, "template": template_schema_name(shared)}).fetchone()
+    params = {"head": head, "template": template_schema_name(shared)}
+    row = conn.execute(_probe_query(shared, spares), params).fetchone()
     assert row is not None
     return row[0], bool(row[1])
 
@@ -266,8 +285,8 @@ def _claim_row(conn: psycopg.Connection[Any], shared: str, head: str) -> str | N
     return _probe(conn, shared, head, True)[0]
 
 
-def _rename_spare(conn: psycopg.Connection[Any], shared: str, spare: str, schema: str) -> None:
-    conn.execute(
+def _rename_message(ctx: Any, shared: str, spare: str, schema: str) -> bytes:
+    return (
         sql.SQL(
             "alter schema {old} rename to {new};\n"
             "update {shared}.tenantkit_migration_state set schema = {new_lit}, kind = 'tenant', "
@@ -280,8 +299,31 @@ def _rename_spare(conn: psycopg.Connection[Any], shared: str, spare: str, schema
             new_lit=sql.Literal(schema),
             old_lit=sql.Literal(spare),
         )
-        .as_string(conn)
+        .as_string(ctx)
         .encode()
+    )
+
+
+def _rename_spare(conn: psycopg.Connection[Any], shared: str, spare: str, schema: str) -> None:
+    conn.execute(_rename_message(conn, shared, spare, schema))
+
+
+_EMPTY_CHECK = (
+    "select exists (select from pg_namespace where nspname = %s), "
+    "exists (select from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+    "where n.nspname = %s)"
+)
+
+
+def _non_transactional_error(schema: str, template: str) -> MigrationError:
+    # A non-transactional migration cannot run inside the creating transaction, and building
+    # the template from here would wait for this very transaction (CREATE INDEX CONCURRENTLY
+    # waits for older snapshots): migrate() keeps the template current instead.
+    return MigrationError(
+        f"cannot provision {schema!r}: the tenant migrations include non-transactional ones "
+        f"and the template {template!r} is not at the head; run tenancy.migrate() (which "
+        "maintains the template) before creating tenants",
+        schema=schema,
     )
 
 
@@ -299,11 +341,19 @@ class MigrationProvisioner:
         self.use_template = template
         self.last_path: str | None = None
 
-    def provision(self, conn: psycopg.Connection[Any], schema: str) -> None:
+    def provision(self, conn: Any, schema: str) -> Any:
         """Leave ``schema`` existing and fully migrated; runs on the caller's transaction.
 
-        ``schema`` may already exist if it is empty (the caller created it).
+        ``schema`` may already exist if it is empty (the caller created it). Given a
+        ``psycopg.AsyncConnection`` (``AsyncTenancy``), returns the :meth:`aprovision`
+        coroutine for the caller to await.
         """
+        if isinstance(conn, psycopg.AsyncConnection):
+            return self.aprovision(conn, schema)
+        self._provision(conn, schema)
+        return None
+
+    def _provision(self, conn: psycopg.Connection[Any], schema: str) -> None:
         target = resolve(self.tenancy)
         tpl = Template(self.tenancy)
         mset = load_migrations(target.migrations_dir)
@@ -319,11 +369,8 @@ class MigrationProvisioner:
             _rename_spare(conn, target.shared_schema, spare, schema)
             self.last_path = "spare"
             return
-        if self.use_template and not template_ok and not all(m.transactional for m in mset.tenant):
-            # A non-transactional migration cannot run inside the creating transaction: build
-            # the template (on its own connection) and clone it instead.
-            tpl.ensure()
-            template_ok = True
+        if not template_ok and not all(m.transactional for m in mset.tenant):
+            raise _non_transactional_error(schema, tpl.name)
         if self.use_template and template_ok:
             try:
                 with conn.transaction():
@@ -337,12 +384,7 @@ class MigrationProvisioner:
 
     @staticmethod
     def _drop_if_empty(conn: psycopg.Connection[Any], schema: str) -> None:
-        row = conn.execute(
-            "select exists (select from pg_namespace where nspname = %s), "
-            "exists (select from pg_class c join pg_namespace n on n.oid = c.relnamespace "
-            "where n.nspname = %s)",
-            (schema, schema),
-        ).fetchone()
+        row = conn.execute(_EMPTY_CHECK, (schema, schema)).fetchone()
         if row is None or not row[0]:
             return
         if row[1]:
@@ -372,21 +414,108 @@ class MigrationProvisioner:
                         schema=schema,
                         migration=m.id,
                     ) from exc
-            ids = [m.id for m in mset.tenant]
-            conn.execute(
-                record_sql(schema, shared),
-                {
-                    "ids": ids,
-                    "sums": [m.checksum for m in mset.tenant],
-                    "durs": [None] * len(ids),
-                    "schema": schema,
-                    "kind": "tenant",
-                    "all_ids": ids,
-                    "all_sums": [m.checksum for m in mset.tenant],
-                    "digest": state_digest(ids, mset.tenant),
-                },
-            )
+            conn.execute(record_sql(schema, shared), _record_params(schema, mset))
             if old is not None:
                 # Give the caller its search_path back (set_config(..., true) lasts until the
                 # end of the whole transaction, not just this savepoint).
                 conn.execute("select set_config('search_path', %s, true)", (old[0],))
+
+    async def aprovision(self, conn: psycopg.AsyncConnection[Any], schema: str) -> None:
+        """The async twin of :meth:`provision`.
+
+        The same paths; blocking preparation (the bookkeeping tables, the clone script, and
+        building the template when Python migrations need it) runs in a worker thread.
+        """
+        target = resolve(self.tenancy)
+        tpl = Template(self.tenancy)
+        mset = load_migrations(target.migrations_dir)
+        await asyncio.to_thread(_ensure_ready, target)
+        cur = await conn.execute(_EMPTY_CHECK, (schema, schema))
+        row = await cur.fetchone()
+        if row is not None and row[0]:
+            if row[1]:
+                raise SchemaNotEmpty(
+                    f"schema {schema!r} already holds objects; cannot provision it"
+                )
+            await conn.execute(sql.SQL("drop schema {}").format(sql.Identifier(schema)))
+        if not mset.tenant:
+            await conn.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
+            self.last_path = "empty"
+            return
+        head = mset.digest("tenant")
+        params = {"head": head, "template": tpl.name}
+        cur = await conn.execute(_probe_query(target.shared_schema, self.use_spares), params)
+        probe = await cur.fetchone()
+        assert probe is not None
+        spare, template_ok = probe[0], bool(probe[1])
+        if spare is not None:
+            await conn.execute(_rename_message(conn, target.shared_schema, spare, schema))
+            self.last_path = "spare"
+            return
+        if not template_ok and not all(m.transactional for m in mset.tenant):
+            raise _non_transactional_error(schema, tpl.name)
+        if self.use_template and not template_ok and any(m.sql is None for m in mset.tenant):
+            # upgrade(conn) functions take a sync connection: build the template with them
+            # (on its own connection, in a thread) and clone it.
+            await asyncio.to_thread(tpl.ensure)
+            template_ok = True
+        if self.use_template and template_ok:
+            try:
+                script = await asyncio.to_thread(tpl.script_standalone, head)
+            except CloneError:
+                script = None
+            if script is not None:
+                async with conn.transaction():
+                    await conn.execute(tpl.clone_message(conn, schema, script))
+                self.last_path = "template"
+                return
+        if any(m.sql is None for m in mset.tenant):
+            raise MigrationError(
+                f"cannot provision {schema!r} on an async connection by migrations: Python "
+                "migrations need a sync connection; enable the template path",
+                schema=schema,
+            )
+        await self._aby_migrations(conn, target, mset, schema)
+        self.last_path = "migrations"
+
+    @staticmethod
+    async def _aby_migrations(
+        conn: psycopg.AsyncConnection[Any], target: Target, mset: MigrationSet, schema: str
+    ) -> None:
+        shared = target.shared_schema
+        async with conn.transaction():
+            await conn.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
+            cur = await conn.execute("select current_setting('search_path')")
+            old = await cur.fetchone()
+            path = search_path_value(conn, schema, shared)  # type: ignore[arg-type]
+            await conn.execute("select set_config('search_path', %s, true)", (path,))
+            await conn.execute(sql.SQL(_TRACKING_DDL).format(schema=sql.Identifier(schema)))
+            for m in mset.tenant:
+                assert m.sql is not None
+                try:
+                    if m.sql.strip():
+                        await conn.execute(m.sql.encode())
+                except Exception as exc:
+                    raise MigrationError(
+                        f"migration {m.id!r} failed while provisioning {schema!r}: {exc}",
+                        schema=schema,
+                        migration=m.id,
+                    ) from exc
+            await conn.execute(record_sql(schema, shared), _record_params(schema, mset))
+            if old is not None:
+                await conn.execute("select set_config('search_path', %s, true)", (old[0],))
+
+
+def _record_params(schema: str, mset: MigrationSet) -> dict[str, Any]:
+    """Parameters of :func:`record_sql` for a schema created with every tenant migration."""
+    ids = [m.id for m in mset.tenant]
+    return {
+        "ids": ids,
+        "sums": [m.checksum for m in mset.tenant],
+        "durs": [None] * len(ids),
+        "schema": schema,
+        "kind": "tenant",
+        "all_ids": ids,
+        "all_sums": [m.checksum for m in mset.tenant],
+        "digest": state_digest(ids, mset.tenant),
+    }

@@ -152,7 +152,7 @@ if hasattr(os, "register_at_fork"):  # not on Windows
 
 
 class TenantResolver:
-    """Resolve requests to tenants from an in-memory table fed by a :class:`DomainSource`.
+    """Resolve requests to tenants from an in-memory table fed by a domain source.
 
     Modes (``mode=``):
 
@@ -203,7 +203,7 @@ class TenantResolver:
         self.mode: RoutingMode = mode
         self.strip_www = strip_www
         self.base_domain = normalize_host(base_domain, strip_www=False) if base_domain else None
-        if not path_prefix.strip("/"):
+        if mode == "path" and not path_prefix.strip("/"):
             # Without a prefix every first path segment would name a tenant and nothing
             # would be left for the public app.
             raise ValueError("path mode needs a non-empty path_prefix such as 't'")
@@ -251,7 +251,7 @@ class TenantResolver:
         from .domain_sources import RegistryDomainSource
 
         source = RegistryDomainSource(tenancy, listen_conninfo=listen_conninfo)
-        options.setdefault("public_tenant", tenancy.public_tenant)
+        options.setdefault("public_tenant", source.public_tenant)
         return cls(source, **options)
 
     # -- table management ---------------------------------------------------------------

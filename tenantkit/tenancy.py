@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
+from contextvars import Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -70,6 +71,8 @@ def _end(conn: psycopg.Connection[Any], ok: bool) -> None:
         except Exception as exc:  # a broken connection: the pool replaces it
             logger.debug("rollback failed on %r: %s", conn, exc)
             return
+    if conn.autocommit:  # psycopg_pool does not reset it for the next borrower
+        conn.set_autocommit(False)
     if isinstance(conn, _TenantState) and conn._tk_temp:
         # Temporary tables must not outlive the borrower (another tenant gets the connection).
         try:
@@ -78,6 +81,63 @@ def _end(conn: psycopg.Connection[Any], ok: bool) -> None:
             conn._tk_temp = False
         except Exception:
             conn.close()
+
+
+class _Checkout:
+    """``Tenancy.connection()``'s context manager: a class, as it is the per-request path."""
+
+    __slots__ = ("_conn", "_path", "_tenancy", "_tenant", "_token")
+
+    def __init__(self, tenancy: Tenancy, path: bytes, tenant: TenantLike | None) -> None:
+        self._tenancy = tenancy
+        self._path = path
+        self._tenant = tenant
+        self._token: Token[TenantLike | None] | None = None
+        self._conn: psycopg.Connection[Any]
+
+    def __enter__(self) -> psycopg.Connection[Any]:
+        tenancy = self._tenancy
+        if self._tenant is not None:
+            self._token = _current.set(self._tenant)
+        try:
+            pool = tenancy.pool
+            conn = (
+                pool.getconn() if pool is not None else TenantConnection.connect(tenancy.conninfo)
+            )
+        except BaseException:
+            if self._token is not None:
+                _current.reset(self._token)
+            raise
+        state = conn  # narrowed below; `conn` keeps its psycopg type for the caller
+        assert isinstance(state, _TenantState)
+        if state._tk_neutral is not tenancy._neutral:
+            tenancy._configure_conn(state)
+        state._tk_want = self._path
+        self._conn = conn
+        return conn
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn = self._conn
+        pool = self._tenancy.pool
+        try:
+            try:
+                _end(conn, ok=exc_type is None)
+            finally:
+                if isinstance(conn, _TenantState):
+                    conn._tk_want = None
+                    conn._tk_local = None
+                if pool is not None:
+                    pool.putconn(conn)
+                else:
+                    conn.close()
+        finally:
+            if self._token is not None:
+                _current.reset(self._token)
 
 
 class Tenancy(_TenancyBase):
@@ -163,40 +223,6 @@ class Tenancy(_TenancyBase):
         self._provisioner = value
 
     # -- connections --------------------------------------------------------------------
-    @contextmanager
-    def _checkout(
-        self, path: bytes, tenant: TenantLike | None = None
-    ) -> Iterator[psycopg.Connection[Any]]:
-        # One generator for the whole checkout: this is the per-request hot path.
-        token = _current.set(tenant) if tenant is not None else None
-        pool = self.pool
-        try:
-            conn: psycopg.Connection[Any] = (
-                pool.getconn() if pool is not None else TenantConnection.connect(self.conninfo)
-            )
-            try:
-                assert isinstance(conn, _TenantState)
-                if conn._tk_neutral is not self._neutral:
-                    self._configure_conn(conn)
-                conn._tk_want = path
-                try:
-                    yield conn
-                except BaseException:
-                    _end(conn, ok=False)
-                    raise
-                _end(conn, ok=True)
-            finally:
-                if isinstance(conn, _TenantState):
-                    conn._tk_want = None
-                    conn._tk_local = None
-                if pool is not None:
-                    pool.putconn(conn)
-                else:
-                    conn.close()
-        finally:
-            if token is not None:
-                _current.reset(token)
-
     def connection(
         self, tenant: TenantLike | None = None
     ) -> AbstractContextManager[psycopg.Connection[Any]]:
@@ -208,13 +234,11 @@ class Tenancy(_TenancyBase):
         is also current (:func:`current_tenant`) inside the block.
         """
         tenant = self._pick(tenant)
-        return self._checkout(self._path_for(tenant), tenant)
+        return _Checkout(self, self._path_for(tenant), tenant)
 
-    @contextmanager
-    def admin_connection(self) -> Iterator[psycopg.Connection[Any]]:
+    def admin_connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
         """A pooled connection on the shared path (no tenant): registry and DDL work."""
-        with self._checkout(self._neutral) as conn:
-            yield conn
+        return _Checkout(self, self._neutral, None)
 
     # -- registry -----------------------------------------------------------------------
     def install(self) -> None:

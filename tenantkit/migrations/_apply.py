@@ -192,7 +192,8 @@ def _apply_step(
                 _record(conn, schema, kind, shared, migrations, ids, group, durs, run_id)
             if group:
                 applied.extend(m.id for m in group)
-                return "more"
+                # Only come back (another transaction) when a non-transactional one follows.
+                return "more" if len(group) < len(pending) else None
             if not pending:
                 return None
             non_tx = pending[0]

@@ -18,7 +18,7 @@ from ._apply import apply_schema
 from ._loader import MigrationSet, load_migrations
 from ._plan import build_plan, normalize_schemas
 from ._report import MigrationReport, Plan, ProgressEvent, SchemaPlan, SchemaResult
-from ._tracking import GLOBAL_LOCK_KEY, LOCK_NAMESPACE, Target, resolve
+from ._tracking import GLOBAL_LOCK_KEY, LOCK_NAMESPACE, Target, resolve, template_schema_name
 
 __all__ = ["ExecutorName", "migrate", "plan"]
 
@@ -80,6 +80,14 @@ def migrate(
     mset = load_migrations(target.migrations_dir)
     only = normalize_schemas(schemas, target.shared_schema)
     with psycopg.connect(target.conninfo, autocommit=True) as conn:
+        if tenants and only is None and not all(m.transactional for m in mset.tenant):
+            # New tenants cannot run a non-transactional migration inside their creating
+            # transaction, so they are cloned from the template: keep one at the head.
+            conn.execute(
+                sql.SQL("create schema if not exists {}").format(
+                    sql.Identifier(template_schema_name(target.shared_schema))
+                )
+            )
         the_plan = build_plan(conn, target, mset, shared=shared, tenants=tenants, schemas=only)
         current = [
             SchemaResult(e.schema, e.kind, "current") for e in the_plan.entries if not e.pending
@@ -120,7 +128,12 @@ def migrate(
             else:
                 size = chunk_size or max(1, min(50, math.ceil(len(work) / (jobs * 4))))
                 _run_processes(target, work, run_id, fail_fast, report, jobs, size)
-        _finish_run(conn, target.shared_schema, run_id, results)
+        if conn.closed:
+            # The sequential worker shares this connection, and its backend may have died.
+            with psycopg.connect(target.conninfo, autocommit=True) as again:
+                _finish_run(again, target.shared_schema, run_id, results)
+        else:
+            _finish_run(conn, target.shared_schema, run_id, results)
     order = {e.schema: i for i, e in enumerate(the_plan.entries)}
     everything = sorted([*current, *results], key=lambda r: order.get(r.schema, len(order)))
     return MigrationReport(

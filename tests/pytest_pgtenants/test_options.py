@@ -55,7 +55,10 @@ def test_precedence(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, 
         if step in ("env", "cli"):
             monkeypatch.setenv(spec.env, env_value)
         if step == "cli":
-            args.append(f"{spec.flag}={cli_value}")
+            if spec.kind == "bool":
+                args.append(spec.flag if cli_value == "yes" else spec.no_flag)
+            else:
+                args.append(f"{spec.flag}={cli_value}")
     pytester.makeini("\n".join(lines))
     # Only reads the settings: starts no server.
     pytester.makepyfile(
@@ -110,7 +113,6 @@ def test_default_dsn_is_embedded(pytester: pytest.Pytester, monkeypatch: pytest.
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--pgtenants-keep=maybe"], "*--pgtenants-keep: expected a boolean*'maybe'*"),
         (["--pgtenants-spares=lots"], "*--pgtenants-spares: expected an integer*'lots'*"),
         (["--pgtenants-spares=-1"], "*--pgtenants-spares: must not be negative*"),
         (["--pgtenants-migrations=nowhere"], "*migrations directory*nowhere*(from cli) does not exist*"),
@@ -139,6 +141,8 @@ def test_help_lists_every_option(pytester: pytest.Pytester) -> None:
     out = result.stdout.str()
     for spec in OPTIONS:
         assert spec.flag in out
+        if spec.kind == "bool":
+            assert spec.no_flag in out
         assert f"{spec.ini} (" in out or f"{spec.ini}:" in out or spec.ini in out
         assert spec.env in out
 

@@ -52,9 +52,7 @@ def columns(conn: psycopg.Connection, schema: str, table: str) -> list[str]:
 
 def history(conn: psycopg.Connection, schema: str) -> list[str]:
     """IDs recorded in ``schema.tenantkit_migrations``."""
-    rows = conn.execute(
-        f'select id from "{schema}".tenantkit_migrations order by id'
-    ).fetchall()
+    rows = conn.execute(f'select id from "{schema}".tenantkit_migrations order by id').fetchall()
     return [r[0] for r in rows]
 
 

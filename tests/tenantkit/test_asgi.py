@@ -299,13 +299,14 @@ async def test_async_registry_source_serves_key_modes(
 ) -> None:
     shared, hosts = registry
     schema0 = next(iter(hosts.values()))
-    async with AsyncTenancy(dsn, shared_schema=shared) as atenancy:
-        await atenancy.get_public_tenant()
-        resolver = TenantResolver.from_tenancy(atenancy, mode="header", subscribe=False)
+    atenancy = AsyncTenancy(dsn, shared_schema=shared)
+    # Built before the public tenant was loaded, as at import time of an app module.
+    resolver = TenantResolver.from_tenancy(atenancy, mode="header", subscribe=False)
+    async with atenancy:
         try:
             found = resolver.resolve("svc", header_value=schema0.replace("_", "-")).tenant
             assert isinstance(found, Tenant)
             assert found.schema == schema0
-            assert resolver.resolve("svc").tenant == atenancy.public_tenant
+            assert resolver.resolve("svc").tenant == await atenancy.get_public_tenant()
         finally:
             resolver.close()

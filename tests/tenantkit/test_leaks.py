@@ -3,9 +3,9 @@
 8 threads and 8 asyncio tasks share one sync and one async pool, each switching at random among
 50 tenants (1,000 switches per worker; ``PGTENANTS_LEAK_SWITCHES`` scales it for quick runs),
 with exceptions inside blocks, rollbacks, savepoint rollbacks, SQL errors, mid-transaction
-switches and connections terminated by the server mixed in. Every block checks that it sees only
-its own tenant's row (a shared-schema ``items`` table catches a missing tenant path). Run in the
-default mode and in pgbouncer mode.
+and autocommit switches and connections terminated by the server mixed in. Every block checks
+that it sees only its own tenant's row (a shared-schema ``items`` table catches a missing
+tenant path). Run in the default mode and in pgbouncer mode.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tenantkit.search_path import ause_tenant, current_tenant, use_tenant
 from tenantkit.tenancy import AsyncTenancy, Tenancy
@@ -48,9 +49,12 @@ def setup(request: pytest.FixtureRequest, dsn: str, schema_name: str) -> Iterato
         conn.execute("INSERT INTO items VALUES ('SHARED')")
     for schema in tenants:
         tk.create_tenant(schema)
-        with tk.connection(schema) as conn:
-            conn.execute("CREATE TABLE items (owner text)")
-            conn.execute("INSERT INTO items VALUES (%s)", (schema,))
+    # Tenant tables made with qualified names, not through the switching under test.
+    with tk.admin_connection() as conn, conn.transaction():
+        for schema in tenants:
+            table = sql.Identifier(schema, "items")
+            conn.execute(sql.SQL("CREATE TABLE {} (owner text)").format(table))
+            conn.execute(sql.SQL("INSERT INTO {} VALUES (%s)").format(table), (schema,))
     try:
         yield {"tk": tk, "tenants": tenants, "dsn": dsn, "pgbouncer": pgbouncer}
     finally:
@@ -107,7 +111,14 @@ def sync_worker(env: dict[str, Any], seed: int, leaks: list[str], errors: list[s
                     elif action < 0.55:
                         conn.commit()
                         check(conn.execute(SELECT).fetchall(), tenant, leaks, "after commit")
-                    elif action < 0.56:
+                    elif action < 0.60 and not env["pgbouncer"]:
+                        conn.commit()
+                        conn.autocommit = True  # no BEGIN to ride on: the switch is a SET
+                        other = rng.choice(tenants)
+                        with use_tenant(conn, other):
+                            check(conn.execute(SELECT).fetchall(), other, leaks, "autocommit")
+                        check(conn.execute(SELECT).fetchall(), tenant, leaks, "autocommit")
+                    elif action < 0.61:
                         killer.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
                         conn.execute(SELECT)
                         leaks.append("a terminated connection still answered")
@@ -125,9 +136,7 @@ def sync_worker(env: dict[str, Any], seed: int, leaks: list[str], errors: list[s
         killer.close()
 
 
-async def async_worker(
-    atk: AsyncTenancy, env: dict[str, Any], seed: int, leaks: list[str]
-) -> None:
+async def async_worker(atk: AsyncTenancy, env: dict[str, Any], seed: int, leaks: list[str]) -> None:
     tenants: list[str] = env["tenants"]
     rng = random.Random(seed)
     killer = await psycopg.AsyncConnection.connect(env["dsn"], autocommit=True)

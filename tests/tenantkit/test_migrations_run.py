@@ -1,5 +1,8 @@
 """Loading, planning and running migrations (happy paths and options)."""
 
+# Fixtures come from _migrations_support (imported by name, so pytest sees them).
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -75,9 +78,7 @@ def test_parallel_executors(
     names = [mig_tenancy.create_tenant(f"{mig_tenancy.shared_schema}_{i}").schema for i in range(6)]
     write(mig_dir, "tenant/0003_note.sql", "alter table items add column note text;")
     seen = []
-    report = mig_tenancy.migrate(
-        executor=executor, jobs=jobs, chunk_size=2, progress=seen.append
-    )
+    report = mig_tenancy.migrate(executor=executor, jobs=jobs, chunk_size=2, progress=seen.append)
     assert report.ok
     assert {r.schema for r in report.applied} == set(names)
     assert sorted(e.done for e in seen) == list(range(1, 7))

@@ -1,0 +1,224 @@
+"""The tenant fixtures, markers and modes, each exercised by an inner pytest run."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_pgtenants.fixtures import __all__ as FIXTURES
+
+
+def test_tenant_fixtures(inner) -> None:
+    """tenancy, tenant, tenant_factory, tenants, tenant_conn, atenant_conn, tenant_url."""
+    inner.pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture
+        def rows_after(tenancy, tenant):
+            # Set up before tenant_conn, so its teardown sees what tenant_conn left behind.
+            yield
+            with tenancy.connection(tenant) as conn:
+                n = conn.execute("select count(*) from shop_t0").fetchone()[0]
+            print(f"ROWS-AFTER {tenant.schema} {n}")
+        """
+    )
+    inner.pytester.makepyfile(
+        """
+        import pytest
+        from tenantkit.models import TenantState
+
+        SEEN = {}
+
+        def test_tenant_is_migrated(tenant, tenancy, pgtenants_settings):
+            assert tenant.state == TenantState.ACTIVE
+            assert tenant.schema.startswith("t_")
+            with tenancy.connection(tenant) as conn:
+                tables = conn.execute(
+                    "select count(*) from pg_tables where schemaname = %s and tablename like 'shop%%'",
+                    [tenant.schema],
+                ).fetchone()[0]
+                cols = conn.execute(
+                    "select count(*) from information_schema.columns"
+                    " where table_schema = %s and column_name = 'note'", [tenant.schema]
+                ).fetchone()[0]
+            assert tables == 20 and cols == 20  # both workload migrations applied
+            hosts = [d.host for d in tenancy.domains(tenant)]
+            assert hosts == [tenant.schema.replace("_", "-") + ".example.test"]
+            SEEN["schema"] = tenant.schema
+
+        def test_previous_tenant_is_gone(tenancy):
+            assert SEEN["schema"] not in [t.schema for t in tenancy.tenants()]
+            with tenancy.admin_connection() as conn:
+                row = conn.execute(
+                    "select 1 from pg_namespace where nspname = %s", [SEEN["schema"]]
+                ).fetchone()
+            assert row is None
+
+        def test_factory(tenant_factory, tenancy):
+            acme = tenant_factory("Acme Corp", plan="pro")
+            assert acme.schema == "acme_corp" and acme.name == "Acme Corp"
+            assert dict(acme.metadata) == {"plan": "pro"}
+            assert [d.host for d in tenancy.domains(acme)] == ["acme-corp.example.test"]
+            other = tenant_factory(domains=["shop.example.org", "www.shop.example.org"])
+            assert [d.host for d in tenancy.domains(other)] == [
+                "shop.example.org", "www.shop.example.org"]
+            bare = tenant_factory(schema="bare", domains=())
+            assert tenancy.domains(bare) == []
+
+        def test_factory_name_reusable(tenant_factory):
+            assert tenant_factory("Acme Corp").schema == "acme_corp"
+
+        @pytest.mark.tenants("acme", "globex")
+        def test_marker(tenants, tenant, tenant_url):
+            assert list(tenants) == ["acme", "globex"]
+            assert tenant is tenants["acme"]
+            assert tenant_url(tenants["globex"], "/orders") == "http://globex.example.test/orders"
+            assert tenant_url("acme", "x") == "http://acme.example.test/x"
+
+        @pytest.mark.tenants("acme")
+        def test_marker_again(tenants):
+            assert tenants["acme"].schema == "acme"
+
+        def test_conn_commits(rows_after, tenant_conn, tenant):
+            path = tenant_conn.execute("show search_path").fetchone()[0]
+            assert path.replace('"', "").startswith(tenant.schema + ",")
+            tenant_conn.execute("insert into shop_t0 (name) values ('kept')")
+
+        @pytest.mark.pgtenants_rollback
+        def test_conn_rollback(rows_after, tenant_conn):
+            tenant_conn.execute("insert into shop_t0 (name) values ('gone')")
+
+        async def test_async_conn(rows_after, atenant_conn, tenant):
+            cur = await atenant_conn.execute("show search_path")
+            assert (await cur.fetchone())[0].replace('"', "").startswith(tenant.schema + ",")
+            await atenant_conn.execute("insert into shop_t0 (name) values ('async')")
+
+        @pytest.mark.pgtenants_rollback
+        async def test_async_conn_rollback(rows_after, atenant_conn):
+            await atenant_conn.execute("insert into shop_t0 (name) values ('gone')")
+
+        def test_database(pgtenants_database, pgtenants_template, pgtenants_server):
+            assert pgtenants_database.template == pgtenants_template
+            assert pgtenants_template.startswith("pgtenants_tpl_")
+            assert pgtenants_database.name.startswith("pgtenants_db_main_")
+            assert pgtenants_server.version_num >= 130000
+        """
+    )
+    result = inner.run("-s")
+    result.assert_outcomes(passed=11)
+    out = result.stdout.str()
+    import re
+
+    rows = re.findall(r"ROWS-AFTER \S+ (\d+)", out)
+    assert rows == ["1", "0", "1", "0"], out
+    assert not inner.databases(f"pgtenants_db_main_{__import__('os').getpid()}_")
+
+
+def test_rollback_option(inner) -> None:
+    """--pgtenants-rollback makes every tenant_conn roll back."""
+    inner.pytester.makepyfile(
+        """
+        def test_write(tenant_conn, request):
+            tenant_conn.execute("insert into shop_t0 (name) values ('x')")
+
+        def test_mode(request):
+            assert request.config.getoption("pgtenants_rollback") == "yes"
+
+        def test_tenant_path(tenant_conn):
+            # a following path argument is not taken as the option's value
+            pass
+        """
+    )
+    inner.run("--pgtenants-rollback", "test_rollback_option.py").assert_outcomes(passed=3)
+
+
+def test_strict_mode(inner) -> None:
+    """Strict mode (marker or option): an unbound statement raises NoTenantSelected."""
+    inner.pytester.makepyfile(
+        """
+        import pytest
+        from tenantkit.errors import NoTenantSelected
+
+        def unbound(tenancy):
+            # A pooled connection used directly, with no tenant bound.
+            with tenancy.pool.connection() as conn:
+                conn.execute("select 1")
+
+        @pytest.mark.pgtenants_strict
+        def test_strict_marker(tenancy):
+            assert tenancy.strict
+            with pytest.raises(NoTenantSelected):
+                unbound(tenancy)
+
+        def test_not_strict(tenancy):
+            assert not tenancy.strict
+            unbound(tenancy)
+
+        @pytest.mark.pgtenants_strict
+        def test_strict_fails_the_test(tenancy):
+            unbound(tenancy)
+        """
+    )
+    result = inner.run()
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["E *tenantkit.errors.NoTenantSelected: *strict*"])
+    inner.pytester.makepyfile(
+        test_opt="""
+        def test_option(tenancy):
+            assert tenancy.strict
+        """
+    )
+    inner.run("--pgtenants-strict", "test_opt.py").assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        ("tenants()", "*@pytest.mark.tenants(...)*give at least one tenant schema name*"),
+        ('tenants("Acme")', "*@pytest.mark.tenants(...)*invalid schema name 'Acme'*"),
+        ('tenants("a; drop")', "*invalid schema name 'a; drop'*"),
+        ('tenants("public")', "*invalid schema name 'public'*reserved*"),
+        ('tenants("acme", "acme")', "*'acme' is given twice*"),
+        ('tenants("acme", domains=1)', "*takes no keyword arguments*"),
+        ('pgtenants_strict("yes")', "*@pytest.mark.pgtenants_strict takes no arguments*"),
+        ('pgtenants_rollback(1)', "*@pytest.mark.pgtenants_rollback takes no arguments*"),
+    ],
+)
+def test_marker_validation(inner, marker: str, message: str) -> None:
+    """Misused markers error the test before any tenant is created, saying what is wrong."""
+    inner.pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.{marker}
+        def test_it():
+            pass
+        """
+    )
+    result = inner.run()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([message])
+
+
+def test_tenants_fixture_needs_marker(inner) -> None:
+    """The tenants fixture without the marker fails with a hint."""
+    inner.pytester.makepyfile("def test_it(tenants): pass")
+    result = inner.run()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(['*needs @pytest.mark.tenants("acme", "globex", ...)*'])
+
+
+def test_fixture_docs(inner) -> None:
+    """`pytest --fixtures` shows a docstring for every public fixture."""
+    result = inner.run("--fixtures")
+    out = result.stdout.str()
+    for name in FIXTURES:
+        assert f"{name} -- " in out or f"{name} [session scope] -- " in out, name
+    result.stdout.fnmatch_lines(
+        [
+            "tenant -- *",
+            "*A fresh, fully migrated tenant with one domain*",
+            "assert_tenants_isolated -- *",
+            "*Prove tenant isolation*",
+        ]
+    )

@@ -1,0 +1,55 @@
+"""Fingerprints and drift: a hand-made change shows up as exactly that difference."""
+
+# Fixtures come from _migrations_support (imported by name, so pytest sees them).
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import psycopg
+from _migrations_support import mig_dir, mig_tenancy, shared_name  # noqa: F401 (fixtures)
+
+from tenantkit.catalog import Difference, diff_objects, rewrite_schema, schema_sizes
+from tenantkit.tenancy import Tenancy
+
+
+def test_rewrite_schema_only_touches_qualified_references() -> None:
+    text = "nextval('acme.s'::regclass) + acme.f(x) + xacme.g() + \"acme\".t + acme"
+    assert (
+        rewrite_schema(text, "acme", "@")
+        == "nextval('@.s'::regclass) + @.f(x) + xacme.g() + @.t + acme"
+    )
+
+
+def test_diff_objects() -> None:
+    diff = diff_objects({"a": "1", "b": "2"}, {"b": "3", "c": "4"})
+    assert [(d.object, d.change) for d in diff] == [
+        ("a", "missing"),
+        ("b", "changed"),
+        ("c", "extra"),
+    ]
+    assert str(Difference("b", "2", "3")) == "b: 3 (expected 2)"
+
+
+def test_drift_reports_exactly_the_change(mig_tenancy: Tenancy, conn: psycopg.Connection) -> None:
+    names = [mig_tenancy.create_tenant(f"{mig_tenancy.shared_schema}_{i}").schema for i in range(4)]
+    assert mig_tenancy.drift().ok
+    conn.execute(f'alter table "{names[1]}".items add column extra int default 7')
+    conn.execute(f'drop index "{names[3]}".items_name_idx')
+    conn.execute(f'alter table "{names[3]}".orders alter column created drop default')
+    report = mig_tenancy.drift()
+    assert report.checked == 4
+    assert {d.schema: [(x.object, x.change) for x in d.differences] for d in report.drifted} == {
+        names[1]: [("column items.extra", "extra")],
+        names[3]: [("column orders.created", "changed"), ("index items_name_idx", "missing")],
+    }
+    extra = report.drifted[0].differences[0]
+    assert extra.actual == "integer default 7"
+    only = mig_tenancy.drift(schemas=[names[0], names[1]])
+    assert [d.schema for d in only.drifted] == [names[1]]
+    assert report.as_dict()["drifted"][0]["schema"] == names[1]
+
+
+def test_schema_sizes(mig_tenancy: Tenancy, conn: psycopg.Connection) -> None:
+    name = mig_tenancy.create_tenant(f"{mig_tenancy.shared_schema}_a").schema
+    sizes = schema_sizes(conn, [name])
+    assert sizes[name] > 0

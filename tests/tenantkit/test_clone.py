@@ -1,0 +1,108 @@
+"""clone_schema: structure, data, sequences and references rewritten to the target."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+
+from tenantkit import SchemaExists
+from tenantkit.catalog import fingerprint, read_catalog
+from tenantkit.clone import CloneError, clone_schema, clone_script
+
+SOURCE_DDL = """
+create type {s}.mood as enum ('sad', 'ok', 'happy');
+create sequence {s}.counter start 100;
+create table {s}.parent (
+    id bigint generated always as identity primary key,
+    code text not null unique,
+    mood {s}.mood default 'ok',
+    n int default nextval('{s}.counter'),
+    total numeric(10, 2) check (total >= 0),
+    doubled int generated always as (coalesce(n, 0) * 2) stored
+);
+create table {s}.child (
+    id serial primary key,
+    parent_id bigint not null references {s}.parent (id) on delete cascade,
+    note varchar(40) collate "C"
+);
+create index child_parent_idx on {s}.child (parent_id) where note is not null;
+create function {s}.touch() returns trigger language plpgsql as
+    $$ begin new.note := coalesce(new.note, 'touched'); return new; end $$;
+create trigger child_touch before insert on {s}.child for each row execute function {s}.touch();
+create view {s}.parent_view as select p.code, count(c.id) as children
+    from {s}.parent p left join {s}.child c on c.parent_id = p.id group by p.code;
+"""
+
+
+@pytest.fixture
+def source(conn: psycopg.Connection) -> str:
+    name = f"src_{uuid.uuid4().hex[:10]}"
+    conn.execute(f"create schema {name}")
+    conn.execute(SOURCE_DDL.format(s=name))
+    conn.execute(f"insert into {name}.parent (code, total) values ('a', 1), ('b', 2)")
+    conn.execute(f"insert into {name}.child (parent_id) values (1), (2)")
+    return name
+
+
+def test_structure_is_identical_and_independent(
+    conn: psycopg.Connection, source: str, schema_name: str
+) -> None:
+    clone_schema(conn, source, schema_name)
+    assert fingerprint(conn, schema_name) == fingerprint(conn, source)
+    # Everything points at the target, nothing at the source.
+    script = clone_script(conn, schema_name).statements
+    assert not any(source in s for s in script)
+    conn.execute(f"insert into {schema_name}.parent (code) values ('z')")
+    conn.execute(f"insert into {schema_name}.child (parent_id) values (1)")
+    assert conn.execute(f"select n, mood, doubled from {schema_name}.parent").fetchone() == (
+        100,
+        "ok",
+        200,
+    )
+    assert conn.execute(f"select note from {schema_name}.child").fetchone() == ("touched",)
+    assert conn.execute(f"select * from {schema_name}.parent_view").fetchall() == [("z", 1)]
+    # The source's sequences were not used by the clone's inserts.
+    assert conn.execute(f"select last_value from {source}.counter").fetchone() == (101,)
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        conn.execute(f"insert into {schema_name}.child (parent_id) values (42)")
+
+
+def test_data_and_sequence_positions(
+    conn: psycopg.Connection, source: str, schema_name: str
+) -> None:
+    clone_schema(conn, source, schema_name, data=True)
+    assert conn.execute(f"select code from {schema_name}.parent order by id").fetchall() == [
+        ("a",),
+        ("b",),
+    ]
+    conn.execute(f"insert into {schema_name}.parent (code) values ('c')")
+    row = conn.execute(f"select id, n from {schema_name}.parent where code = 'c'").fetchone()
+    assert row == (3, 102)
+    conn.execute(f"insert into {schema_name}.child (parent_id) values (3)")
+    assert conn.execute(f"select max(id) from {schema_name}.child").fetchone() == (3,)
+
+
+def test_existing_target_and_unsupported_objects(
+    conn: psycopg.Connection, source: str, schema_name: str
+) -> None:
+    conn.execute(f"create schema {schema_name}")
+    with pytest.raises(SchemaExists):
+        clone_schema(conn, source, schema_name)
+    conn.execute(f"create table {source}.parted (id int, at date) partition by range (at)")
+    with pytest.raises(CloneError, match="partitioned"):
+        clone_schema(conn, source, schema_name + "_2")
+
+
+def test_catalog_reads_many_schemas_at_once(
+    conn: psycopg.Connection, source: str, schema_name: str
+) -> None:
+    clone_schema(conn, source, schema_name)
+    cats = read_catalog(conn, [source, schema_name])
+    assert cats[source].objects() == cats[schema_name].objects()
+    objects = cats[source].objects()
+    assert "column parent.doubled" in objects
+    assert "trigger child.child_touch" in objects
+    assert "type mood" in objects
+    assert "function touch()" in objects

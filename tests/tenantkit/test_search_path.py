@@ -1,0 +1,381 @@
+"""The current tenant and search_path switching: contextvars, use_tenant, round trips."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import pq
+
+from tenantkit.errors import InvalidSchemaName, NoTenantSelected
+from tenantkit.models import Tenant, TenantState
+from tenantkit.search_path import (
+    ause_tenant,
+    current_tenant,
+    path_sql,
+    reset_current_tenant,
+    search_path_for,
+    set_current_tenant,
+    tenant_context,
+    use_tenant,
+)
+from tenantkit.tenancy import AsyncTenancy, Tenancy
+
+
+def uniq() -> str:
+    return f"s_{uuid.uuid4().hex[:12]}"
+
+
+def frontend_messages(conn: psycopg.Connection[Any], action: Callable[[], Any]) -> list[str]:
+    """Run ``action`` and return the messages the client sent, from a libpq trace."""
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            action()
+        finally:
+            conn.pgconn.untrace()
+            ctypes.CDLL(None).fflush(None)  # libpq traces through a buffered FILE*
+        trace.seek(0)
+        sent = []
+        for line in trace:
+            parts = line.rstrip("\n").split("\t")
+            if parts[0] == "F" and parts[2] in ("Query", "Parse"):
+                sent.append(f"{parts[2]} {parts[3].strip()[1:-1]}")
+        return sent
+
+
+def session_path(tk: Tenancy) -> str:
+    """The session-level search_path of the pool's only connection, read behind tenantkit's back."""
+    assert tk.pool is not None
+    conn = tk.pool.getconn()
+    try:
+        res = conn.pgconn.exec_(b"SHOW search_path")
+        value = res.get_value(0, 0)
+        assert value is not None
+        return value.decode()
+    finally:
+        tk.pool.putconn(conn)
+
+
+@pytest.fixture(params=[False, True], ids=["default", "pgbouncer"])
+def tk(request: pytest.FixtureRequest, dsn: str, schema_name: str) -> Iterator[Tenancy]:
+    """A one-connection tenancy (so consecutive checkouts reuse it) with two tenants."""
+    with Tenancy(
+        dsn, shared_schema=schema_name, min_size=1, max_size=1, pgbouncer=request.param
+    ) as tenancy:
+        tenancy.install()
+        for _ in range(2):
+            tenant = tenancy.create_tenant(uniq())
+            with tenancy.connection(tenant) as conn:
+                conn.execute("CREATE TABLE who (name text)")
+                conn.execute("INSERT INTO who VALUES (%s)", (tenant.schema,))
+        yield tenancy
+
+
+def who(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute("SELECT name FROM who").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+# -- the ContextVar ---------------------------------------------------------------------------
+
+
+def test_current_tenant_token_and_context() -> None:
+    assert current_tenant() is None
+    token = set_current_tenant("acme")
+    assert current_tenant() == "acme"
+    with tenant_context("beta"):
+        assert current_tenant() == "beta"
+        with tenant_context(None):
+            assert current_tenant() is None
+        assert current_tenant() == "beta"
+    assert current_tenant() == "acme"
+    reset_current_tenant(token)
+    assert current_tenant() is None
+    with pytest.raises(InvalidSchemaName):
+        set_current_tenant("Robert'); DROP TABLE students;--")
+
+
+def test_current_tenant_per_thread_and_task() -> None:
+    seen: dict[str, Any] = {}
+    barrier = threading.Barrier(4)
+
+    def worker(name: str) -> None:
+        with tenant_context(name):
+            barrier.wait()
+            seen[name] = current_tenant()
+
+    threads = [threading.Thread(target=worker, args=(f"t{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {f"t{i}": f"t{i}" for i in range(4)}
+
+    async def task(name: str) -> Any:
+        with tenant_context(name):
+            await asyncio.sleep(0.01)
+            return current_tenant()
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(task(f"a{i}") for i in range(4)))
+
+    assert asyncio.run(main()) == [f"a{i}" for i in range(4)]
+
+
+def test_path_order_and_quoting() -> None:
+    tenant = Tenant(1, "acme", "Acme", TenantState.ACTIVE, None, {})  # type: ignore[arg-type]
+    assert search_path_for(tenant, shared_schema="shared", extra_schemas=["ext"]) == [
+        "acme",
+        "shared",
+        "ext",
+        "pg_temp",
+    ]
+    assert search_path_for(None) == ["public", "pg_temp"]
+    assert path_sql(["acme", "public", "pg_temp"]) == b'"acme", "public", pg_temp'
+    with pytest.raises(InvalidSchemaName):
+        search_path_for('x", public; --')
+
+
+# -- plain psycopg connections ----------------------------------------------------------------
+
+
+def test_use_tenant_on_plain_connection(conn: psycopg.Connection[Any]) -> None:
+    a, b = uniq(), uniq()
+    for s in (a, b):
+        conn.execute(f'CREATE SCHEMA "{s}"')
+
+    def path() -> str:
+        row = conn.execute("SHOW search_path").fetchone()
+        assert row is not None
+        return str(row[0]).replace('"', "")
+
+    before = path()
+    with use_tenant(conn, a, extra_schemas=["ext"]):
+        assert path() == f"{a}, public, ext, pg_temp"
+        assert current_tenant() == a
+        with use_tenant(conn, b):
+            assert path().startswith(b)
+        assert path().startswith(a)
+    assert path() == before
+    assert current_tenant() is None
+
+    @use_tenant(conn, b)
+    def decorated() -> str:
+        return path()
+
+    assert decorated().startswith(b)
+    assert decorated().startswith(b)  # a decorator re-enters with fresh state
+    with pytest.raises(ZeroDivisionError), use_tenant(conn, a):
+        1 / 0  # noqa: B018
+    assert path() == before
+    for s in (a, b):
+        conn.execute(f'DROP SCHEMA "{s}"')
+
+
+async def test_ause_tenant_on_plain_connection(dsn: str) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as aconn:
+        async with ause_tenant(aconn, "some_tenant"):
+            cur = await aconn.execute("SHOW search_path")
+            assert await cur.fetchone() == ('"some_tenant", "public", pg_temp',)
+            assert current_tenant() == "some_tenant"
+        cur = await aconn.execute("SHOW search_path")
+        row = await cur.fetchone()
+        assert row is not None
+        assert "some_tenant" not in row[0]
+
+
+# -- tenancy connections: round trips and staleness -------------------------------------------
+
+
+def test_switch_rides_on_begin_and_same_tenant_adds_nothing(tk: Tenancy) -> None:
+    a, b = [t.schema for t in tk.tenants()]
+    assert tk.pool is not None
+    pooled = tk.pool.getconn()
+    tk.pool.putconn(pooled)
+
+    def request(tenant: str) -> Callable[[], None]:
+        def run() -> None:
+            with tk.connection(tenant) as conn:
+                assert who(conn) == tenant
+
+        return run
+
+    sent = frontend_messages(pooled, request(a))
+    assert sent[0].startswith("Query BEGIN; SET ")  # one message: no extra round trip
+    assert f'"{a}"' in sent[0]
+    assert len(sent) == 3  # BEGIN+SET, the query, COMMIT
+    sent = frontend_messages(pooled, request(a))
+    if tk.pgbouncer:
+        assert sent[0].startswith("Query BEGIN; SET LOCAL search_path")
+    else:
+        assert sent[0] == "Query BEGIN"  # same tenant: not even a statement is added
+    assert len(sent) == 3
+    sent = frontend_messages(pooled, request(b))
+    assert f'"{b}"' in sent[0]
+    assert len(sent) == 3
+
+
+def test_rollback_never_leaves_a_stale_path(tk: Tenancy) -> None:
+    a, b = [t.schema for t in tk.tenants()]
+    with tk.connection(a) as conn:
+        assert who(conn) == a
+
+    # The SET for b is undone by the rollback: the next b request must set it again.
+    def fail_in_b() -> None:
+        with tk.connection(b) as conn:
+            assert who(conn) == b
+            raise KeyError
+
+    with pytest.raises(KeyError):
+        fail_in_b()
+    with tk.connection(b) as conn:
+        assert who(conn) == b
+    # An error swallowed inside the block: its COMMIT is answered ROLLBACK.
+    with tk.connection(a) as conn, pytest.raises(psycopg.errors.UndefinedTable):
+        conn.execute("SELECT * FROM nowhere")
+    with tk.connection(a) as conn:
+        assert who(conn) == a
+    with tk.connection(b) as conn:
+        assert who(conn) == b
+
+
+def test_savepoint_rollback_keeps_the_path(tk: Tenancy) -> None:
+    a, _ = [t.schema for t in tk.tenants()]
+    with tk.connection(a) as conn:
+
+        def failing_savepoint() -> None:
+            with conn.transaction():
+                conn.execute("INSERT INTO who VALUES ('x')")
+                1 / 0  # noqa: B018
+
+        with pytest.raises(ZeroDivisionError):
+            failing_savepoint()
+        conn.execute("SAVEPOINT sp")
+        conn.execute("SET LOCAL search_path TO pg_catalog")
+        conn.execute("ROLLBACK TO SAVEPOINT sp")
+        assert who(conn) == a
+    with tk.connection(a) as conn:
+        assert who(conn) == a
+
+
+def test_user_set_search_path_invalidates(tk: Tenancy) -> None:
+    a, b = [t.schema for t in tk.tenants()]
+    with tk.connection(a) as conn:
+        conn.execute(f'SET search_path TO "{b}"')  # behind tenantkit's back
+    with tk.connection(a) as conn:
+        assert who(conn) == a
+
+
+def test_returned_connection_carries_no_tenant(tk: Tenancy) -> None:
+    a, _ = [t.schema for t in tk.tenants()]
+    with tk.connection(a) as conn:
+        conn.execute("CREATE TEMP TABLE scratch (x int)")
+        assert who(conn) == a
+    if tk.pgbouncer:
+        assert a not in session_path(tk)  # only SET LOCAL: nothing survives the transaction
+    assert tk.pool is not None
+    with tk.pool.connection() as raw:  # a borrower that never named a tenant
+        row = raw.execute("SELECT current_schemas(false)").fetchone()
+        assert row is not None
+        assert a not in row[0]
+        row = raw.execute(
+            "SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()"
+        ).fetchone()
+        assert row == (0,)
+
+
+def test_mid_transaction_switch(tk: Tenancy) -> None:
+    a, b = [t.schema for t in tk.tenants()]
+    with tk.connection(a) as conn:
+        assert who(conn) == a
+        with use_tenant(conn, b):
+            assert who(conn) == b
+            assert current_tenant() == b
+            with use_tenant(conn, a):
+                assert who(conn) == a
+            assert who(conn) == b
+        assert who(conn) == a
+        assert current_tenant() == a
+        conn.commit()
+        with use_tenant(conn, b):
+            assert who(conn) == b  # starts a transaction with b's path
+        assert who(conn) == a  # same transaction, switched back with SET LOCAL
+    with tk.connection(a) as conn:
+        assert who(conn) == a
+
+
+def test_autocommit_and_pipeline(tk: Tenancy) -> None:
+    a, b = [t.schema for t in tk.tenants()]
+    with tk.connection(a) as conn:
+        with conn.pipeline():
+            cur = conn.execute("SELECT name FROM who")
+            conn.execute("SELECT 1")
+        assert cur.fetchone() == (a,)
+    if not tk.pgbouncer:
+        with tk.connection(b) as conn:
+            conn.autocommit = True
+            assert who(conn) == b
+    else:
+
+        def autocommit_in_pgbouncer_mode() -> None:
+            with tk.connection(b) as conn:
+                conn.autocommit = True
+                who(conn)
+
+        with pytest.raises(psycopg.ProgrammingError, match="pgbouncer"):
+            autocommit_in_pgbouncer_mode()
+    with tk.connection(a) as conn:
+        assert not conn.autocommit
+        assert who(conn) == a
+
+
+def test_strict_refuses_unbound_statements(dsn: str, schema_name: str) -> None:
+    with Tenancy(dsn, shared_schema=schema_name, strict=True, max_size=1) as tk:
+        tk.install()
+        assert tk.pool is not None
+        with tk.pool.connection() as raw:
+
+            def attempt() -> None:
+                with pytest.raises(NoTenantSelected, match="strict"):
+                    raw.execute("SELECT 1")
+
+            sent = frontend_messages(raw, attempt)
+        assert sent == []  # refused before anything was sent
+        with tk.admin_connection() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        tenant = tk.create_tenant(uniq())
+        with tk.connection(tenant) as conn:
+            assert conn.execute("SELECT current_schema()").fetchone() == (tenant.schema,)
+
+
+async def test_async_switching(dsn: str, schema_name: str) -> None:
+    async with AsyncTenancy(dsn, shared_schema=schema_name, max_size=1) as atk:
+        await atk.install()
+        a = await atk.create_tenant(uniq())
+        b = await atk.create_tenant(uniq())
+        for tenant in (a, b, a):
+            async with atk.connection(tenant) as conn:
+                cur = await conn.execute("SELECT current_schema()")
+                assert await cur.fetchone() == (tenant.schema,)
+                async with ause_tenant(conn, b):
+                    cur = await conn.execute("SELECT current_schema()")
+                    assert await cur.fetchone() == (b.schema,)
+                cur = await conn.execute("SELECT current_schema()")
+                assert await cur.fetchone() == (tenant.schema,)
+        with pytest.raises(NoTenantSelected):
+            async with atk.connection():
+                pass
+        with tenant_context(b):
+            async with atk.connection() as conn:
+                cur = await conn.execute("SELECT current_schema()")
+                assert await cur.fetchone() == (b.schema,)
