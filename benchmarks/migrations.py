@@ -5,7 +5,7 @@ transaction per tenant, search_path set to the tenant), measured in the same run
 
 * create one tenant (median of --repeat): by migrations, by template clone, by spare claim;
 * create --tenants tenants;
-* apply migration 0002 to --tenants tenants with 1 and 2 workers;
+* apply migration 0002 to --tenants tenants with 1 and 2 workers (best of --rounds);
 * migrate with nothing pending over --noop-tenants tenants.
 
 Run:  python benchmarks/migrations.py [--dsn CONNINFO] [--tenants 200] [--noop-tenants 1000]
@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20, help="single-tenant samples [20]")
     parser.add_argument("--tenants", type=int, default=200, help="tenants to create/migrate")
     parser.add_argument("--noop-tenants", type=int, default=1000, help="tenants for the no-op")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the 0002 runs [3]")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the 0002 runs [5]")
     parser.add_argument("--json", dest="json_out", help="also write the figures to this file")
     args = parser.parse_args()
     with server_conninfo(args.dsn) as server, scratch_database(server) as db:
@@ -259,14 +259,17 @@ def second_migration(rows: list[Any], db: str, v1: Path, n: int, rounds: int) ->
                     assert report.ok and len(report.applied) == n + 1, report.counts()
                     times[(side, jobs, executor)].append(report.duration)
                 revert_0002(db, tenancy.shared_schema, everything)
-        med = {k: statistics.median(v) for k, v in times.items()}
+        # Best of the rounds, both sides alike: the run least disturbed by other load on the
+        # machine measures the work itself.
+        best = {k: min(v) for k, v in times.items()}
         for side, jobs, executor in variants:
             if side == "ours":
                 rows.append(
                     (
-                        f"apply 0002 to {n} tenants + template, jobs={jobs} ({executor})",
-                        med[("bare", jobs, "")],
-                        med[(side, jobs, executor)],
+                        f"apply 0002 to {n} tenants + template, jobs={jobs} "
+                        f"({executor}), best of {rounds}",
+                        best[("bare", jobs, "")],
+                        best[(side, jobs, executor)],
                         "<= 1.3x",
                     )
                 )

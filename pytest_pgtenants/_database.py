@@ -95,7 +95,9 @@ def drop_database(server: ServerHandle, dbname: str) -> None:
 
 def _drop(conn: psycopg.Connection, dbname: str) -> None:
     if conn.info.server_version >= 130000:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+        )
         return
     conn.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -193,8 +195,9 @@ def _drop_stale_templates(admin: psycopg.Connection, project: str, *, keep: str)
 
 def drop_template(server: ServerHandle, name: str) -> None:
     """Drop a template (``pgtenants_cache = no``); left alone if another worker is cloning it."""
-    with psycopg.connect(server.conninfo, autocommit=True) as admin, contextlib.suppress(
-        errors.ObjectInUse
+    with (
+        psycopg.connect(server.conninfo, autocommit=True) as admin,
+        contextlib.suppress(errors.ObjectInUse),
     ):
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 

@@ -161,11 +161,19 @@ def add_options(parser: pytest.Parser) -> None:
             # environment or the ini file. (An optional value, `--pgtenants-keep[=no]`, would
             # swallow a following test path: `--pgtenants-keep tests/`.)
             group.addoption(
-                spec.flag, dest=spec.dest, action="store_const", const="yes", default=None,
+                spec.flag,
+                dest=spec.dest,
+                action="store_const",
+                const="yes",
+                default=None,
                 help=help_text,
             )
             group.addoption(
-                spec.no_flag, dest=spec.dest, action="store_const", const="no", default=None,
+                spec.no_flag,
+                dest=spec.dest,
+                action="store_const",
+                const="no",
+                default=None,
                 help=f"Negates {spec.flag}.",
             )
         else:
@@ -215,7 +223,7 @@ def resolve_settings(config: pytest.Config, environ: Mapping[str, str] | None = 
             value = _convert(spec, ini_value, f"ini {spec.ini}", ini_dir)
             source = "ini"
         else:
-            value = Path(spec.default) if spec.kind == "path" and spec.default else spec.default
+            value = spec.default  # no path option has a default
             source = "default"
         values[spec.name] = value
         sources[spec.name] = source

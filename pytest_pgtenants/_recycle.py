@@ -113,9 +113,7 @@ def recycle(
     shared = sql.Identifier(shared_schema)
     try:
         with conn.transaction():
-            row = conn.execute(
-                _STATE, {"names": [holding], "tracking": TRACKING_TABLE}
-            ).fetchone()
+            row = conn.execute(_STATE, {"names": [holding], "tracking": TRACKING_TABLE}).fetchone()
             if row is None or int(row[1]) != nsp_oid or row[2] != baseline[0]:
                 return False
             used: list[str] = list(row[3])

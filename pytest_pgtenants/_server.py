@@ -1,4 +1,4 @@
-"""The PostgreSQL server of a test run: given by DSN, embedded in-process, or shared by xdist workers.
+"""The PostgreSQL server of a test run: a given DSN, embedded in-process, or shared by workers.
 
 Under pytest-xdist every worker needs the same server (so the template database is built once
 and cloned by all), but no worker can own it: the first worker to finish would stop it under
@@ -152,7 +152,7 @@ def _spawn_helper(run_dir: Path, watch_pid: int, *, keep: bool) -> dict[str, obj
     if keep:
         command.append("--keep")
     with (run_dir / _LOG).open("ab") as log:
-        process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+        process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -9,11 +9,13 @@ as a session-fixture finalizer, which pytest also runs after a failed or interru
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,9 +24,10 @@ from ._options import Settings
 if TYPE_CHECKING:
     import psycopg
 
-    from ._server import ServerHandle
     from tenantkit.models import Tenant
     from tenantkit.tenancy import Tenancy
+
+    from ._server import ServerHandle
 
 __all__ = ["PgTenantsSession", "TestDatabase", "TestScope"]
 
@@ -133,7 +136,6 @@ class PgTenantsSession:
         self._pending_recycles = 0
         #: What the janitor did: schemas recycled into the spare pool, and dropped.
         self.stats = {"recycled": 0, "dropped": 0}
-        self.recycle_times: list[float] = []
         self._janitor_conn: psycopg.Connection[Any] | None = None
 
     # -- infrastructure ----------------------------------------------------------------------
@@ -153,7 +155,13 @@ class PgTenantsSession:
         settings = self.settings
         if settings.dsn:
             return from_dsn(settings.dsn)
-        if self.shared_run_dir is not None and self.controller_pid is not None:
+        # The shared server is coordinated with fcntl locks and signals (POSIX); elsewhere each
+        # worker starts its own embedded server (a fraction of a second with a cached cluster).
+        if (
+            self.shared_run_dir is not None
+            and self.controller_pid is not None
+            and os.name == "posix"
+        ):
             handle = connect_server(self.shared_run_dir, self.controller_pid, keep=settings.keep)
         else:
             handle = start_embedded(keep=settings.keep)
@@ -189,7 +197,7 @@ class PgTenantsSession:
                         [
                             f"kept test database {name}; connect with:",
                             f"    psql {conninfo!r}",
-                            f"    tenantkit shell --dsn {conninfo!r} [--tenant SCHEMA]",
+                            f"    tenantkit --dsn {conninfo!r} shell [TENANT]",
                         ]
                     )
             return self._database
@@ -260,6 +268,9 @@ class PgTenantsSession:
         tenant = tenancy.create_tenant(
             schema, name=name or schema, domains=hosts, metadata=dict(metadata or {})
         )
+        if getattr(tenancy.provisioner, "last_path", "spare") != "spare":
+            # Built just now (the pool was empty): pristine, so fingerprint it for recycling.
+            self._baseline_schema(tenant.schema)
         if hosts:
             from tenantkit.names import normalize_host
 
@@ -316,13 +327,23 @@ class PgTenantsSession:
             self.hosts.pop(tenant.schema, None)
             try:
                 retired = _retire(tenancy, tenant)
+            except psycopg_errors().LockNotAvailable as exc:
+                failures.append(
+                    RuntimeError(
+                        f"could not remove tenant {tenant.schema!r} after the test: another "
+                        "connection still holds locks on its tables (a transaction the test "
+                        "left open?); close connections and transactions the test opened"
+                    ).with_traceback(exc.__traceback__)
+                )
+                continue
             except Exception as exc:  # retire the others anyway, then report
                 failures.append(exc)
                 continue
             if retired is not None:
                 with self._lock:
                     self._pending_recycles += 1
-                self.janitor.submit(lambda r=retired: self._recycle_or_drop(*r))
+                holding, nsp_oid = retired
+                self.janitor.submit(partial(self._recycle_or_drop, holding, nsp_oid))
         if failures:
             raise failures[0]
 
@@ -330,7 +351,11 @@ class PgTenantsSession:
         import psycopg
 
         if self._janitor_conn is None or self._janitor_conn.closed:
-            self._janitor_conn = psycopg.connect(self.database.conninfo, autocommit=True)
+            # A lock a test left behind (an open transaction) must not hang the janitor, and
+            # with it the end of the session: give up on that schema after a while.
+            self._janitor_conn = psycopg.connect(
+                self.database.conninfo, autocommit=True, options="-c lock_timeout=5s"
+            )
         return self._janitor_conn
 
     def _baseline_spares(self) -> None:
@@ -347,33 +372,42 @@ class PgTenantsSession:
                 if oid not in known:
                     self._baselines[oid] = baseline
 
+    def _baseline_schema(self, schema: str) -> None:
+        from ._recycle import fingerprints
+
+        with self.tenancy().admin_connection() as conn:
+            found = fingerprints(conn, [schema])
+        with self._lock:
+            self._baselines.update(found)
+
     def _recycle_or_drop(self, holding: str, nsp_oid: int) -> None:
         """(janitor) Put a retired schema back into the spare pool, or drop it."""
         from psycopg import sql
 
         from ._recycle import recycle
 
-        import time
-
-        began = time.perf_counter()
-        with self._lock:
-            self._pending_recycles -= 1
         conn = self._janitor_connection()
         shared = self.settings.shared_schema
         recyclable = self.settings.migrations is not None and self.settings.spares > 0
         with self._lock:
             baseline = self._baselines.get(nsp_oid)
-        if recyclable and recycle(conn, shared, holding, nsp_oid, baseline):
+        try:
+            recycled = recyclable and recycle(conn, shared, holding, nsp_oid, baseline)
+        finally:
+            with self._lock:
+                self._pending_recycles -= 1
+        if recycled:
             with self._lock:
                 self._spares_left = (self._spares_left or 0) + 1
                 self.stats["recycled"] += 1
-            self.recycle_times.append(time.perf_counter() - began)
             return
-        self.stats["dropped"] += 1
         with self._lock:
+            self.stats["dropped"] += 1
             self._baselines.pop(nsp_oid, None)
         with conn.transaction():
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(holding)))
+            conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(holding))
+            )
             if _has_state_table(conn, shared):
                 conn.execute(
                     sql.SQL("DELETE FROM {}.tenantkit_migration_state WHERE schema = %s").format(
@@ -388,6 +422,15 @@ class PgTenantsSession:
         """Undo everything this process started (unless ``keep``), in reverse order."""
         try:
             self.janitor.stop()
+            if self.janitor.errors:
+                import warnings
+
+                warnings.warn(
+                    f"pytest_pgtenants: background cleanup failed {len(self.janitor.errors)} "
+                    f"time(s); first error: {self.janitor.errors[0]!r}",
+                    RuntimeWarning,
+                    stacklevel=1,
+                )
             if self._janitor_conn is not None:
                 self._janitor_conn.close()
                 self._janitor_conn = None
@@ -417,6 +460,13 @@ class PgTenantsSession:
             server.stop()
 
 
+def psycopg_errors() -> Any:
+    """``psycopg.errors``, imported on use (loading the plugin must not import psycopg)."""
+    from psycopg import errors
+
+    return errors
+
+
 def _has_state_table(conn: psycopg.Connection[Any], shared_schema: str) -> bool:
     row = conn.execute(
         "SELECT to_regclass(format('%%I.tenantkit_migration_state', %s::text)) IS NOT NULL",
@@ -432,6 +482,9 @@ def _retire(tenancy: Tenancy, tenant: Tenant) -> tuple[str, int] | None:
     shared = sql.Identifier(tenancy.shared_schema)
     holding = f"{_HOLDING_PREFIX}{uuid.uuid4().hex[:16]}"
     with tenancy.admin_connection() as conn, conn.transaction():
+        # A connection the test left open inside a transaction on this tenant's tables would
+        # block the rename forever; fail the teardown with a clear message instead.
+        conn.execute("SET LOCAL lock_timeout = '10s'")
         row = conn.execute(
             sql.SQL(
                 "SELECT t.id, n.oid::bigint,"
@@ -458,8 +511,9 @@ def _retire(tenancy: Tenancy, tenant: Tenant) -> tuple[str, int] | None:
             # still be known to be at the head, and a tenant re-created under the old name
             # must not collide with a stale row.
             statements.append(
-                sql.SQL("UPDATE {}.tenantkit_migration_state SET schema = {} WHERE schema = {}")
-                .format(shared, sql.Literal(holding), sql.Literal(tenant.schema))
+                sql.SQL(
+                    "UPDATE {}.tenantkit_migration_state SET schema = {} WHERE schema = {}"
+                ).format(shared, sql.Literal(holding), sql.Literal(tenant.schema))
             )
         conn.execute(sql.SQL("; ").join(statements))
     return holding, int(row[1])

@@ -89,11 +89,13 @@ SELECT n.nspname, 'column', c.relname || '.' || a.attname,
    AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
 UNION ALL
 SELECT n.nspname, 'index', c.relname, pg_get_indexdef(i.indexrelid)
-  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = ANY(%(schemas)s)
 UNION ALL
 SELECT n.nspname, 'constraint', c.relname || '.' || k.conname, pg_get_constraintdef(k.oid)
-  FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = ANY(%(schemas)s)
 UNION ALL
 SELECT n.nspname, 'view', c.relname, pg_get_viewdef(c.oid)
@@ -106,7 +108,8 @@ SELECT n.nspname, 'function', p.proname || '(' || pg_get_function_identity_argum
  WHERE n.nspname = ANY(%(schemas)s)
 UNION ALL
 SELECT n.nspname, 'trigger', c.relname || '.' || t.tgname, pg_get_triggerdef(t.oid)
-  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = ANY(%(schemas)s) AND NOT t.tgisinternal
 """
 
@@ -138,7 +141,10 @@ def _row_states(
                 " (SELECT array_agg(y::text) FROM (SELECT y FROM {i} y LIMIT {n}) q)"
                 " FROM {i} x"
             ).format(
-                s=sql.Literal(schema), t=sql.Literal(table), i=ident, n=sql.Literal(_SAMPLE_ROWS + 1)
+                s=sql.Literal(schema),
+                t=sql.Literal(table),
+                i=ident,
+                n=sql.Literal(_SAMPLE_ROWS + 1),
             )
         )
     query = sql.SQL(" UNION ALL ").join(parts)
@@ -293,15 +299,14 @@ SELECT 'trigger ' || tg.tgname || ' calls function ' || p.proname, cn.nspname, c
 """
 
 _FUNCTIONS_QUERY = """
-SELECT n.nspname, p.proname, coalesce(p.prosrc, '') || ' ' || coalesce(array_to_string(p.proconfig, ' '), '')
+SELECT n.nspname, p.proname,
+       coalesce(p.prosrc, '') || ' ' || coalesce(array_to_string(p.proconfig, ' '), '')
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = ANY(%s)
 """
 
 
-def cross_schema_references(
-    conn: psycopg.Connection[Any], schemas: Sequence[str]
-) -> list[str]:
+def cross_schema_references(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> list[str]:
     """Catalog objects in one of ``schemas`` that reference another of ``schemas``.
 
     Foreign keys, views, column defaults (sequences, functions), owned sequences and trigger
@@ -322,9 +327,7 @@ def cross_schema_references(
     for schema, function, body in conn.execute(_FUNCTIONS_QUERY, [names]).fetchall():
         for other, pattern in patterns.items():
             if other != schema and pattern.search(body):
-                problems.append(
-                    f"function {schema}.{function}() body references schema {other}"
-                )
+                problems.append(f"function {schema}.{function}() body references schema {other}")
     return sorted(problems)
 
 
@@ -376,7 +379,9 @@ def _canary_inserts(
             continue
         target = sql.Identifier(table)  # unqualified on purpose: resolved by the search_path
         if not columns:
-            statements[table] = sql.SQL("INSERT INTO {} DEFAULT VALUES RETURNING ctid").format(target)
+            statements[table] = sql.SQL("INSERT INTO {} DEFAULT VALUES RETURNING ctid").format(
+                target
+            )
             continue
         statements[table] = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING ctid").format(
             target,

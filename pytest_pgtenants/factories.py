@@ -25,7 +25,7 @@ from typing import Any
 
 from ._extras import require
 
-__all__ = ["DomainFactory", "TenantFactory", "TenantRowFactory"]
+__all__ = ["DomainFactory", "TenantFactory", "TenantRowFactory"]  # noqa: F822 (module __getattr__)
 
 _BUILT: dict[str, Any] = {}
 
@@ -36,6 +36,7 @@ def _build() -> dict[str, Any]:
     factory = require("factory")
     from psycopg import sql
     from psycopg.rows import dict_row
+
     from tenantkit.models import Domain, Tenant
     from tenantkit.search_path import current_tenant
 

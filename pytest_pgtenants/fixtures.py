@@ -18,6 +18,7 @@ from ._session import PgTenantsSession, TestDatabase, TestScope
 
 if TYPE_CHECKING:
     import psycopg
+
     from tenantkit.models import Tenant
     from tenantkit.tenancy import Tenancy
 
@@ -152,7 +153,8 @@ def tenancy(
 
 
 def _scope(request: pytest.FixtureRequest) -> TestScope:
-    return request.node.stash[_SCOPE_KEY]
+    scope: TestScope = request.node.stash[_SCOPE_KEY]
+    return scope
 
 
 class TenantFactory:
@@ -260,6 +262,7 @@ async def atenant_conn(
     rollback mode.
     """
     import psycopg
+
     from tenantkit.search_path import ause_tenant
 
     settings = tenancy_settings(request)
@@ -442,7 +445,9 @@ def validate_markers(item: pytest.Item, settings: Settings) -> None:
                 problems.append(f"{arg!r} is given twice")
             seen.add(arg)
         if problems:
-            pytest.fail(f"{_MARKER_ERROR}(...) on {item.nodeid}: " + "; ".join(problems), pytrace=False)
+            pytest.fail(
+                f"{_MARKER_ERROR}(...) on {item.nodeid}: " + "; ".join(problems), pytrace=False
+            )
     for name in ("pgtenants_strict", "pgtenants_rollback"):
         for marker in item.iter_markers(name):
             if marker.args or marker.kwargs:

@@ -120,7 +120,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Validate our markers' arguments before the test's fixtures run."""
-    if any(item.iter_markers(name) for name in MARKERS):
+    if any(item.get_closest_marker(name) is not None for name in MARKERS):
         validate_markers(item, item.config.stash[SESSION_KEY].settings)
 
 
@@ -154,7 +154,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     session = config.stash.get(SESSION_KEY, None)
     if session is None or not session.settings.keep:
         return
-    notes = [*session.keep_notes, *config.stash.get(_KEEP_NOTES_KEY, [])]
+    # dict.fromkeys: xdist workers sharing one embedded server each report it.
+    notes = list(dict.fromkeys([*session.keep_notes, *config.stash.get(_KEEP_NOTES_KEY, [])]))
     if not notes:
         return
     terminalreporter.section("pgtenants: kept for inspection")

@@ -23,7 +23,7 @@ __all__ = ["hostile_hosts", "hostile_schema_names", "hostnames", "schema_names"]
 
 
 def schema_names(*, shared_schema: str = "public", max_size: int = 63) -> SearchStrategy[str]:
-    """Valid tenant schema names (``[a-z_][a-z0-9_]*``, at most ``max_size`` bytes, not reserved)."""
+    """Valid tenant schema names: ``[a-z_][a-z0-9_]*``, at most ``max_size`` bytes, not reserved."""
     st = require("hypothesis.strategies")
     from tenantkit.names import is_valid_schema_name
 

@@ -187,19 +187,24 @@ def _copy_data(conn: psycopg.Connection[Any], cat: SchemaCatalog, source: str, t
         cols = [c for c in cat.columns.get(table, ()) if not c.generated]
         if not cols:
             continue
-        names = ", ".join(sql.Identifier(c.name).as_string(conn) for c in cols)
-        # Values of the schema's own types (enums) are cast through text to the target's type.
-        exprs = ", ".join(
-            f"{sql.Identifier(c.name).as_string(conn)}::text::{c.type.replace(PLACEHOLDER, dst)}"
+        # Values of the schema's own types (enums) are cast through text to the target's type;
+        # the type text comes from the catalog (format_type), not from user input.
+        exprs = [
+            sql.SQL("{}::text::{}").format(
+                sql.Identifier(c.name),
+                sql.SQL(c.type.replace(PLACEHOLDER, dst)),
+            )
             if PLACEHOLDER in c.type
-            else sql.Identifier(c.name).as_string(conn)
+            else sql.Identifier(c.name)
             for c in cols
-        )
-        into = sql.Identifier(target, table).as_string(conn)
-        source_rel = sql.Identifier(source, table).as_string(conn)
+        ]
         conn.execute(
-            f"insert into {into} ({names}) overriding system value "
-            f"select {exprs} from {source_rel}".encode()
+            sql.SQL("insert into {} ({}) overriding system value select {} from {}").format(
+                sql.Identifier(target, table),
+                sql.SQL(", ").join(sql.Identifier(c.name) for c in cols),
+                sql.SQL(", ").join(exprs),
+                sql.Identifier(source, table),
+            )
         )
     for s in cat.sequences:
         conn.execute(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -27,7 +28,7 @@ from .errors import MigrationError, SchemaNotEmpty
 from .migrations._apply import apply_schema, record_sql, search_path_value, state_digest
 from .migrations._loader import MigrationSet, load_migrations
 from .migrations._tracking import (
-    _TRACKING_DDL,
+    TRACKING_DDL,
     Target,
     ensure_shared_tables,
     ensure_tracking_table,
@@ -405,16 +406,19 @@ class MigrationProvisioner:
                 (search_path_value(conn, schema, shared),),
             )
             ensure_tracking_table(conn, schema)
+            durs: list[float] = []
             for m in mset.tenant:
                 try:
+                    t = time.perf_counter()
                     m.run(conn)
+                    durs.append((time.perf_counter() - t) * 1000)
                 except Exception as exc:
                     raise MigrationError(
                         f"migration {m.id!r} failed while provisioning {schema!r}: {exc}",
                         schema=schema,
                         migration=m.id,
                     ) from exc
-            conn.execute(record_sql(schema, shared), _record_params(schema, mset))
+            conn.execute(record_sql(schema, shared), _record_params(schema, mset, durs))
             if old is not None:
                 # Give the caller its search_path back (set_config(..., true) lasts until the
                 # end of the whole transaction, not just this savepoint).
@@ -487,32 +491,35 @@ class MigrationProvisioner:
             await conn.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
             cur = await conn.execute("select current_setting('search_path')")
             old = await cur.fetchone()
-            path = search_path_value(conn, schema, shared)  # type: ignore[arg-type]
+            path = search_path_value(conn, schema, shared)
             await conn.execute("select set_config('search_path', %s, true)", (path,))
-            await conn.execute(sql.SQL(_TRACKING_DDL).format(schema=sql.Identifier(schema)))
+            await conn.execute(sql.SQL(TRACKING_DDL).format(schema=sql.Identifier(schema)))
+            durs: list[float] = []
             for m in mset.tenant:
                 assert m.sql is not None
                 try:
+                    t = time.perf_counter()
                     if m.sql.strip():
                         await conn.execute(m.sql.encode())
+                    durs.append((time.perf_counter() - t) * 1000)
                 except Exception as exc:
                     raise MigrationError(
                         f"migration {m.id!r} failed while provisioning {schema!r}: {exc}",
                         schema=schema,
                         migration=m.id,
                     ) from exc
-            await conn.execute(record_sql(schema, shared), _record_params(schema, mset))
+            await conn.execute(record_sql(schema, shared), _record_params(schema, mset, durs))
             if old is not None:
                 await conn.execute("select set_config('search_path', %s, true)", (old[0],))
 
 
-def _record_params(schema: str, mset: MigrationSet) -> dict[str, Any]:
+def _record_params(schema: str, mset: MigrationSet, durs: list[float]) -> dict[str, Any]:
     """Parameters of :func:`record_sql` for a schema created with every tenant migration."""
     ids = [m.id for m in mset.tenant]
     return {
         "ids": ids,
         "sums": [m.checksum for m in mset.tenant],
-        "durs": [None] * len(ids),
+        "durs": durs,
         "schema": schema,
         "kind": "tenant",
         "all_ids": ids,

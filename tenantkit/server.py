@@ -82,45 +82,9 @@ DEFAULT_SETTINGS: Mapping[str, str] = {
 
 _ENV_DSN = "PGTENANTS_DSN"
 
-# The watchdog runs as a separate tiny process holding the read end of a pipe. The parent
-# writes "pid N" once the postmaster runs and "done" when it stopped it itself. EOF without
-# "done" means the parent died abruptly (SIGKILL, crash): the watchdog then stops the
-# postmaster (checking postmaster.pid so a recycled pid is never signalled) and removes the
-# directory, so nothing outlives its owner.
-_WATCHDOG = r"""
-import os, shutil, signal, sys, time
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-base, keep = sys.argv[1], sys.argv[2] == "1"
-pid = 0
-for line in sys.stdin:
-    line = line.strip()
-    if line == "done":
-        sys.exit(0)
-    if line.startswith("pid "):
-        pid = int(line[4:])
-def ours(pid):
-    try:
-        with open(os.path.join(base, "data", "postmaster.pid")) as f:
-            return f.readline().strip() == str(pid)
-    except OSError:
-        return False
-if pid and ours(pid):
-    try:
-        os.kill(pid, signal.SIGINT if keep else signal.SIGQUIT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            os.kill(pid, 0)
-            time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-if not keep:
-    for _ in range(50):
-        shutil.rmtree(base, ignore_errors=True)
-        if not os.path.exists(base):
-            break
-        time.sleep(0.1)
-"""
+# The watchdog: a tiny separate process (see _watchdog.py) that cleans up after an owner that
+# died abruptly. Run by file path with -I -S so it starts fast and imports nothing of ours.
+_WATCHDOG = Path(__file__).with_name("_watchdog.py")
 
 
 def conninfo_to_url(conninfo: str) -> str:
@@ -422,7 +386,7 @@ class EmbeddedServer:
 
     def _start_watchdog(self, base: Path) -> None:
         self._watchdog = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(base), "1" if self.keep else "0"],
+            [sys.executable, "-I", "-S", str(_WATCHDOG), str(base), "1" if self.keep else "0"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import ClientCursor, sql
+from psycopg.pq import TransactionStatus
 
 from ..errors import MigrationChecksumMismatch, MigrationError
 from ._loader import Migration, migrations_digest
@@ -25,8 +26,11 @@ from ._tracking import LOCK_NAMESPACE, ensure_tracking_table, schema_lock_key
 __all__ = ["apply_schema", "check_checksums", "record_sql", "search_path_value"]
 
 
-def search_path_value(conn: psycopg.Connection[Any], schema: str, shared: str) -> str:
-    """The search_path text for migrating ``schema``: the schema, the shared one, pg_temp."""
+def search_path_value(conn: Any, schema: str, shared: str) -> str:
+    """The search_path text for migrating ``schema``: the schema, the shared one, pg_temp.
+
+    ``conn`` (sync or async) only serves for quoting.
+    """
     if schema == shared:
         return sql.SQL("{}, pg_temp").format(sql.Identifier(schema)).as_string(conn)
     return (
@@ -68,7 +72,12 @@ def record_sql(
         parts.append(
             sql.SQL(
                 "h as (insert into {}.tenantkit_migrations (id, checksum, duration_ms) "
-                "select * from unnest(%(ids)s::text[], %(sums)s::text[], %(durs)s::float8[]))"
+                # A null duration (a migration sent in the same message as this statement)
+                # is measured by the server: the message arrived at statement_timestamp().
+                "select id, sum, coalesce(d, 1000 * extract(epoch from "
+                "clock_timestamp() - statement_timestamp())::float8) "
+                "from unnest(%(ids)s::text[], %(sums)s::text[], %(durs)s::float8[]) "
+                "as u(id, sum, d) returning duration_ms)"
             ).format(sql.Identifier(schema))
         )
     parts.append(
@@ -86,7 +95,8 @@ def record_sql(
             sql.SQL(
                 "j as (insert into {}.tenantkit_migration_journal "
                 "(run_id, schema, status, migrations, duration_ms) "
-                "values (%(run_id)s, %(schema)s, 'applied', %(ids)s, %(total_ms)s) "
+                "select %(run_id)s, %(schema)s, 'applied', %(ids)s, "
+                "(select sum(duration_ms) from h) "
                 "on conflict (run_id, schema) do update set status = 'applied', "
                 "migrations = tenantkit_migration_journal.migrations || excluded.migrations, "
                 "duration_ms = coalesce(tenantkit_migration_journal.duration_ms, 0) "
@@ -123,7 +133,11 @@ def apply_schema(
     t0 = time.perf_counter()
     applied: list[str] = []
     try:
-        while True:
+        # Spares need their pool row locked as well: they always take the careful path.
+        slow = kind == "spare" or (
+            _fast_step(conn, schema, kind, shared, migrations, run_id, applied) is not None
+        )
+        while slow:
             step = _apply_step(conn, schema, kind, shared, migrations, run_id, applied)
             if step is None:
                 break
@@ -154,6 +168,85 @@ def apply_schema(
     return SchemaResult(
         schema, kind, "applied" if applied else "current", tuple(applied), time.perf_counter() - t0
     )
+
+
+def _fast_step(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    kind: SchemaKind,
+    shared: str,
+    migrations: Sequence[Migration],
+    run_id: int | None,
+    applied: list[str],
+) -> str | None:
+    """The common case in two round trips: returns None when done, "slow" to hand over to
+    :func:`_apply_step` (no history table yet, non-transactional migration next).
+
+    Round trip 1: ``BEGIN``, the advisory lock and search_path, then the history read as a
+    separate statement (so its snapshot is taken after the lock is granted). Round trip 2:
+    the last pending migration, the bookkeeping statement and ``COMMIT`` in one message. The
+    bare DDL itself needs three (BEGIN, the script, COMMIT).
+    """
+    lock = sql.SQL(
+        "begin;\nselect pg_advisory_xact_lock({ns}, {key}), "
+        "set_config('search_path', {path}, true);\n"
+        "select id, checksum from {history} order by applied_at, id"
+    ).format(
+        ns=sql.Literal(LOCK_NAMESPACE),
+        key=sql.Literal(schema_lock_key(schema)),
+        path=sql.Literal(search_path_value(conn, schema, shared)),
+        history=sql.Identifier(schema, "tenantkit_migrations"),
+    )
+    current: str | None = None
+    try:
+        try:
+            cur = conn.execute(lock.as_string(conn).encode())
+        except psycopg.errors.UndefinedTable:
+            conn.rollback()
+            return "slow"  # a schema never migrated (or gone): the careful path handles it
+        cur.nextset()
+        cur.nextset()
+        done = [(r[0], r[1]) for r in cur.fetchall()]
+        check_checksums(schema, done, migrations)
+        ids = [mid for mid, _ in done]
+        known = set(ids)
+        pending = [m for m in migrations if m.id not in known]
+        group: list[Migration] = []
+        for m in pending:
+            if not m.transactional:
+                break
+            group.append(m)
+        if pending and not group:
+            conn.rollback()
+            return "slow"
+        durs: list[float | None] = []
+        for m in group[:-1]:
+            current = m.id
+            t = time.perf_counter()
+            m.run(conn)
+            durs.append((time.perf_counter() - t) * 1000)
+        last = group[-1] if group else None
+        script = b""
+        if last is not None:
+            current = last.id
+            if last.sql is None:
+                t = time.perf_counter()
+                last.run(conn)
+                durs.append((time.perf_counter() - t) * 1000)
+            else:
+                script = last.sql.encode() + b"\n;\n"
+                durs.append(None)  # timed by the server, in the message it travels in
+        query, params = _record_args(schema, kind, shared, migrations, ids, group, durs, run_id)
+        message = script + ClientCursor(conn).mogrify(query, params).encode() + b";\ncommit"
+        conn.execute(message)
+    except Exception as exc:
+        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+            conn.rollback()
+        if isinstance(exc, MigrationError):
+            raise _Failure(exc.migration or current, exc) from exc
+        raise _Failure(current, exc) from exc
+    applied.extend(m.id for m in group)
+    return "slow" if len(group) < len(pending) else None
 
 
 def _apply_step(
@@ -187,16 +280,19 @@ def _apply_step(
                 t = time.perf_counter()
                 m.run(conn)
                 durs.append((time.perf_counter() - t) * 1000)
-            current = None
+            # From here on (recording, and deferred constraints checked at COMMIT) a failure is
+            # charged to the group's last migration.
             if group or not pending:
                 _record(conn, schema, kind, shared, migrations, ids, group, durs, run_id)
-            if group:
-                applied.extend(m.id for m in group)
-                # Only come back (another transaction) when a non-transactional one follows.
-                return "more" if len(group) < len(pending) else None
-            if not pending:
-                return None
-            non_tx = pending[0]
+            if not group and pending:
+                non_tx = pending[0]
+        if group:
+            # Counted only once committed.
+            applied.extend(m.id for m in group)
+            # Only come back (another transaction) when a non-transactional one follows.
+            return "more" if len(group) < len(pending) else None
+        if non_tx is None:
+            return None
     except MigrationError as exc:
         raise _Failure(exc.migration or current, exc) from exc
     except Exception as exc:
@@ -256,36 +352,39 @@ def _lock_and_read(
     return [(r[0], r[1]) for r in cur]
 
 
-def _record(
-    conn: psycopg.Connection[Any],
+def _record_args(
     schema: str,
     kind: SchemaKind,
     shared: str,
     migrations: Sequence[Migration],
     before_ids: list[str],
     group: Sequence[Migration],
-    durs: Sequence[float],
+    durs: Sequence[float | None],
     run_id: int | None,
-) -> None:
+) -> tuple[sql.Composed, dict[str, Any]]:
     by_id = {m.id: m for m in migrations}
     all_ids = [*before_ids, *(m.id for m in group)]
     done = set(all_ids)
     ordered = [m for m in migrations if m.id in done]
-    conn.execute(
-        record_sql(schema, shared, history=bool(group), journal=run_id is not None and bool(group)),
-        {
-            "ids": [m.id for m in group],
-            "sums": [m.checksum for m in group],
-            "durs": list(durs),
-            "schema": schema,
-            "kind": kind,
-            "all_ids": [m.id for m in ordered],
-            "all_sums": [by_id[m.id].checksum for m in ordered],
-            "digest": state_digest(all_ids, migrations),
-            "run_id": run_id,
-            "total_ms": sum(durs),
-        },
+    query = record_sql(
+        schema, shared, history=bool(group), journal=run_id is not None and bool(group)
     )
+    return query, {
+        "ids": [m.id for m in group],
+        "sums": [m.checksum for m in group],
+        "durs": list(durs),
+        "schema": schema,
+        "kind": kind,
+        "all_ids": [m.id for m in ordered],
+        "all_sums": [by_id[m.id].checksum for m in ordered],
+        "digest": state_digest(all_ids, migrations),
+        "run_id": run_id,
+    }
+
+
+def _record(conn: psycopg.Connection[Any], *args: Any) -> None:
+    query, params = _record_args(*args)
+    conn.execute(query, params)
 
 
 def _run_non_transactional(

@@ -20,6 +20,7 @@ from psycopg import sql
 
 __all__ = [
     "LOCK_NAMESPACE",
+    "TRACKING_DDL",
     "Target",
     "ensure_shared_tables",
     "ensure_tracking_table",
@@ -71,7 +72,8 @@ def resolve(tenancy: Any, migrations: Any = None) -> Target:
     return Target(str(conninfo), str(tenancy.shared_schema), None if mdir is None else str(mdir))
 
 
-_TRACKING_DDL = """
+#: DDL of the per-schema history table (``{schema}`` is an identifier placeholder).
+TRACKING_DDL = """
 create table if not exists {schema}.tenantkit_migrations (
     id text primary key,
     checksum text not null,
@@ -119,7 +121,7 @@ create table if not exists {shared}.tenantkit_spares (
 
 def ensure_tracking_table(conn: psycopg.Connection[Any], schema: str) -> None:
     """Create ``<schema>.tenantkit_migrations`` when missing (call inside a transaction)."""
-    conn.execute(sql.SQL(_TRACKING_DDL).format(schema=sql.Identifier(schema)))
+    conn.execute(sql.SQL(TRACKING_DDL).format(schema=sql.Identifier(schema)))
 
 
 def ensure_shared_tables(conn: psycopg.Connection[Any], shared_schema: str) -> None:

@@ -42,7 +42,9 @@ def plugin_server(server_conninfo: str, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester, plugin_server: str, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+def project(
+    pytester: pytest.Pytester, plugin_server: str, monkeypatch: pytest.MonkeyPatch
+) -> pytest.Pytester:
     """A pytester project set up for inner runs (env cleared of our variables)."""
     for key in list(os.environ):
         if key.startswith("PGTENANTS_") and key not in ("PGTENANTS_PG_BIN", "PGTENANTS_PG_USER"):
@@ -67,8 +69,16 @@ class Inner:
         self.server = server
 
     def args(self, *extra: str) -> list[str]:
-        return ["-p", "pytest_pgtenants", f"--pgtenants-dsn={self.server}", "-p", "no:cacheprovider",
-                "-W", "ignore::pytest.PytestAssertRewriteWarning", *extra]
+        return [
+            "-p",
+            "pytest_pgtenants",
+            f"--pgtenants-dsn={self.server}",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "ignore::pytest.PytestAssertRewriteWarning",
+            *extra,
+        ]
 
     def run(self, *extra: str) -> pytest.RunResult:
         """Run in-process (fast) with ``--pgtenants-dsn`` set to the outer server."""

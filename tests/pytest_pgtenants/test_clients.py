@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-APPS = '''
+APPS = """
 from flask import Flask, request as flask_request
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
@@ -51,7 +51,7 @@ def fastapi_app(tenancy):
 def echo_host_app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [environ["HTTP_HOST"].encode()]
-'''
+"""
 
 
 def test_http_clients(inner) -> None:
@@ -73,7 +73,8 @@ def test_http_clients(inner) -> None:
             assert client.get("/").json()["rows"] == 1
             other = client.for_tenant(tenants["globex"])
             assert other.get("/").json() == {**other.get("/").json(), "schema": "globex", "rows": 0}
-            assert client.get("/", headers={"host": "globex.example.test"}).json()["schema"] == "globex"
+            by_header = client.get("/", headers={"host": "globex.example.test"})
+            assert by_header.json()["schema"] == "globex"
             assert client.for_host("nobody.example.test").get("/").status_code == 404
             assert client.for_host("bad host!").get("/").status_code == 400
 
@@ -81,7 +82,8 @@ def test_http_clients(inner) -> None:
             client = tenant_client(echo_host_app)
             assert client.get("/").text == tenant_url(tenant, "/")[len("http://"):-1]
             assert client.url("/x") == tenant_url(tenant, "/x")
-            assert tenant_client(echo_host_app, host="any.example.org").get("/").text == "any.example.org"
+            plain = tenant_client(echo_host_app, host="any.example.org")
+            assert plain.get("/").text == "any.example.org"
 
         async def test_async_client(tenancy, tenant, atenant_client):
             client = atenant_client(starlette_app(tenancy), route=True)
@@ -89,10 +91,19 @@ def test_http_clients(inner) -> None:
             assert response.json()["schema"] == tenant.schema
             assert (await client.for_host("nobody.example.test").get("/")).status_code == 404
 
+        from hypothesis import HealthCheck, given, settings
+        from pytest_pgtenants.strategies import hostile_hosts
+
+        @settings(max_examples=10, suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(host=hostile_hosts().filter(lambda h: h.isascii() and h.isprintable()))
+        def test_hostile_hosts_get_400(host, tenancy, tenant_client):
+            client = tenant_client(flask_app(tenancy), host="x.example.test", route=True)
+            assert client.get("/", headers={"host": host}).status_code == 400
+
         async def test_async_client_rejects_wsgi(atenant_client):
             with pytest.raises(TypeError, match="needs an ASGI app"):
                 atenant_client(echo_host_app, host="x.example.test")
         """
     )
     result = inner.run()
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=7)

@@ -70,5 +70,7 @@ def test_missing_optional_dependency(monkeypatch: pytest.MonkeyPatch) -> None:
     from pytest_pgtenants import _extras
 
     monkeypatch.setitem(sys.modules, "factory", None)
-    with pytest.raises(ImportError, match=r"pip install 'factory-boy'.*pytest-pgtenants\[factories\]"):
+    with pytest.raises(
+        ImportError, match=r"pip install 'factory-boy'.*pytest-pgtenants\[factories\]"
+    ):
         _extras.require("factory")

@@ -34,7 +34,8 @@ def test_tenant_fixtures(inner) -> None:
             assert tenant.schema.startswith("t_")
             with tenancy.connection(tenant) as conn:
                 tables = conn.execute(
-                    "select count(*) from pg_tables where schemaname = %s and tablename like 'shop%%'",
+                    "select count(*) from pg_tables"
+                    " where schemaname = %s and tablename like 'shop%%'",
                     [tenant.schema],
                 ).fetchone()[0]
                 cols = conn.execute(
@@ -181,7 +182,7 @@ def test_strict_mode(inner) -> None:
         ('tenants("acme", "acme")', "*'acme' is given twice*"),
         ('tenants("acme", domains=1)', "*takes no keyword arguments*"),
         ('pgtenants_strict("yes")', "*@pytest.mark.pgtenants_strict takes no arguments*"),
-        ('pgtenants_rollback(1)', "*@pytest.mark.pgtenants_rollback takes no arguments*"),
+        ("pgtenants_rollback(1)", "*@pytest.mark.pgtenants_rollback takes no arguments*"),
     ],
 )
 def test_marker_validation(inner, marker: str, message: str) -> None:
@@ -222,3 +223,71 @@ def test_fixture_docs(inner) -> None:
             "*Prove tenant isolation*",
         ]
     )
+
+
+def test_recycled_tenants_are_pristine(inner) -> None:
+    """Tenants retired after a test come back from the spare pool empty and unchanged.
+
+    Every test writes rows and uses the identity sequences; some also change the structure.
+    With a pool of 2 spares the later tests get recycled schemas: they must find no rows, ids
+    starting at 1 again, and none of the structural changes (those schemas are dropped).
+    """
+    inner.pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("n", range(12))
+        def test_dirty(n, tenant_conn, request):
+            assert tenant_conn.execute("select count(*) from shop_t0").fetchone()[0] == 0
+            assert tenant_conn.execute("select count(*) from shop_t1").fetchone()[0] == 0
+            cols = tenant_conn.execute(
+                "select count(*) from information_schema.columns"
+                " where table_schema = current_schema() and column_name = 'extra'"
+            ).fetchone()[0]
+            assert cols == 0
+            first = tenant_conn.execute(
+                "insert into shop_t0 (name) values ('a') returning id").fetchone()[0]
+            assert first == 1
+            tenant_conn.execute("insert into shop_t1 (name, ref_id) values ('b', %s)", [first])
+            if n % 3 == 0:
+                tenant_conn.execute("alter table shop_t2 add column extra int")
+            if n % 4 == 0:
+                tenant_conn.execute("create index shop_t3_extra on shop_t3 (amount)")
+
+        def test_janitor(request, tenancy):
+            from pytest_pgtenants.fixtures import SESSION_KEY
+            session = request.config.stash[SESSION_KEY]
+            session.janitor.drain()
+            assert session.stats["recycled"] >= 2, session.stats
+            assert session.stats["dropped"] >= 6, session.stats
+            assert not session.janitor.errors
+        """
+    )
+    inner.run("--pgtenants-spares=3").assert_outcomes(passed=13)
+
+
+def test_without_migrations(inner) -> None:
+    """Without a migrations directory tenants are empty schemas; no spares, same fixtures."""
+    inner.pytester.makeini("[pytest]\nasyncio_mode = auto\n")
+    inner.pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.tenants("acme", "globex")
+        def test_empty(tenants, tenant_conn, tenancy, assert_tenants_isolated):
+            tenant_conn.execute("create table notes (id int)")
+            with tenancy.connection("globex") as conn:
+                assert conn.execute(
+                    "select count(*) from pg_tables where schemaname = 'globex'"
+                ).fetchone()[0] == 0
+            assert_tenants_isolated.between()
+
+        @pytest.mark.tenants("acme")
+        def test_again(tenants, tenancy):
+            with tenancy.connection("acme") as conn:
+                assert conn.execute(
+                    "select count(*) from pg_tables where schemaname = 'acme'"
+                ).fetchone()[0] == 0
+        """
+    )
+    inner.run().assert_outcomes(passed=2)

@@ -18,7 +18,8 @@ class LeakyApp:
     def __call__(self, environ, start_response):
         schema = environ["HTTP_HOST"].split(".")[0]
         if self.cached is None:
-            self.conn.execute(sql.SQL("set search_path to {}, public").format(sql.Identifier(schema)))
+            path = sql.SQL("set search_path to {}, public").format(sql.Identifier(schema))
+            self.conn.execute(path)
             self.cached = schema   # stale from now on
         self.conn.execute("insert into shop_t0 (name) values ('order')")
         start_response("201 Created", [])
@@ -57,7 +58,8 @@ def test_negative_control_and_isolated_app(inner) -> None:
             app = IsolatedApp(tenancy)
             tenant_client(app, tenants["acme"], route=True).post("/orders")
             with assert_tenants_isolated(tenants["globex"]):
-                assert tenant_client(app, tenants["globex"], route=True).post("/").status_code == 201
+                client = tenant_client(app, tenants["globex"], route=True)
+                assert client.post("/").status_code == 201
             with tenancy.connection(tenants["globex"]) as conn:
                 assert conn.execute("select count(*) from shop_t0").fetchone()[0] == 1
             assert_tenants_isolated.between(tenants["acme"], tenants["globex"])
@@ -112,7 +114,7 @@ def test_block_catches_structure_and_shared_tables(inner) -> None:
 
 
 def test_between_catches_references_and_canaries(inner) -> None:
-    """Cross-schema FKs, views, defaults, triggers, function bodies; canaries through connections."""
+    """Cross-schema FKs, views, defaults, triggers, function bodies; canaries."""
     inner.pytester.makepyfile(
         """
         import contextlib
@@ -126,7 +128,9 @@ def test_between_catches_references_and_canaries(inner) -> None:
                     "alter table globex.shop_t1 add constraint cross_fk"
                     " foreign key (ref_id) references acme.shop_t0 (id)")
                 conn.execute("create sequence acme.counter")
-                conn.execute("alter table globex.shop_t2 add column n bigint default nextval('acme.counter')")
+                conn.execute(
+                    "alter table globex.shop_t2"
+                    " add column n bigint default nextval('acme.counter')")
                 conn.execute(
                     "create function acme.touch() returns trigger language plpgsql as"
                     " $$ begin return new; end $$")

@@ -15,7 +15,6 @@ import psycopg
 import pytest
 from psycopg import sql
 
-
 WORKLOAD = Path(__file__).resolve().parents[2] / "benchmarks" / "workload" / "migrations"
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and locks")
@@ -52,7 +51,9 @@ def _oid(server: str, dbname: str) -> int | None:
 
 def _drop(server: str, dbname: str) -> None:
     with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+        )
 
 
 @pytest.fixture
@@ -108,7 +109,12 @@ def test_concurrent_runs_share_one_template(inner, record_dir: Path, own_migrati
     inner.pytester.makepyfile(test_record_conc=RECORD)
     procs = [
         inner.pytester.popen(
-            [sys.executable, "-m", "pytest", *inner.args(f"--pgtenants-migrations={own_migrations}")],
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                *inner.args(f"--pgtenants-migrations={own_migrations}"),
+            ],
             stdout=open(os.devnull, "w"),  # noqa: SIM115
             stderr=open(os.devnull, "w"),  # noqa: SIM115
         )
@@ -132,7 +138,7 @@ def test_keep(inner, record_dir: Path) -> None:
                 "*pgtenants: kept for inspection*",
                 f"kept test database {record['db']}; connect with:",
                 f"*psql '*dbname={record['db']}*'",
-                f"*tenantkit shell --dsn '*dbname={record['db']}*' [[]--tenant SCHEMA[]]",
+                f"*tenantkit --dsn '*dbname={record['db']}*' shell [[]TENANT[]]",
             ]
         )
         db_conninfo = inner.server.replace("dbname=postgres", "") + f" dbname={record['db']}"
@@ -147,7 +153,9 @@ def test_keep(inner, record_dir: Path) -> None:
 
 def test_nothing_left_after_failure(inner, record_dir: Path) -> None:
     """A failing test run still drops its database."""
-    inner.pytester.makepyfile(test_record_fail=RECORD + "\n\ndef test_fails(tenant):\n    assert False\n")
+    inner.pytester.makepyfile(
+        test_record_fail=RECORD + "\n\ndef test_fails(tenant):\n    assert False\n"
+    )
     inner.run().assert_outcomes(passed=1, failed=1)
     assert not inner.databases(_records(record_dir)[-1]["db"])
 
@@ -228,7 +236,9 @@ def test_xdist_workers_share_one_embedded_server(inner, record_dir: Path) -> Non
 def test_xdist_with_dsn(inner, record_dir: Path) -> None:
     """Under -n 2 against a given server: a database per worker, both dropped."""
     inner.pytester.makepyfile(test_xdist_dsn=XDIST)
-    result = inner.pytester.runpytest_subprocess(*inner.args(), "-p", "xdist", "-n", "2", timeout=180)
+    result = inner.pytester.runpytest_subprocess(
+        *inner.args(), "-p", "xdist", "-n", "2", timeout=180
+    )
     result.assert_outcomes(passed=8)
     a, b = _records(record_dir)
     assert a["db"] != b["db"]

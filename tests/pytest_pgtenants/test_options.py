@@ -41,8 +41,15 @@ def test_precedence(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, 
     One inner run per step sets every option at that step and all the steps below it.
     """
     lines = ["[pytest]"]
-    args = ["-p", "pytest_pgtenants", "-p", "no:cacheprovider", "-s", "-W",
-            "ignore::pytest.PytestAssertRewriteWarning"]
+    args = [
+        "-p",
+        "pytest_pgtenants",
+        "-p",
+        "no:cacheprovider",
+        "-s",
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+    ]
     for name in NAMES:
         spec = SPECS[name]
         ini_value, env_value, cli_value = VALUES[name]  # type: ignore[misc]
@@ -84,14 +91,23 @@ def test_precedence(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, 
 
 
 @pytest.mark.parametrize("step", ["ini", "env", "cli"])
-def test_dsn_precedence(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+def test_dsn_precedence(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
     """The DSN follows the same precedence (and the header redacts passwords)."""
     values = {"ini": "host=ini.invalid", "env": "host=env.invalid", "cli": "host=cli.invalid"}
     pytester.makeini(f"[pytest]\npgtenants_dsn = {values['ini']} password=secret\n")
     monkeypatch.delenv("PGTENANTS_DSN", raising=False)
     if step in ("env", "cli"):
         monkeypatch.setenv("PGTENANTS_DSN", values["env"])
-    args = ["-p", "pytest_pgtenants", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    args = [
+        "-p",
+        "pytest_pgtenants",
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+    ]
     if step == "cli":
         args.append(f"--pgtenants-dsn={values['cli']}")
     pytester.makepyfile("def test_nothing(): pass")
@@ -101,11 +117,20 @@ def test_dsn_precedence(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPat
     assert "secret" not in result.stdout.str()
 
 
-def test_default_dsn_is_embedded(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_dsn_is_embedded(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without any DSN the header says the embedded server will be used (none started here)."""
     monkeypatch.delenv("PGTENANTS_DSN", raising=False)
     pytester.makepyfile("def test_nothing(): pass")
-    result = pytester.runpytest_inprocess("-p", "pytest_pgtenants", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning")
+    result = pytester.runpytest_inprocess(
+        "-p",
+        "pytest_pgtenants",
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+    )
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["pgtenants: dsn=embedded (default),*"])
 
@@ -115,7 +140,10 @@ def test_default_dsn_is_embedded(pytester: pytest.Pytester, monkeypatch: pytest.
     [
         (["--pgtenants-spares=lots"], "*--pgtenants-spares: expected an integer*'lots'*"),
         (["--pgtenants-spares=-1"], "*--pgtenants-spares: must not be negative*"),
-        (["--pgtenants-migrations=nowhere"], "*migrations directory*nowhere*(from cli) does not exist*"),
+        (
+            ["--pgtenants-migrations=nowhere"],
+            "*migrations directory*nowhere*(from cli) does not exist*",
+        ),
     ],
 )
 def test_invalid_values(pytester: pytest.Pytester, args: list[str], message: str) -> None:
@@ -168,9 +196,36 @@ def test_plugin_import_starts_nothing(
         """
         import sys
         def test_modules():
-            assert "psycopg" not in sys.modules
+            ours = sorted(m for m in sys.modules if m.startswith(("pytest_pgtenants", "tenantkit")))
+            assert "psycopg" not in sys.modules, ours
             assert "tenantkit.server" not in sys.modules
         """
     )
-    result = pytester.runpytest_subprocess("-p", "pytest_pgtenants", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning")
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "pytest_pgtenants",
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+    )
+    result.assert_outcomes(passed=1)
+
+
+def test_loaded_with_pytest_plugins(pytester: pytest.Pytester) -> None:
+    """`pytest_plugins = ["pytest_pgtenants"]` in a conftest loads hooks, options and fixtures."""
+    pytester.makeconftest('pytest_plugins = ["pytest_pgtenants"]')
+    pytester.makepyfile(
+        """
+        def test_settings(pgtenants_settings):
+            assert pgtenants_settings.spares == 5
+        """
+    )
+    result = pytester.runpytest_inprocess(
+        "--pgtenants-spares=5",
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+    )
     result.assert_outcomes(passed=1)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import psycopg
 from _migrations_support import mig_dir, mig_tenancy, shared_name  # noqa: F401 (fixtures)
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from tenantkit.catalog import Difference, diff_objects, rewrite_schema, schema_sizes
 from tenantkit.tenancy import Tenancy
@@ -53,3 +55,20 @@ def test_schema_sizes(mig_tenancy: Tenancy, conn: psycopg.Connection) -> None:
     name = mig_tenancy.create_tenant(f"{mig_tenancy.shared_schema}_a").schema
     sizes = schema_sizes(conn, [name])
     assert sizes[name] > 0
+
+
+_IDENT = st.from_regex(r"[a-z_][a-z0-9_]{0,15}", fullmatch=True)
+
+
+@given(schema=_IDENT, table=_IDENT, other=_IDENT)
+def test_rewrite_schema_round_trips(schema: str, table: str, other: str) -> None:
+    assume("tk_target" not in (schema, table, other) and other != schema)
+    text = (
+        f"select * from {schema}.{table} join {other}.{table} on true "
+        f"where nextval('{schema}.{table}_seq'::regclass) > 0 and x{schema}.y = {schema}"
+    )
+    moved = rewrite_schema(text, schema, '"tk_target"')
+    # Only the qualified references moved: other schemas, longer names and bare words did not.
+    assert f"{other}.{table}" in moved and f"x{schema}.y" in moved
+    assert moved.count('"tk_target".') == 2
+    assert rewrite_schema(moved, "tk_target", schema) == text

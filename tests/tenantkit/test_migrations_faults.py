@@ -159,3 +159,25 @@ def test_killed_run_is_resumed(
         f'select status from "{shared}".tenantkit_migration_runs where id = %s', (first.run_id,)
     ).fetchone()
     assert status == ("interrupted",)
+
+
+def test_deferred_constraint_failing_at_commit(
+    mig_tenancy: Tenancy, conn: psycopg.Connection, mig_dir: Path
+) -> None:
+    (name,) = _tenants(mig_tenancy, 1)
+    write(
+        mig_dir,
+        "tenant/0003_refs.sql",
+        "create table refs (id int primary key,\n"
+        "    parent int references refs (id) deferrable initially deferred);\n"
+        "insert into refs values (1, 42);\n",
+    )
+    report = migrate(mig_tenancy)
+    result = report[name]
+    assert (result.status, result.applied, result.migration) == ("failed", (), "0003_refs")
+    assert "refs" not in [
+        r[0]
+        for r in conn.execute(
+            "select table_name from information_schema.tables where table_schema = %s", (name,)
+        )
+    ]

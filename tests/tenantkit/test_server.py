@@ -20,7 +20,6 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import psycopg
@@ -227,23 +226,37 @@ def test_parent_exit_cleans_up(mode: str) -> None:
     assert_cleaned_up(info["pid"], Path(info["base"]))
 
 
+_CHAINING_CHILD = textwrap.dedent(
+    """
+    import json, os, signal
+    from tenantkit.server import EmbeddedServer
+
+    calls = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: calls.append(signum))
+    server = EmbeddedServer().start()
+    info = {"pid": server.pid, "base": str(server.base_dir)}
+    os.kill(os.getpid(), signal.SIGTERM)
+    info.update(calls=calls, running=server.running)
+    print(json.dumps(info), flush=True)
+    """
+)
+
+
 def test_sigterm_chains_to_previous_handler() -> None:
-    calls: list[int] = []
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        calls.append(signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        server = EmbeddedServer().start()
-        pid, base = server.pid, server.base_dir
-        assert pid is not None
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert wait_for(lambda: calls == [signal.SIGTERM], timeout=5)
-        assert not server.running
-        assert_cleaned_up(pid, base)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # In a child process: the handler stops every server of its process, and this test
+    # process has its own session server to keep.
+    result = subprocess.run(
+        [sys.executable, "-c", _CHAINING_CHILD],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "PGTENANTS_DSN"},
+        check=True,
+    )
+    info = json.loads(result.stdout)
+    assert info["calls"] == [signal.SIGTERM]  # the previous handler ran, and we survived it
+    assert info["running"] is False
+    assert_cleaned_up(info["pid"], Path(info["base"]))
 
 
 def test_two_servers_get_different_ports() -> None:
@@ -453,7 +466,6 @@ def test_as_root_runs_as_unprivileged_account() -> None:
     with EmbeddedServer() as server:
         owner = pwd.getpwuid(server.data_dir.stat().st_uid).pw_name
         assert server.account == owner != "root"
-        assert Path(f"/proc/{server.pid}/status").read_text().count("Uid:") == 1
         uid_line = next(
             line
             for line in Path(f"/proc/{server.pid}/status").read_text().splitlines()
