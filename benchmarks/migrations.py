@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -147,6 +148,8 @@ def main() -> None:
     args = parser.parse_args()
     with server_conninfo(args.dsn) as server, scratch_database(server) as db:
         rows = run(db, args.repeat, args.tenants, args.noop_tenants, args.rounds)
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     width = max(len(r[0]) for r in rows)
     print(f"{'what':<{width}}  {'bare DDL':>10}  {'tenantkit':>10}  {'ratio':>6}  target")
     for what, floor, ours, target in rows:
@@ -262,6 +265,9 @@ def second_migration(rows: list[Any], db: str, v1: Path, n: int, rounds: int) ->
         # Best of the rounds, both sides alike: the run least disturbed by other load on the
         # machine measures the work itself.
         best = {k: min(v) for k, v in times.items()}
+        for (side, jobs, executor), samples in times.items():
+            shown = ", ".join(f"{x * 1000:.0f}" for x in samples)
+            print(f"  0002 rounds, {side} jobs={jobs} {executor}: [{shown}] ms", file=sys.stderr)
         for side, jobs, executor in variants:
             if side == "ours":
                 rows.append(

@@ -77,7 +77,7 @@ SELECT n.nspname, n.oid::bigint, f.fingerprint, f.used, f.sequences
 _RESET_SEQUENCES = """
 SELECT count(setval(s.seqrelid, s.seqstart, false))
   FROM pg_sequence s
- WHERE s.seqrelid = ANY(%(oids)s::oid[]) AND pg_sequence_last_value(s.seqrelid) IS NOT NULL
+ WHERE s.seqrelid = ANY({oids}::oid[]) AND pg_sequence_last_value(s.seqrelid) IS NOT NULL
 """
 
 Baseline = tuple[str, bool]  # (catalog fingerprint, had rows when built)
@@ -117,18 +117,23 @@ def recycle(
             if row is None or int(row[1]) != nsp_oid or row[2] != baseline[0]:
                 return False
             used: list[str] = list(row[3])
+            spare = SPARE_PREFIX + secrets.token_hex(8)
+            # Everything else in one round trip (the janitor competes with the tests for the
+            # same two cores, so fewer messages matter).
+            statements: list[sql.Composable] = []
             if used:
                 # FK order does not matter with triggers off; needs a superuser.
-                conn.execute("SET LOCAL session_replication_role = replica")
-                conn.execute(
-                    sql.SQL("; ").join(
-                        sql.SQL("DELETE FROM {}").format(sql.Identifier(holding, t)) for t in used
-                    )
+                statements.append(sql.SQL("SET LOCAL session_replication_role = replica"))
+                statements.extend(
+                    sql.SQL("DELETE FROM {}").format(sql.Identifier(holding, t)) for t in used
                 )
             if row[4]:
-                conn.execute(_RESET_SEQUENCES, {"oids": list(row[4])})
-            spare = SPARE_PREFIX + secrets.token_hex(8)
-            conn.execute(
+                statements.append(
+                    sql.SQL(_RESET_SEQUENCES).format(
+                        oids=sql.Literal("{" + ",".join(str(o) for o in row[4]) + "}")
+                    )
+                )
+            statements.append(
                 sql.SQL(
                     "ALTER SCHEMA {holding} RENAME TO {spare};"
                     " UPDATE {shared}.tenantkit_migration_state SET schema = {spare_lit}"
@@ -142,6 +147,7 @@ def recycle(
                     holding_lit=sql.Literal(holding),
                 )
             )
+            conn.execute(sql.SQL("; ").join(statements))
     except psycopg.errors.InsufficientPrivilege:
         return False
     return True

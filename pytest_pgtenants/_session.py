@@ -484,13 +484,13 @@ def _retire(tenancy: Tenancy, tenant: Tenant) -> tuple[str, int] | None:
     with tenancy.admin_connection() as conn, conn.transaction():
         # A connection the test left open inside a transaction on this tenant's tables would
         # block the rename forever; fail the teardown with a clear message instead.
-        conn.execute("SET LOCAL lock_timeout = '10s'")
         row = conn.execute(
             sql.SQL(
                 "SELECT t.id, n.oid::bigint,"
                 " to_regclass(format('%%I.tenantkit_migration_state', %s::text)) IS NOT NULL"
                 " FROM {}.tenantkit_tenants t JOIN pg_namespace n ON n.nspname = t.schema"
-                " WHERE t.schema = %s FOR UPDATE OF t"
+                " WHERE t.schema = %s AND set_config('lock_timeout', '10s', true) IS NOT NULL"
+                " FOR UPDATE OF t"
             ).format(shared),
             [tenancy.shared_schema, tenant.schema],
         ).fetchone()

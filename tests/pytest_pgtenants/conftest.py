@@ -101,3 +101,11 @@ class Inner:
 def inner(project: pytest.Pytester, plugin_server: str) -> Inner:
     """Run inner pytest sessions of ``project`` against the outer server."""
     return Inner(project, plugin_server)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_inner_asyncio(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner runs without our ini would warn about pytest-asyncio's unset loop scope."""
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when it starts
+        monkeypatch.setenv("PYTEST_ADDOPTS", "-o asyncio_default_fixture_loop_scope=function")
