@@ -34,7 +34,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tenantkit.migrations import migrate, plan
+from tenantkit.migrations import load_migrations, migrate, plan
+from tenantkit.migrations._loader import migrations_digest
 from tenantkit.provisioning import MigrationProvisioner, Template
 from tenantkit.tenancy import Tenancy
 
@@ -128,11 +129,20 @@ def revert_0002(conninfo: str, shared: str, schemas: Sequence[str]) -> None:
                     f"set local search_path to {ident};\n{REVERT}"
                     "delete from tenantkit_migrations where id = '0002_note';".encode()
                 )
+        # The summary goes back to "0001 applied", as a migrate() that had stopped there
+        # would have left it.
+        first = load_migrations(WORKLOAD).tenant[0]
         conn.execute(
-            sql.SQL("delete from {}.tenantkit_migration_state where schema = any(%s)").format(
-                sql.Identifier(shared)
+            sql.SQL(
+                "update {}.tenantkit_migration_state set applied = %s, checksums = %s, "
+                "digest = %s where schema = any(%s)"
+            ).format(sql.Identifier(shared)),
+            (
+                [first.id],
+                [first.checksum],
+                migrations_digest([(first.id, first.checksum)]),
+                list(schemas),
             ),
-            (list(schemas),),
         )
         conn.execute("vacuum analyze")
 

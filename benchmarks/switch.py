@@ -13,12 +13,12 @@ The same one-row query, one request = borrow a pooled connection, run it, commit
     schema-per-tenant itself, not to the switch: (e) is the floor (b) cannot go below,
     and ``b / e`` is what switching adds on top of it.
 
-Each variant is timed interleaved request by request with (a) (a, X, a, X, ...) and its ratio
-is the median of its requests over the median of the (a) requests it alternated with. Pairs,
+Each variant is timed interleaved request by request with (a) (a, X, a, X, ...), in blocks of
+--requests; its ratio is the median over the blocks of its median over (a)'s median. Pairs,
 not all variants in one rotation: every variant has its own server backend, and the ones that
 rotate over 100 tables (b, d, e) evict each other's cached catalog entries, plans and buffers
 from the CPU caches on every request when run back to back, which would charge each of them
-for the others (measured: about +0.1 on b's ratio). Pairs give every variant the same
+for the others (measured: +0.15 on b's ratio). Pairs give every variant the same
 neighbour, and shared-machine noise still weighs on both sides of each ratio alike.
 
 Prints the time per request, the ratio to (a), the round trips per request counted on the client

@@ -34,7 +34,6 @@ transactions, for ``Connection`` and ``AsyncConnection`` alike.
 from __future__ import annotations
 
 import re
-import weakref
 from typing import Any
 
 import psycopg
@@ -88,13 +87,11 @@ def _scan(query: object, conn: psycopg.BaseConnection[Any]) -> int:
 class _PathPrepareManager(PrepareManager):
     """psycopg's prepared-statement cache, keyed by the path of the running transaction."""
 
-    def __init__(self, conn: _TenantState) -> None:
-        super().__init__()
-        self._conn = weakref.ref(conn)
+    #: Path of the running transaction, pushed by the connection (its ``_tk_active``).
+    path: bytes | None = None
 
     def key(self, query: PostgresQuery) -> Any:  # type: ignore[override]
-        conn = self._conn()
-        return (query.query, query.types, conn._tk_active if conn is not None else None)
+        return (query.query, query.types, self.path)
 
 
 class _TenantState(psycopg.BaseConnection[Any]):
@@ -115,8 +112,17 @@ class _TenantState(psycopg.BaseConnection[Any]):
     #: Path to apply with SET LOCAL before the next query of the running transaction
     #: (a switch made by use_tenant() in the middle of a transaction).
     _tk_local: bytes | None = None
-    #: Path of the running transaction as far as we know (keys prepared statements).
-    _tk_active: bytes | None = None
+    _prepared: PrepareManager
+
+    @property
+    def _tk_active(self) -> bytes | None:
+        """Path of the running transaction as far as we know (keys prepared statements)."""
+        return getattr(self._prepared, "path", None)
+
+    @_tk_active.setter
+    def _tk_active(self, path: bytes | None) -> None:
+        self._prepared.path = path  # type: ignore[attr-defined]
+
     #: Shared schema and extras of the configuring tenancy (for use_tenant()).
     _tk_base: tuple[str, ...] = ("public",)
 
@@ -205,7 +211,9 @@ class _TenantState(psycopg.BaseConnection[Any]):
         self, command: Any, result_format: pq.Format = pq.Format.TEXT
     ) -> PQGen[PGresult | None]:
         if isinstance(command, bytes):
-            if command.startswith(b"BEGIN") and command == self._get_tx_start_command():
+            if command.startswith(b"BEGIN") and command == (
+                self._begin_statement or self._get_tx_start_command()
+            ):
                 extra = self._tk_begin_extra()
                 if extra is not None:
                     return self._tk_begin_gen(command + b"; " + extra, command, extra)
@@ -214,13 +222,19 @@ class _TenantState(psycopg.BaseConnection[Any]):
         return super()._exec_command(command, result_format)
 
     def _tk_begin_extra(self) -> bytes | None:
+        # The per-transaction hot path: kept free of calls for a bound tenant.
         self._tk_local = None  # the new transaction gets its path with BEGIN
-        want = self._tk_active = self._tk_path()
+        want = self._tk_want
+        if want is None:
+            want = self._tk_path()
+        self._prepared.path = want  # type: ignore[attr-defined]  # i.e. self._tk_active
         if want is None:
             return None
         if self._tk_pgbouncer:
             return b"SET LOCAL search_path TO " + want
-        self._tk_settle()
+        if self._tk_inflight is not None:  # self._tk_settle(), inlined
+            self._tk_inflight = None
+            self._tk_confirmed = None
         if want == self._tk_confirmed:
             return None
         self._tk_inflight = want
@@ -256,7 +270,10 @@ class TenantCursor(psycopg.Cursor[Row]):
 
     def _start_query(self, query: Any = None) -> PQGen[None]:
         conn: _TenantState = self._conn  # type: ignore[assignment]
-        flags = conn._tk_flags(query, conn) if query is not None else 0
+        # A query string seen before: its flags straight from the cache, no call.
+        flags = _NOTE_CACHE.get(query) if query.__class__ is str else None
+        if flags is None:
+            flags = conn._tk_flags(query, conn) if query is not None else 0
         start = super()._start_query(query)
         if not flags and conn._tk_local is None:  # the common case: no extra generator layer
             return start
@@ -268,7 +285,10 @@ class AsyncTenantCursor(psycopg.AsyncCursor[Row]):
 
     def _start_query(self, query: Any = None) -> PQGen[None]:
         conn: _TenantState = self._conn  # type: ignore[assignment]
-        flags = conn._tk_flags(query, conn) if query is not None else 0
+        # A query string seen before: its flags straight from the cache, no call.
+        flags = _NOTE_CACHE.get(query) if query.__class__ is str else None
+        if flags is None:
+            flags = conn._tk_flags(query, conn) if query is not None else 0
         start = super()._start_query(query)
         if not flags and conn._tk_local is None:  # the common case: no extra generator layer
             return start
@@ -290,7 +310,7 @@ class TenantConnection(_TenantState, psycopg.Connection[Row]):
     ) -> None:
         super().__init__(pgconn, row_factory)
         self.cursor_factory = TenantCursor
-        self._prepared = _PathPrepareManager(self)
+        self._prepared = _PathPrepareManager()
         self.prepared_max = PREPARED_MAX
 
 
@@ -304,5 +324,5 @@ class AsyncTenantConnection(_TenantState, psycopg.AsyncConnection[Row]):
     ) -> None:
         super().__init__(pgconn, row_factory)
         self.cursor_factory = AsyncTenantCursor
-        self._prepared = _PathPrepareManager(self)
+        self._prepared = _PathPrepareManager()
         self.prepared_max = PREPARED_MAX

@@ -1,7 +1,7 @@
 """Bringing one schema to the head: the unit every executor and the provisioner run.
 
 Each run of consecutive transactional migrations commits in one transaction together with
-the schema's history rows, its central summary row and its journal row, under a per-schema
+the schema's history rows and its central summary row, under a per-schema
 advisory lock taken before the history is read: a second migrator waits, then sees the rows
 the first committed and applies nothing. A killed backend rolls the whole group back, so a
 schema is always at its old or its new version.
@@ -9,7 +9,6 @@ schema is always at its old or its new version.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -63,10 +62,8 @@ def state_digest(applied_ids: Sequence[str], migrations: Sequence[Migration]) ->
     return migrations_digest((m.id, m.checksum) for m in migrations if m.id in done)
 
 
-def record_sql(
-    schema: str, shared: str, *, history: bool = True, journal: bool = False
-) -> sql.Composed:
-    """One statement writing history rows, the summary row and (optionally) the journal row."""
+def record_sql(schema: str, shared: str, *, history: bool = True) -> sql.Composed:
+    """One statement writing the history rows and the summary row."""
     parts: list[sql.Composable] = []
     if history:
         parts.append(
@@ -90,19 +87,6 @@ def record_sql(
             "digest = excluded.digest, updated_at = now())"
         ).format(sql.Identifier(shared))
     )
-    if journal:
-        parts.append(
-            sql.SQL(
-                "j as (insert into {}.tenantkit_migration_journal "
-                "(run_id, schema, status, migrations, duration_ms) "
-                "select %(run_id)s, %(schema)s, 'applied', %(ids)s, "
-                "(select sum(duration_ms) from h) "
-                "on conflict (run_id, schema) do update set status = 'applied', "
-                "migrations = tenantkit_migration_journal.migrations || excluded.migrations, "
-                "duration_ms = coalesce(tenantkit_migration_journal.duration_ms, 0) "
-                "+ excluded.duration_ms, error = null, at = now())"
-            ).format(sql.Identifier(shared))
-        )
     return sql.SQL("with {} select 1").format(sql.SQL(", ").join(parts))
 
 
@@ -122,23 +106,24 @@ def apply_schema(
     kind: SchemaKind,
     shared: str,
     migrations: Sequence[Migration],
-    run_id: int | None = None,
+    hint: Sequence[str] | None = None,
 ) -> SchemaResult:
     """Apply what is pending in ``schema`` and return the outcome; never raises for a failure
     of the schema's own migrations (they are reported), only for a broken connection.
 
     ``conn`` must be in autocommit mode: transactional groups open their own transaction and
-    non-transactional migrations need to run outside one.
+    non-transactional migrations need to run outside one. ``hint``, the IDs the plan found
+    pending, enables the one-round-trip path.
     """
     t0 = time.perf_counter()
     applied: list[str] = []
     try:
         # Spares need their pool row locked as well: they always take the careful path.
         slow = kind == "spare" or (
-            _fast_step(conn, schema, kind, shared, migrations, run_id, applied) is not None
+            _fast_step(conn, schema, kind, shared, migrations, applied, hint) is not None
         )
         while slow:
-            step = _apply_step(conn, schema, kind, shared, migrations, run_id, applied)
+            step = _apply_step(conn, schema, kind, shared, migrations, applied)
             if step is None:
                 break
             if step == "vanished":
@@ -154,8 +139,6 @@ def apply_schema(
         cause = exc.cause
         if isinstance(cause, psycopg.OperationalError) and conn.closed:
             raise cause from None
-        if run_id is not None and not conn.closed:
-            _journal_failure(conn, shared, run_id, schema, str(cause))
         return SchemaResult(
             schema,
             kind,
@@ -176,77 +159,68 @@ def _fast_step(
     kind: SchemaKind,
     shared: str,
     migrations: Sequence[Migration],
-    run_id: int | None,
     applied: list[str],
+    hint: Sequence[str] | None,
 ) -> str | None:
-    """The common case in two round trips: returns None when done, "slow" to hand over to
-    :func:`_apply_step` (no history table yet, non-transactional migration next).
+    """The common case in one round trip; returns None when done, "slow" to hand over to
+    :func:`_apply_step`, which also re-runs a failed attempt to say which migration failed.
 
-    Round trip 1: ``BEGIN``, the advisory lock and search_path, then the history read as a
-    separate statement (so its snapshot is taken after the lock is granted). Round trip 2:
-    the last pending migration, the bookkeeping statement and ``COMMIT`` in one message. The
-    bare DDL itself needs three (BEGIN, the script, COMMIT).
+    ``hint`` is what the plan found pending. One message carries ``BEGIN``, the advisory lock
+    and search_path, a guard statement, every pending migration, the bookkeeping statement and
+    ``COMMIT``. The guard runs after the lock is granted (each statement of a message takes its
+    own snapshot) and aborts the transaction unless the schema's history is exactly what the
+    plan expected, so a concurrent migrator or a stale summary only costs a retry on the
+    careful path. Sending the bare DDL in its own transaction takes three round trips.
     """
-    lock = sql.SQL(
-        "begin;\nselect pg_advisory_xact_lock({ns}, {key}), "
-        "set_config('search_path', {path}, true);\n"
-        "select id, checksum from {history} order by applied_at, id"
+    if not hint:
+        return "slow"
+    wanted = set(hint)
+    pending = [m for m in migrations if m.id in wanted]
+    if not pending or any(not m.transactional or m.sql is None for m in pending):
+        return "slow"
+    before = [m for m in migrations if m.id not in wanted]
+    expected = sorted(f"{m.id}:{m.checksum}" for m in before)
+    head = sql.SQL(
+        "begin;\n"
+        "select pg_advisory_xact_lock({ns}, {key}), set_config('search_path', {path}, true);\n"
+        # clock_timestamp() keeps the planner from folding the failing cast into every plan.
+        "select case when coalesce((select array_agg(id || ':' || checksum order by id "
+        "collate \"C\") from {history}), '{{}}') = {expected}::text[] then null "
+        "else ({marker} || clock_timestamp())::int end;\n"
     ).format(
         ns=sql.Literal(LOCK_NAMESPACE),
         key=sql.Literal(schema_lock_key(schema)),
         path=sql.Literal(search_path_value(conn, schema, shared)),
         history=sql.Identifier(schema, "tenantkit_migrations"),
+        expected=sql.Literal(expected),
+        marker=sql.Literal(_GUARD_MARKER),
     )
-    current: str | None = None
+    durs: list[float | None] = [None] * len(pending)  # timed by the server, see record_sql
+    query, params = _record_args(
+        schema, kind, shared, migrations, [m.id for m in before], pending, durs
+    )
+    message = b"".join(
+        [
+            head.as_string(conn).encode(),
+            *(m.sql.encode() + b"\n;\n" for m in pending if m.sql is not None),
+            ClientCursor(conn).mogrify(query, params).encode(),
+            b";\ncommit",
+        ]
+    )
     try:
-        try:
-            cur = conn.execute(lock.as_string(conn).encode())
-        except psycopg.errors.UndefinedTable:
-            conn.rollback()
-            return "slow"  # a schema never migrated (or gone): the careful path handles it
-        cur.nextset()
-        cur.nextset()
-        done = [(r[0], r[1]) for r in cur.fetchall()]
-        check_checksums(schema, done, migrations)
-        ids = [mid for mid, _ in done]
-        known = set(ids)
-        pending = [m for m in migrations if m.id not in known]
-        group: list[Migration] = []
-        for m in pending:
-            if not m.transactional:
-                break
-            group.append(m)
-        if pending and not group:
-            conn.rollback()
-            return "slow"
-        durs: list[float | None] = []
-        for m in group[:-1]:
-            current = m.id
-            t = time.perf_counter()
-            m.run(conn)
-            durs.append((time.perf_counter() - t) * 1000)
-        last = group[-1] if group else None
-        script = b""
-        if last is not None:
-            current = last.id
-            if last.sql is None:
-                t = time.perf_counter()
-                last.run(conn)
-                durs.append((time.perf_counter() - t) * 1000)
-            else:
-                script = last.sql.encode() + b"\n;\n"
-                durs.append(None)  # timed by the server, in the message it travels in
-        query, params = _record_args(schema, kind, shared, migrations, ids, group, durs, run_id)
-        message = script + ClientCursor(conn).mogrify(query, params).encode() + b";\ncommit"
         conn.execute(message)
-    except Exception as exc:
-        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+    except psycopg.Error as exc:
+        if conn.closed:
+            raise _Failure(pending[0].id if len(pending) == 1 else None, exc) from exc
+        if conn.info.transaction_status != TransactionStatus.IDLE:
             conn.rollback()
-        if isinstance(exc, MigrationError):
-            raise _Failure(exc.migration or current, exc) from exc
-        raise _Failure(current, exc) from exc
-    applied.extend(m.id for m in group)
-    return "slow" if len(group) < len(pending) else None
+        return "slow"
+    applied.extend(m.id for m in pending)
+    return None
+
+
+#: Text of the guard's deliberate error (see _fast_step).
+_GUARD_MARKER = "tenantkit: history changed since planning "
 
 
 def _apply_step(
@@ -255,7 +229,6 @@ def _apply_step(
     kind: SchemaKind,
     shared: str,
     migrations: Sequence[Migration],
-    run_id: int | None,
     applied: list[str],
 ) -> str | None:
     """Apply the next group of pending migrations; None when nothing is left."""
@@ -283,7 +256,7 @@ def _apply_step(
             # From here on (recording, and deferred constraints checked at COMMIT) a failure is
             # charged to the group's last migration.
             if group or not pending:
-                _record(conn, schema, kind, shared, migrations, ids, group, durs, run_id)
+                _record(conn, schema, kind, shared, migrations, ids, group, durs)
             if not group and pending:
                 non_tx = pending[0]
         if group:
@@ -298,7 +271,7 @@ def _apply_step(
     except Exception as exc:
         raise _Failure(current, exc) from exc
     try:
-        _run_non_transactional(conn, schema, kind, shared, migrations, non_tx, run_id)
+        _run_non_transactional(conn, schema, kind, shared, migrations, non_tx)
     except Exception as exc:
         raise _Failure(non_tx.id, exc) from exc
     applied.append(non_tx.id)
@@ -360,15 +333,12 @@ def _record_args(
     before_ids: list[str],
     group: Sequence[Migration],
     durs: Sequence[float | None],
-    run_id: int | None,
 ) -> tuple[sql.Composed, dict[str, Any]]:
     by_id = {m.id: m for m in migrations}
     all_ids = [*before_ids, *(m.id for m in group)]
     done = set(all_ids)
     ordered = [m for m in migrations if m.id in done]
-    query = record_sql(
-        schema, shared, history=bool(group), journal=run_id is not None and bool(group)
-    )
+    query = record_sql(schema, shared, history=bool(group))
     return query, {
         "ids": [m.id for m in group],
         "sums": [m.checksum for m in group],
@@ -378,7 +348,6 @@ def _record_args(
         "all_ids": [m.id for m in ordered],
         "all_sums": [by_id[m.id].checksum for m in ordered],
         "digest": state_digest(all_ids, migrations),
-        "run_id": run_id,
     }
 
 
@@ -394,7 +363,6 @@ def _run_non_transactional(
     shared: str,
     migrations: Sequence[Migration],
     migration: Migration,
-    run_id: int | None,
 ) -> None:
     """Run one non-transactional migration alone, under the session-level schema lock."""
     done = _lock_and_read(conn, schema, kind, shared, xact=False)
@@ -411,26 +379,10 @@ def _run_non_transactional(
         # applied but unrecorded, and it runs again next time, so such migrations must be
         # idempotent (CREATE INDEX CONCURRENTLY IF NOT EXISTS ...), as docs/migrations.md says.
         with conn.transaction():
-            _record(conn, schema, kind, shared, migrations, ids, [migration], [dur], run_id)
+            _record(conn, schema, kind, shared, migrations, ids, [migration], [dur])
     finally:
         if not conn.closed:
             conn.execute(
                 "select pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, schema_lock_key(schema))
             )
             conn.execute("reset search_path")
-
-
-def _journal_failure(
-    conn: psycopg.Connection[Any], shared: str, run_id: int, schema: str, error: str
-) -> None:
-    # Best effort after a failure: the failure itself is in the report, and the schema's own
-    # history (the truth) was rolled back with the migration.
-    with contextlib.suppress(psycopg.Error):
-        conn.execute(
-            sql.SQL(
-                "insert into {}.tenantkit_migration_journal (run_id, schema, status, error) "
-                "values (%s, %s, 'failed', %s) on conflict (run_id, schema) do update "
-                "set status = 'failed', error = excluded.error, at = now()"
-            ).format(sql.Identifier(shared)),
-            (run_id, schema, error),
-        )

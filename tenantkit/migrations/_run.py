@@ -111,7 +111,7 @@ def migrate(
         work = [e for e in pending if e.kind != "shared"]
         shared_entry = next((e for e in pending if e.kind == "shared"), None)
         if shared_entry is not None:
-            result = _migrate_shared(conn, target, mset, run_id)
+            result = _migrate_shared(conn, target, mset, shared_entry.pending)
             report(result)
             if result.status == "failed":
                 # Tenant migrations may rely on what the shared ones create: do not start them.
@@ -122,12 +122,12 @@ def migrate(
                 work = []
         if work:
             if executor == "sequential" or len(work) == 1:
-                _run_sequential(conn, target, mset, work, run_id, fail_fast, report)
+                _run_sequential(conn, target, mset, work, fail_fast, report)
             elif executor == "threads":
-                _run_threads(target, mset, work, run_id, fail_fast, report, jobs, chunk_size or 1)
+                _run_threads(target, mset, work, fail_fast, report, jobs, chunk_size or 1)
             else:
                 size = chunk_size or max(1, min(50, math.ceil(len(work) / (jobs * 4))))
-                _run_processes(target, work, run_id, fail_fast, report, jobs, size)
+                _run_processes(target, work, fail_fast, report, jobs, size)
         if conn.closed:
             # The sequential worker shares this connection, and its backend may have died.
             with psycopg.connect(target.conninfo, autocommit=True) as again:
@@ -164,23 +164,44 @@ def _start_run(conn: psycopg.Connection[Any], shared: str, total: int) -> tuple[
 def _finish_run(
     conn: psycopg.Connection[Any], shared: str, run_id: int, results: Sequence[SchemaResult]
 ) -> None:
+    """Close the journal entry and write its per-schema rows, in one statement.
+
+    Written at the end rather than with each schema, to keep the per-schema transaction to the
+    schema's own history and summary row; what a killed run did is in those histories.
+    """
     failed = sum(r.status == "failed" for r in results)
+    ident = sql.Identifier(shared)
     conn.execute(
         sql.SQL(
-            "update {}.tenantkit_migration_runs set finished_at = now(), status = %s, "
-            "applied = %s, failed = %s where id = %s"
-        ).format(sql.Identifier(shared)),
-        (
-            "failed" if failed else "done",
-            sum(r.status == "applied" for r in results),
-            failed,
-            run_id,
-        ),
+            "with r as (update {}.tenantkit_migration_runs set finished_at = now(), "
+            "status = %(status)s, applied = %(applied)s, failed = %(failed)s "
+            "where id = %(run)s) "
+            "insert into {}.tenantkit_migration_journal "
+            "(run_id, schema, status, migrations, error, duration_ms) "
+            "select %(run)s, s, st, string_to_array(m, ','), e, d from unnest("
+            "%(schemas)s::text[], %(statuses)s::text[], %(migs)s::text[], %(errors)s::text[], "
+            "%(durs)s::float8[]) as u(s, st, m, e, d) "
+            "on conflict (run_id, schema) do nothing"
+        ).format(ident, ident),
+        {
+            "status": "failed" if failed else "done",
+            "applied": sum(r.status == "applied" for r in results),
+            "failed": failed,
+            "run": run_id,
+            "schemas": [r.schema for r in results],
+            "statuses": [r.status for r in results],
+            "migs": [",".join(r.applied) for r in results],
+            "errors": [r.error for r in results],
+            "durs": [r.duration * 1000 for r in results],
+        },
     )
 
 
 def _migrate_shared(
-    conn: psycopg.Connection[Any], target: Target, mset: MigrationSet, run_id: int
+    conn: psycopg.Connection[Any],
+    target: Target,
+    mset: MigrationSet,
+    hint: tuple[str, ...],
 ) -> SchemaResult:
     # Session-level global lock: two migrators run shared migrations one after the other, and
     # the second finds them applied.
@@ -192,7 +213,7 @@ def _migrate_shared(
             kind="shared",
             shared=target.shared_schema,
             migrations=mset.shared,
-            run_id=run_id,
+            hint=hint,
         )
     finally:
         if not conn.closed:
@@ -206,17 +227,18 @@ class _Worker:
         self,
         target: Target,
         mset: MigrationSet,
-        run_id: int | None,
         conn: psycopg.Connection[Any] | None = None,
     ):
         self.target = target
         self.mset = mset
-        self.run_id = run_id
         self.conn = conn
         self.owned = conn is None
 
-    def apply(self, entry: SchemaPlan | tuple[str, Any]) -> SchemaResult:
-        schema, kind = (entry.schema, entry.kind) if isinstance(entry, SchemaPlan) else entry
+    def apply(self, entry: SchemaPlan | tuple[str, Any, tuple[str, ...]]) -> SchemaResult:
+        if isinstance(entry, SchemaPlan):
+            schema, kind, hint = entry.schema, entry.kind, entry.pending
+        else:
+            schema, kind, hint = entry
         t0 = time.perf_counter()
         try:
             if self.conn is None or self.conn.closed:
@@ -228,7 +250,7 @@ class _Worker:
                 kind=kind,
                 shared=self.target.shared_schema,
                 migrations=self.mset.tenant,
-                run_id=self.run_id,
+                hint=hint,
             )
         except psycopg.OperationalError as exc:
             # The backend died (terminated, server restart): the open transaction was rolled
@@ -254,11 +276,10 @@ def _run_sequential(
     target: Target,
     mset: MigrationSet,
     work: Sequence[SchemaPlan],
-    run_id: int,
     fail_fast: bool,
     report: Callable[[SchemaResult], None],
 ) -> None:
-    worker = _Worker(target, mset, run_id, conn)
+    worker = _Worker(target, mset, conn)
     stop = False
     for entry in work:
         if stop:
@@ -274,7 +295,6 @@ def _run_threads(
     target: Target,
     mset: MigrationSet,
     work: Sequence[SchemaPlan],
-    run_id: int,
     fail_fast: bool,
     report: Callable[[SchemaResult], None],
     jobs: int,
@@ -287,7 +307,7 @@ def _run_threads(
     stop = threading.Event()
 
     def loop() -> None:
-        worker = _Worker(target, mset, run_id)
+        worker = _Worker(target, mset)
         try:
             while True:
                 try:
@@ -329,32 +349,31 @@ def _run_threads(
 _proc_worker: _Worker | None = None
 
 
-def _proc_init(target: Target, run_id: int) -> None:
+def _proc_init(target: Target) -> None:
     global _proc_worker
-    _proc_worker = _Worker(target, load_migrations(target.migrations_dir), run_id)
+    _proc_worker = _Worker(target, load_migrations(target.migrations_dir))
 
 
-def _proc_chunk(chunk: Sequence[tuple[str, Any]]) -> list[SchemaResult]:
+def _proc_chunk(chunk: Sequence[tuple[str, Any, tuple[str, ...]]]) -> list[SchemaResult]:
     assert _proc_worker is not None
-    return [_proc_worker.apply((schema, kind)) for schema, kind in chunk]
+    return [_proc_worker.apply((schema, kind, hint)) for schema, kind, hint in chunk]
 
 
 def _run_processes(
     target: Target,
     work: Sequence[SchemaPlan],
-    run_id: int,
     fail_fast: bool,
     report: Callable[[SchemaResult], None],
     jobs: int,
     chunk_size: int,
 ) -> None:
     chunks = [
-        [(e.schema, e.kind) for e in work[i : i + chunk_size]]
+        [(e.schema, e.kind, e.pending) for e in work[i : i + chunk_size]]
         for i in range(0, len(work), chunk_size)
     ]
     kinds = {e.schema: e for e in work}
     with ProcessPoolExecutor(
-        max_workers=min(jobs, len(chunks)), initializer=_proc_init, initargs=(target, run_id)
+        max_workers=min(jobs, len(chunks)), initializer=_proc_init, initargs=(target,)
     ) as pool:
         futures: list[Future[list[SchemaResult]]] = [pool.submit(_proc_chunk, c) for c in chunks]
         pending_chunks = dict(zip(futures, chunks, strict=True))
@@ -362,7 +381,7 @@ def _run_processes(
         for fut in futures:
             chunk = pending_chunks[fut]
             if stopped and fut.cancel():
-                for schema, _ in chunk:
+                for schema, _kind, _hint in chunk:
                     report(
                         SchemaResult(schema, kinds[schema].kind, "skipped", error="fail-fast stop")
                     )

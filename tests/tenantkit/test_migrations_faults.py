@@ -159,6 +159,12 @@ def test_killed_run_is_resumed(
         f'select status from "{shared}".tenantkit_migration_runs where id = %s', (first.run_id,)
     ).fetchone()
     assert status == ("interrupted",)
+    journal = conn.execute(
+        f'select schema, status, migrations from "{shared}".tenantkit_migration_journal '
+        "where run_id = %s order by schema",
+        (report.run_id,),
+    ).fetchall()
+    assert journal == [(n, "applied", ["0003_note"]) for n in sorted(names[1:])]
 
 
 def test_deferred_constraint_failing_at_commit(
