@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ._version import __version__
 from .asgi import ASGITenantMiddleware
+from .catalog import Difference, DriftReport, SchemaDrift
+from .clone import CloneError, clone_schema
 from .domain_sources import DomainSource, RegistryDomainSource, StaticDomainSource
 from .errors import (
     DomainExists,
@@ -23,8 +25,19 @@ from .errors import (
     TenantkitError,
     TenantNotFound,
 )
+from .migrations import (
+    Migration,
+    MigrationReport,
+    MigrationSet,
+    Plan,
+    ProgressEvent,
+    SchemaPlan,
+    SchemaResult,
+    load_migrations,
+)
 from .models import Domain, Tenant, TenantState
 from .names import normalize_host, schema_name_from, validate_schema_name
+from .provisioning import MigrationProvisioner, Spares, Template
 from .routing import Outcome, Resolution, RoutingTable, TenantResolver
 from .schema import create_schema, drop_schema, list_schemas, rename_schema, schema_exists
 from .search_path import (
@@ -46,28 +59,42 @@ __all__ = [
     "AsyncSchemaProvisioner",
     "AsyncTenancy",
     "AsyncTenantConnection",
+    "CloneError",
+    "Difference",
     "Domain",
     "DomainExists",
     "DomainNotFound",
     "DomainSource",
+    "DriftReport",
     "EmbeddedServer",
     "InvalidHostname",
     "InvalidSchemaName",
+    "Migration",
     "MigrationChecksumMismatch",
     "MigrationError",
+    "MigrationProvisioner",
+    "MigrationReport",
+    "MigrationSet",
     "NoTenantSelected",
     "Outcome",
+    "Plan",
     "PostgresNotFound",
+    "ProgressEvent",
     "RegistryDomainSource",
     "RegistryNotInstalled",
     "Resolution",
     "RoutingTable",
+    "SchemaDrift",
     "SchemaExists",
     "SchemaNotEmpty",
     "SchemaNotFound",
+    "SchemaPlan",
     "SchemaProvisioner",
+    "SchemaResult",
     "ServerError",
+    "Spares",
     "StaticDomainSource",
+    "Template",
     "Tenancy",
     "Tenant",
     "TenantConnection",
@@ -79,10 +106,12 @@ __all__ = [
     "WSGITenantMiddleware",
     "__version__",
     "ause_tenant",
+    "clone_schema",
     "create_schema",
     "current_tenant",
     "drop_schema",
     "list_schemas",
+    "load_migrations",
     "normalize_host",
     "rename_schema",
     "reset_current_tenant",

@@ -333,7 +333,16 @@ class AsyncTenancy(_TenancyBase):
                     await arename_schema(
                         conn, current.schema, new_schema, shared_schema=self.shared_schema
                     )
+                    if await self._has_migration_state(conn):
+                        await conn.execute(
+                            self.registry.rename_migrations, (new_schema, current.schema)
+                        )
                     return tenant_from_row(row or ())
+
+    async def _has_migration_state(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        cur = await conn.execute(self.registry.has_migration_state)
+        row = await cur.fetchone()
+        return bool(row and row[0])
 
     async def drop_tenant(self, tenant: TenantLike, *, cascade: bool = False) -> None:
         """Drop a tenant (schema, domains, registry row) atomically."""
@@ -349,6 +358,8 @@ class AsyncTenancy(_TenancyBase):
                         missing_ok=True,
                         shared_schema=self.shared_schema,
                     )
+                    if await self._has_migration_state(conn):
+                        await conn.execute(self.registry.forget_migrations, (current.schema,))
                     await conn.execute(self.registry.delete, (current.id,))
 
     async def add_domain(self, tenant: TenantLike, host: str, *, primary: bool = False) -> Domain:

@@ -87,6 +87,10 @@ def translated(*, schema: str | None = None, host: str | None = None) -> Iterato
         ) from exc
 
 
+#: Per-schema migration summary kept by tenantkit.migrations in the shared schema.
+MIGRATION_STATE_TABLE = "tenantkit_migration_state"
+
+
 class Registry:
     """The registry statements for one shared schema (all identifiers pre-composed)."""
 
@@ -157,6 +161,16 @@ class Registry:
                 " true) ON CONFLICT DO NOTHING"
             ).format(t=t, sch=sql.Literal(shared_schema)),
         ]
+        # The migration summary (tenantkit.migrations) keys rows by schema name: a dropped or
+        # renamed tenant must take its row along, or re-creating the name collides and a
+        # renamed tenant looks unmigrated. The table exists only once migrations have run.
+        m = sql.SQL("{}.{}").format(s, sql.Identifier(MIGRATION_STATE_TABLE))
+        self.has_migration_state = sql.SQL(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE n.nspname = {ns} AND c.relname = {rel})"
+        ).format(ns=sql.Literal(shared_schema), rel=sql.Literal(MIGRATION_STATE_TABLE))
+        self.forget_migrations = sql.SQL("DELETE FROM {} WHERE schema = %s").format(m)
+        self.rename_migrations = sql.SQL("UPDATE {} SET schema = %s WHERE schema = %s").format(m)
         self.select_public = q("SELECT {cols} FROM {t} WHERE is_public")
         self.select_by_schema = q("SELECT {cols} FROM {t} WHERE schema = %s")
         self.select_by_id = q("SELECT {cols} FROM {t} WHERE id = %s")

@@ -353,7 +353,13 @@ class Tenancy(_TenancyBase):
             self._not_public(current, "renamed")
             row = conn.execute(self.registry.rename, (new_schema, current.id)).fetchone()
             rename_schema(conn, current.schema, new_schema, shared_schema=self.shared_schema)
+            if self._has_migration_state(conn):
+                conn.execute(self.registry.rename_migrations, (new_schema, current.schema))
             return tenant_from_row(row or ())
+
+    def _has_migration_state(self, conn: psycopg.Connection[Any]) -> bool:
+        row = conn.execute(self.registry.has_migration_state).fetchone()
+        return bool(row and row[0])
 
     def drop_tenant(self, tenant: TenantLike, *, cascade: bool = False) -> None:
         """Drop a tenant: its schema, domains and registry row, atomically.
@@ -370,6 +376,8 @@ class Tenancy(_TenancyBase):
                 missing_ok=True,
                 shared_schema=self.shared_schema,
             )
+            if self._has_migration_state(conn):
+                conn.execute(self.registry.forget_migrations, (current.schema,))
             conn.execute(self.registry.delete, (current.id,))
 
     def add_domain(self, tenant: TenantLike, host: str, *, primary: bool = False) -> Domain:
