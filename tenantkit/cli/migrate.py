@@ -11,24 +11,12 @@ import click
 
 from ..errors import MigrationError, RegistryNotInstalled
 from . import require_dsn
+from ._options import migrations_option, shared_schema_option
 
 __all__ = ["drift", "migrate"]
 
-_migrations_option = click.option(
-    "--migrations",
-    "migrations_dir",
-    envvar="TENANTKIT_MIGRATIONS",
-    required=True,
-    type=click.Path(exists=True, file_okay=False),
-    help="Migrations directory holding shared/ and tenant/ [env: TENANTKIT_MIGRATIONS].",
-)
-_shared_option = click.option(
-    "--shared-schema",
-    envvar="TENANTKIT_SHARED_SCHEMA",
-    default="public",
-    show_default=True,
-    help="The shared schema (registry, shared tables) [env: TENANTKIT_SHARED_SCHEMA].",
-)
+_migrations_option = migrations_option(required=True, purpose="")
+_shared_option = shared_schema_option
 
 
 def _tenancy(ctx: click.Context, migrations_dir: str, shared_schema: str) -> Any:

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from ..errors import TenantkitError
 from . import require_dsn
+from ._options import migrations_option, shared_schema_option
 
 __all__ = ["ShellSession", "shell"]
 
@@ -270,21 +271,8 @@ def _lines(stream: Any) -> Iterator[str]:
 
 @click.command()
 @click.argument("tenant", required=False)
-@click.option(
-    "--migrations",
-    "migrations_dir",
-    envvar="TENANTKIT_MIGRATIONS",
-    type=click.Path(exists=True, file_okay=False),
-    default=None,
-    help="Migrations directory, for \\plan [env: TENANTKIT_MIGRATIONS].",
-)
-@click.option(
-    "--shared-schema",
-    envvar="TENANTKIT_SHARED_SCHEMA",
-    default="public",
-    show_default=True,
-    help="The shared schema [env: TENANTKIT_SHARED_SCHEMA].",
-)
+@migrations_option(required=False, purpose=", for \\plan")
+@shared_schema_option
 @click.option("-c", "--command", "commands", multiple=True, help="Run this and exit (repeatable).")
 @click.pass_context
 def shell(

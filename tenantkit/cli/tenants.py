@@ -11,6 +11,7 @@ import click
 
 from ..errors import TenantkitError
 from . import require_dsn
+from ._options import migrations_option, shared_schema_option
 
 __all__ = ["tenants"]
 
@@ -47,21 +48,8 @@ def _tenant_dict(tenant: Any, hosts: list[str]) -> dict[str, Any]:
 
 
 @click.group()
-@click.option(
-    "--migrations",
-    "migrations_dir",
-    envvar="TENANTKIT_MIGRATIONS",
-    type=click.Path(exists=True, file_okay=False),
-    default=None,
-    help="Migrations directory: new tenants get the tenant migrations [env: TENANTKIT_MIGRATIONS].",
-)
-@click.option(
-    "--shared-schema",
-    envvar="TENANTKIT_SHARED_SCHEMA",
-    default="public",
-    show_default=True,
-    help="The shared schema [env: TENANTKIT_SHARED_SCHEMA].",
-)
+@migrations_option(required=False, purpose=": new tenants get the tenant migrations")
+@shared_schema_option
 @click.pass_context
 def tenants(ctx: click.Context, migrations_dir: str | None, shared_schema: str) -> None:
     """Manage tenants and their domains."""
