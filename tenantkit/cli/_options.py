@@ -17,12 +17,13 @@ def migrations_option(*, required: bool, purpose: str) -> Callable[[_F], _F]:
     return click.option(
         "--migrations",
         "migrations_dir",
-        envvar="TENANTKIT_MIGRATIONS",
+        # The pytest plugin's name is accepted too, so one environment serves both.
+        envvar=["TENANTKIT_MIGRATIONS", "PGTENANTS_MIGRATIONS"],
         required=required,
         default=None,
         type=click.Path(exists=True, file_okay=False),
         help=f"Migrations directory holding shared/ and tenant/{purpose} "
-        "[env: TENANTKIT_MIGRATIONS].",
+        "[env: TENANTKIT_MIGRATIONS or PGTENANTS_MIGRATIONS].",
     )
 
 
@@ -30,7 +31,7 @@ def shared_schema_option(function: _F) -> _F:
     """``--shared-schema NAME`` (env ``TENANTKIT_SHARED_SCHEMA``, default ``public``)."""
     return click.option(
         "--shared-schema",
-        envvar="TENANTKIT_SHARED_SCHEMA",
+        envvar=["TENANTKIT_SHARED_SCHEMA", "PGTENANTS_SHARED_SCHEMA"],
         default="public",
         show_default=True,
         help="The shared schema (registry, shared tables) [env: TENANTKIT_SHARED_SCHEMA].",

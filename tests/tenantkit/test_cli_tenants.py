@@ -138,3 +138,13 @@ def test_create_derives_the_schema_name_from_the_display_name(dsn: str, schema_n
     assert result.exit_code == 0, result.output
     assert f"created tenant unicode_cafe_{suffix} " in result.output
     assert run(dsn, "tenants", "drop", f"unicode_cafe_{suffix}", "--yes").exit_code == 0
+
+
+def test_the_plugin_env_var_names_the_migrations_too(dsn: str, schema_name: str) -> None:
+    assert run(dsn, "tenants", "install").exit_code == 0
+    result = CliRunner().invoke(
+        main,
+        ["--dsn", dsn, "migrate", "--plan"],
+        env={"PGTENANTS_MIGRATIONS": MIGRATIONS, "TENANTKIT_MIGRATIONS": None},
+    )
+    assert result.exit_code == 0, result.output
