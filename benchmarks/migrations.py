@@ -24,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,34 +31,17 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tenantkit.migrations import load_migrations, migrate, plan
 from tenantkit.migrations._loader import migrations_digest
 from tenantkit.provisioning import MigrationProvisioner, Template
+from tenantkit.server import temporary_database
 from tenantkit.tenancy import Tenancy
 
 WORKLOAD = Path(__file__).parent / "workload" / "migrations"
 T0001 = (WORKLOAD / "tenant" / "0001_shop.sql").read_text()
 T0002 = (WORKLOAD / "tenant" / "0002_note.sql").read_text()
 REVERT = "".join(f"alter table shop_t{i} drop column note;\n" for i in range(20))
-
-
-@contextmanager
-def scratch_database(server: str) -> Iterator[str]:
-    """A fresh database on ``server``, dropped afterwards."""
-    name = f"tk_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    try:
-        params = conninfo_to_dict(server)
-        params["dbname"] = name
-        yield make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-            )
 
 
 @contextmanager
@@ -156,7 +138,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the 0002 runs [5]")
     parser.add_argument("--json", dest="json_out", help="also write the figures to this file")
     args = parser.parse_args()
-    with server_conninfo(args.dsn) as server, scratch_database(server) as db:
+    with server_conninfo(args.dsn) as server, temporary_database(server, prefix="tk_bench") as db:
         rows = run(db, args.repeat, args.tenants, args.noop_tenants, args.rounds)
     load = os.getloadavg()
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

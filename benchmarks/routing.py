@@ -25,20 +25,17 @@ import argparse
 import asyncio
 import statistics
 import time
-import uuid
 import wsgiref.util
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tenantkit.asgi import ASGITenantMiddleware, Message, Receive, Scope, Send
 from tenantkit.domain_sources import RegistryDomainSource
 from tenantkit.models import Tenant
 from tenantkit.routing import TenantResolver
-from tenantkit.server import server_conninfo_from_env
+from tenantkit.server import server_conninfo_from_env, temporary_database
 from tenantkit.tenancy import AsyncTenancy, Tenancy
 from tenantkit.wsgi import WSGITenantMiddleware
 
@@ -54,12 +51,6 @@ class CountingSource(RegistryDomainSource):
     def load(self) -> Mapping[str, Tenant]:
         self.loads += 1
         return super().load()
-
-
-def with_db(conninfo: str, dbname: str) -> str:
-    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
-    params["dbname"] = dbname
-    return make_conninfo(**params)
 
 
 def setup(dsn: str, n: int) -> dict[str, Tenant]:
@@ -253,22 +244,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--tenants", type=int, default=100)
     args = parser.parse_args()
-    with server_conninfo_from_env() as server:
-        dbname = f"tk_bench_routing_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-        try:
-            dsn = with_db(server, dbname)
-            hosts = setup(dsn, args.tenants)
-            wsgi = bench_wsgi(dsn, hosts, args)
-            asgi = bench_asgi(dsn, hosts, args)
-        finally:
-            with psycopg.connect(server, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        sql.Identifier(dbname)
-                    )
-                )
+    with (
+        server_conninfo_from_env() as server,
+        temporary_database(server, prefix="tk_bench_routing") as dsn,
+    ):
+        hosts = setup(dsn, args.tenants)
+        wsgi = bench_wsgi(dsn, hosts, args)
+        asgi = bench_asgi(dsn, hosts, args)
     print(
         f"one-query app, {args.tenants} tenants rotating, {args.rounds} rounds x "
         f"{args.requests} requests per side, alternating; req/s: median round; overhead: median "

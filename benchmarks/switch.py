@@ -40,16 +40,16 @@ import os
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from psycopg import pq, sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
+from tenantkit.server import temporary_database, with_dbname
 from tenantkit.tenancy import Tenancy
 
 QUERY = "SELECT id, v FROM items WHERE id = 1"
@@ -66,12 +66,6 @@ def server(dsn: str | None) -> Iterator[str]:
     settings = {"shared_preload_libraries": "pg_stat_statements"}
     with EmbeddedServer(settings=settings) as srv:
         yield srv.conninfo
-
-
-def with_db(conninfo: str, dbname: str, **extra: str) -> str:
-    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
-    params.update(dbname=dbname, **extra)
-    return make_conninfo(**params)
 
 
 def setup(dsn: str) -> list[str]:
@@ -158,22 +152,13 @@ def main() -> None:
         # server it starts makes each round trip the same context switch for all variants.
         os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
 
-    with server(args.dsn) as server_dsn:
-        dbname = f"tk_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(server_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-        try:
-            run_bench(with_db(server_dsn, dbname), args)
-        finally:
-            with psycopg.connect(server_dsn, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname))
-                )
+    with server(args.dsn) as server_dsn, temporary_database(server_dsn, prefix="tk_bench") as dsn:
+        run_bench(dsn, args)
 
 
 def run_bench(dsn: str, args: argparse.Namespace) -> None:
     tenants = setup(dsn)
-    fixed_dsn = with_db(
+    fixed_dsn = with_dbname(
         dsn, str(conninfo_to_dict(dsn)["dbname"]), options="-c search_path=fixed,public"
     )
     fixed = ConnectionPool(fixed_dsn, min_size=1, max_size=1, open=True)

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 __all__ = ["ServerHandle", "connect_server", "run_dir_for", "stop_shared_server"]
 
@@ -46,9 +45,10 @@ class ServerHandle:
 
     def conninfo_for(self, dbname: str) -> str:
         """The conninfo of database ``dbname`` on this server (same host, port, user...)."""
-        params = {k: str(v) for k, v in conninfo_to_dict(self.conninfo).items() if v is not None}
-        params["dbname"] = dbname
-        return make_conninfo(**params)
+        # Imported here: loading the plugin must not import tenantkit.server.
+        from tenantkit.server import with_dbname
+
+        return with_dbname(self.conninfo, dbname)
 
 
 def _server_version(conninfo: str) -> int:

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -38,6 +39,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ._binaries import bundled_bin_dir, find_pg_bin, is_pg_bin_dir
@@ -63,6 +65,8 @@ __all__ = [
     "find_pg_bin",
     "is_pg_bin_dir",
     "server_conninfo_from_env",
+    "temporary_database",
+    "with_dbname",
 ]
 
 #: Server settings applied to every embedded server (``settings=`` overrides them). Durability
@@ -114,10 +118,29 @@ def conninfo_to_url(conninfo: str) -> str:
     return f"postgresql://{auth}{netloc}/{quote(dbname, safe='')}{query}"
 
 
-def _with_dbname(conninfo: str, dbname: str) -> str:
+def with_dbname(conninfo: str, dbname: str, **extra: str) -> str:
+    """``conninfo`` (or URL) pointing at database ``dbname`` instead; ``extra`` sets more keys."""
     params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
-    params["dbname"] = dbname
+    params.update(dbname=dbname, **extra)
     return make_conninfo(**params)
+
+
+@contextlib.contextmanager
+def temporary_database(server_conninfo: str, *, prefix: str = "tenantkit_tmp") -> Iterator[str]:
+    """Create a uniquely named database on a server, yield its conninfo, then drop it.
+
+    The drop uses ``WITH (FORCE)``, so connections left open (a pool, a listener) cannot keep
+    the database alive; it happens on an exception too. ``prefix`` must be a valid name start.
+    """
+    dbname = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    ident = sql.Identifier(dbname)
+    with psycopg.connect(server_conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+    try:
+        yield with_dbname(server_conninfo, dbname)
+    finally:
+        with psycopg.connect(server_conninfo, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
 
 
 def _short_version(full: str) -> str:
@@ -146,7 +169,7 @@ class ExternalServer:
 
     def conninfo_for(self, dbname: str) -> str:
         """The conninfo of database ``dbname`` on this server."""
-        return _with_dbname(self.conninfo, dbname)
+        return with_dbname(self.conninfo, dbname)
 
     def _query_version(self) -> tuple[str, int]:
         if self._version is None:

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tenantkit.server import temporary_database
 
 
 @pytest.fixture(scope="session")
@@ -33,18 +33,8 @@ def server_conninfo() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def dsn(server_conninfo: str) -> Iterator[str]:
     """Conninfo of a fresh database owned by this test process, dropped afterwards."""
-    dbname = f"tk_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_conninfo, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    try:
-        params = conninfo_to_dict(server_conninfo)
-        params["dbname"] = dbname
-        yield make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
-    finally:
-        with psycopg.connect(server_conninfo, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
-            )
+    with temporary_database(server_conninfo, prefix="tk_test") as conninfo:
+        yield conninfo
 
 
 @pytest.fixture

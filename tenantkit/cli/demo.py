@@ -14,14 +14,13 @@ import io
 import signal
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import click
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
+
+from ..server import EmbeddedServer, temporary_database
 
 __all__ = ["demo"]
 
@@ -33,24 +32,12 @@ WSGIStartResponse = Callable[..., Any]
 def _database(dsn: str | None) -> Iterator[str]:
     """Yield the demo database's conninfo; clean up everything afterwards."""
     if dsn is None:
-        from ..server import EmbeddedServer
-
         with EmbeddedServer() as server:
             yield server.conninfo
         return
     # A database of its own on the user's server, so the demo never touches their data.
-    dbname = f"tenantkit_demo_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    try:
-        params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
-        params["dbname"] = dbname
-        yield make_conninfo(**params)
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
-            )
+    with temporary_database(dsn, prefix="tenantkit_demo") as conninfo:
+        yield conninfo
 
 
 def _notes_app(tenancy: Any) -> Callable[[dict[str, Any], WSGIStartResponse], Iterable[bytes]]:

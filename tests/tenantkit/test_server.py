@@ -564,3 +564,45 @@ def _interpreter_for(entry: pwd.struct_passwd, env: dict[str, str]) -> str | Non
         if probe.returncode == 0:
             return candidate
     return None
+
+
+def _database_names(server_conninfo: str) -> set[str]:
+    with psycopg.connect(server_conninfo, autocommit=True) as conn:
+        return {r[0] for r in conn.execute("select datname from pg_database")}
+
+
+def test_temporary_database_is_dropped_even_with_open_connections(server_conninfo: str) -> None:
+    from tenantkit.server import temporary_database
+
+    before = _database_names(server_conninfo)
+    with temporary_database(server_conninfo, prefix="tk_tmpdb") as conninfo:
+        left_open = psycopg.connect(conninfo)  # WITH (FORCE) must not wait for it
+        name = left_open.info.dbname
+        assert name.startswith("tk_tmpdb_")
+        assert name in _database_names(server_conninfo)
+    assert _database_names(server_conninfo) == before
+    left_open.close()
+
+
+def test_temporary_database_is_dropped_on_an_exception(server_conninfo: str) -> None:
+    from tenantkit.server import temporary_database
+
+    before = _database_names(server_conninfo)
+    with pytest.raises(RuntimeError, match="boom"), temporary_database(server_conninfo):
+        raise RuntimeError("boom")
+    assert _database_names(server_conninfo) == before
+
+
+def test_with_dbname_keeps_the_other_parameters() -> None:
+    from tenantkit.server import with_dbname
+
+    out = conninfo_to_dict(
+        with_dbname("host=/tmp/s port=5433 user=me dbname=a", "b", sslmode="disable")
+    )
+    assert out == {
+        "host": "/tmp/s",
+        "port": "5433",
+        "user": "me",
+        "dbname": "b",
+        "sslmode": "disable",
+    }
