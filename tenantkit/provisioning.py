@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .clone import CloneError, CloneScript, clone_script
+from .clone import CloneError, CloneScript, clone_schema, clone_script
 from .errors import MigrationError, SchemaNotEmpty
 from .migrations._apply import apply_schema, record_sql, search_path_value, state_digest
 from .migrations._loader import MigrationSet, load_migrations
@@ -36,7 +36,7 @@ from .migrations._tracking import (
     template_schema_name,
 )
 
-__all__ = ["MigrationProvisioner", "Spares", "Template"]
+__all__ = ["CloneProvisioner", "MigrationProvisioner", "Spares", "Template"]
 
 # One clone script per (database, template, migration head): built from the catalog on first
 # use in a process, then replayed.
@@ -526,3 +526,48 @@ def _record_params(schema: str, mset: MigrationSet, durs: list[float]) -> dict[s
         "all_sums": [m.checksum for m in mset.tenant],
         "digest": state_digest(ids, mset.tenant),
     }
+
+
+class CloneProvisioner:
+    """Provisions a new tenant as a copy of tenant schema ``source`` (used by
+    ``Tenancy.clone_tenant``).
+
+    The structure is rebuilt from the catalog (:func:`tenantkit.clone.clone_schema`); ``data``
+    copies the rows too. The copy starts at the source's migration history, so ``migrate()``
+    later treats it exactly like its source: the history rows in the schema and the summary
+    row in the shared schema are copied along, in the creating transaction.
+    """
+
+    def __init__(self, shared_schema: str, source: str, *, data: bool = False) -> None:
+        self.shared_schema = shared_schema
+        self.source = source
+        self.data = data
+
+    def provision(self, conn: psycopg.Connection[Any], schema: str) -> None:
+        """Create ``schema`` as a copy of the source on ``conn`` (inside the caller's
+        transaction)."""
+        clone_schema(conn, self.source, schema, data=self.data)
+        row = conn.execute(
+            "select to_regclass(format('%%I.tenantkit_migrations', %s::text)), "
+            "to_regclass(format('%%I.tenantkit_migration_state', %s::text))",
+            (self.source, self.shared_schema),
+        ).fetchone()
+        history, summary = row if row is not None else (None, None)
+        if history is not None and not self.data:  # with data the rows came along already
+            conn.execute(
+                sql.SQL("insert into {} select * from {}").format(
+                    sql.Identifier(schema, "tenantkit_migrations"),
+                    sql.Identifier(self.source, "tenantkit_migrations"),
+                )
+            )
+        if summary is not None:
+            conn.execute(
+                sql.SQL(
+                    "insert into {} (schema, kind, applied, checksums, digest) "
+                    "select %s, kind, applied, checksums, digest from {} where schema = %s"
+                ).format(
+                    sql.Identifier(self.shared_schema, "tenantkit_migration_state"),
+                    sql.Identifier(self.shared_schema, "tenantkit_migration_state"),
+                ),
+                (schema, self.source),
+            )

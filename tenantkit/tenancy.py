@@ -320,10 +320,47 @@ class Tenancy(_TenancyBase):
         """
         if schema is None and name is None:
             raise TypeError("create_tenant() needs a schema name or a display name=")
+        return self._create(schema, name, domains, metadata, self.provisioner)
+
+    def clone_tenant(
+        self,
+        source: TenantLike,
+        schema: str,
+        *,
+        data: bool = False,
+        name: str | None = None,
+        domains: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Tenant:
+        """Create tenant ``schema`` as a copy of tenant ``source``: same tables, indexes,
+        constraints, views, functions and migration history; its rows too with ``data``.
+
+        Atomic like :meth:`create_tenant` (registry rows, schema and domains in one
+        transaction). The source's domains and metadata are not copied: give ``domains`` and
+        ``metadata`` for the new tenant; ``name`` defaults to the schema name. Raises
+        ``TenantNotFound`` for an unknown source, ``CloneError`` for structures cloning
+        cannot reproduce (partitioned tables), and what :meth:`create_tenant` raises.
+        """
+        from .provisioning import CloneProvisioner
+
+        validate_schema_name(schema, shared_schema=self.shared_schema)
+        with self.admin_connection() as conn:
+            origin = self._resolve(conn, source)
+        self._not_public(origin, "cloned")
+        cloner = CloneProvisioner(self.shared_schema, origin.schema, data=data)
+        return self._create(schema, name, domains, metadata, cloner)
+
+    def _create(
+        self,
+        schema: str | None,
+        name: str | None,
+        domains: Iterable[str],
+        metadata: Mapping[str, Any] | None,
+        provisioner: Any,
+    ) -> Tenant:
         if schema is not None:
             validate_schema_name(schema, shared_schema=self.shared_schema)
         hosts = self._hosts(domains)  # validated before any SQL
-        provisioner = self.provisioner
         reg = self.registry
         with self.admin_connection() as conn, translated(schema=schema), conn.transaction():
             if schema is None:

@@ -1,4 +1,4 @@
-"""``tenantkit migrate`` and ``tenantkit drift``."""
+"""``tenantkit migrate``, ``tenantkit plan`` and ``tenantkit drift``."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from typing import Any
 import click
 
 from ..errors import MigrationError, RegistryNotInstalled
-from . import require_dsn
+from ._context import require_dsn
 from ._options import migrations_option, shared_schema_option
 
-__all__ = ["drift", "migrate"]
+__all__ = ["drift", "migrate", "plan"]
 
 _migrations_option = migrations_option(required=True, purpose="")
 _shared_option = shared_schema_option
 
 
-def _tenancy(ctx: click.Context, migrations_dir: str, shared_schema: str) -> Any:
+def _tenancy(ctx: click.Context, migrations_dir: str | None, shared_schema: str) -> Any:
     # The engine needs only these three attributes; no pool is opened for a CLI run.
     return SimpleNamespace(
         conninfo=require_dsn(ctx), shared_schema=shared_schema, migrations_dir=migrations_dir
@@ -94,6 +94,43 @@ def migrate(
     else:
         _print_report(report)
     ctx.exit(0 if report.ok else 1)
+
+
+@click.command()
+@_migrations_option
+@_shared_option
+@click.option("--shared", "shared_only", is_flag=True, help="Shared migrations only.")
+@click.option("--tenant", "tenant_only", is_flag=True, help="Tenant migrations only.")
+@click.option(
+    "--schema", "schemas", multiple=True, metavar="NAME", help="Only this tenant (repeatable)."
+)
+@click.option("--check", is_flag=True, help="Exit with status 1 when anything is pending (CI).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.pass_context
+def plan(
+    ctx: click.Context,
+    migrations_dir: str,
+    shared_schema: str,
+    shared_only: bool,
+    tenant_only: bool,
+    schemas: tuple[str, ...],
+    check: bool,
+    as_json: bool,
+) -> None:
+    """List the migrations pending in each schema, without running any (one query)."""
+    from .. import migrations as m
+
+    if shared_only and tenant_only:
+        raise click.UsageError("--shared and --tenant exclude each other; give neither for both")
+    tenancy = _tenancy(ctx, migrations_dir, shared_schema)
+    found = m.plan(
+        tenancy,
+        shared=not tenant_only and not schemas,
+        tenants=not shared_only,
+        schemas=list(schemas) or None,
+    )
+    _print_plan(found, as_json)
+    ctx.exit(1 if check and found.pending else 0)
 
 
 def _run(
@@ -171,8 +208,14 @@ def _print_report(report: Any) -> None:
 
 
 @click.command()
-@_migrations_option
+@migrations_option(required=False, purpose=": compare with what they produce")
 @_shared_option
+@click.option(
+    "--reference",
+    default=None,
+    metavar="TENANT",
+    help="Compare with this tenant instead of the migrations' template.",
+)
 @click.option(
     "--schema", "schemas", multiple=True, metavar="NAME", help="Only this tenant (repeatable)."
 )
@@ -180,20 +223,30 @@ def _print_report(report: Any) -> None:
 @click.pass_context
 def drift(
     ctx: click.Context,
-    migrations_dir: str,
+    migrations_dir: str | None,
     shared_schema: str,
+    reference: str | None,
     schemas: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """List tenants whose structure differs from the template, with the differences.
+    """List tenants whose structure differs from the template (what --migrations produce) or
+    from a --reference tenant, with the differences.
 
     Exits with status 1 when any tenant drifted.
     """
     from ..catalog import drift as run_drift
+    from ..names import validate_schema_name
 
+    if migrations_dir is None and reference is None:
+        raise click.UsageError(
+            "give --migrations DIR (compare with what they produce) or --reference TENANT"
+        )
+    if reference is not None:
+        validate_schema_name(reference, shared_schema=shared_schema)
     tenancy = _tenancy(ctx, migrations_dir, shared_schema)
     try:
-        report = run_drift(tenancy, schemas=list(schemas) or None)
+        chosen = list(schemas) or None
+        report = run_drift(tenancy, schemas=chosen, reference=reference)
     except (MigrationError, RegistryNotInstalled) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

@@ -1,4 +1,4 @@
-"""`tenantkit migrate` and `tenantkit drift` through click's CliRunner."""
+"""`tenantkit migrate`, `plan` and `drift` through the real console script."""
 
 # Fixtures come from _migrations_support (imported by name, so pytest sees them).
 # ruff: noqa: F811
@@ -9,28 +9,24 @@ import json
 from pathlib import Path
 
 import psycopg
+from _cli_support import tenantkit
 from _migrations_support import mig_dir, mig_tenancy, shared_name, write  # noqa: F401
-from click.testing import CliRunner
 
-from tenantkit.cli import main
 from tenantkit.tenancy import Tenancy
 
 
 def _run(dsn: str, tenancy: Tenancy, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(
-        main,
-        [
-            "--dsn",
-            dsn,
-            *args[:1],
-            "--migrations",
-            str(tenancy.migrations_dir),
-            "--shared-schema",
-            tenancy.shared_schema,
-            *args[1:],
-        ],
+    result = tenantkit(
+        *args[:1],
+        "--migrations",
+        str(tenancy.migrations_dir),
+        "--shared-schema",
+        tenancy.shared_schema,
+        *args[1:],
+        dsn=dsn,
     )
-    return result.exit_code, result.output
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.returncode, result.stdout + result.stderr
 
 
 def test_plan_migrate_and_exit_codes(
@@ -87,3 +83,26 @@ def test_drift_command(dsn: str, mig_tenancy: Tenancy, conn: psycopg.Connection)
     assert data["drifted"][0]["differences"] == [
         {"object": "column items.extra", "change": "extra", "expected": None, "actual": "integer"}
     ]
+
+
+def test_plan_command_lists_pending_and_checks(
+    dsn: str, mig_tenancy: Tenancy, mig_dir: Path
+) -> None:
+    names = [mig_tenancy.create_tenant(f"{mig_tenancy.shared_schema}_{i}").schema for i in range(2)]
+    code, out = _run(dsn, mig_tenancy, "plan", "--check")
+    assert code == 0 and "Nothing to migrate" in out
+    write(mig_dir, "tenant/0003_note.sql", "alter table items add column note text;")
+    code, out = _run(dsn, mig_tenancy, "plan")
+    assert code == 0  # listing is not failing
+    for name in names:
+        line = next(row for row in out.splitlines() if f" {name} " in row)
+        assert "0003_note" in line
+    code, out = _run(dsn, mig_tenancy, "plan", "--check", "--schema", names[0], "--json")
+    assert code == 1  # --check: pending migrations fail a CI step
+    assert [p["schema"] for p in json.loads(out)["pending"]] == [names[0]]
+
+
+def test_drift_needs_migrations_or_a_reference(dsn: str, mig_tenancy: Tenancy) -> None:
+    result = tenantkit("drift", "--shared-schema", mig_tenancy.shared_schema, dsn=dsn)
+    assert result.returncode == 2
+    assert "--reference TENANT" in result.stderr

@@ -1,4 +1,5 @@
-"""`tenantkit tenants` and `tenantkit shell` against a real database."""
+"""Tenant commands (init, create, list, show, rename, drop, domains, clone) through the real
+``tenantkit`` console script against a real database."""
 
 from __future__ import annotations
 
@@ -7,12 +8,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from click.testing import CliRunner, Result
-
-from tenantkit import _demo
-from tenantkit.cli import main
-
-MIGRATIONS = str(_demo.MIGRATIONS)
+from _cli_support import MIGRATIONS, tenantkit
+from psycopg import sql
 
 
 def host_of(schema: str) -> str:
@@ -20,108 +17,204 @@ def host_of(schema: str) -> str:
     return schema.replace("_", "-") + ".example.test"
 
 
-def run(dsn: str, *args: str, input: str | None = None) -> Result:
-    return CliRunner().invoke(main, ["--dsn", dsn, *args], input=input)
+def ok(*args: str, dsn: str, input: str | None = None) -> str:
+    """Run a command that must succeed; its standard output."""
+    result = tenantkit(*args, dsn=dsn, input=input)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def listed(dsn: str) -> dict[str, dict[str, object]]:
+    return {t["schema"]: t for t in json.loads(ok("list", "--json", dsn=dsn))}
 
 
 @pytest.fixture
-def tenant_schema(dsn: str, schema_name: str) -> str:
-    """A tenant created through the CLI with the demo migrations and one domain."""
-    assert run(dsn, "tenants", "install").exit_code == 0
-    result = run(dsn, "migrate", "--migrations", MIGRATIONS, "--shared")
-    assert result.exit_code == 0, result.output
-    result = run(
-        dsn,
-        "tenants",
-        "--migrations",
-        MIGRATIONS,
+def installed(dsn: str) -> str:
+    """The test database with the registry and the demo project's shared migrations."""
+    ok("init", dsn=dsn)
+    ok("migrate", "--migrations", MIGRATIONS, "--shared", dsn=dsn)
+    return dsn
+
+
+@pytest.fixture
+def tenant_schema(installed: str, schema_name: str) -> str:
+    """A tenant created through the CLI with the demo migrations, one domain and metadata."""
+    out = ok(
         "create",
         schema_name,
         "--name",
-        "Shell Test",
+        "CLI Test",
         "--domain",
         host_of(schema_name),
         "--meta",
         "plan=pro",
+        "--migrations",
+        MIGRATIONS,
+        dsn=installed,
     )
-    assert result.exit_code == 0, result.output
+    assert f"created tenant {schema_name} by migrations on {host_of(schema_name)}" in out
     return schema_name
 
 
-def test_create_list_rename_drop(dsn: str, tenant_schema: str) -> None:
-    listed = json.loads(run(dsn, "tenants", "list", "--json").output)
-    mine = next(t for t in listed if t["schema"] == tenant_schema)
-    assert mine["name"] == "Shell Test"
+def test_init_is_safe_to_repeat(dsn: str) -> None:
+    assert "registry installed in schema public" in ok("init", dsn=dsn)
+    assert "registry installed" in ok("init", dsn=dsn)
+
+
+def test_create_then_list_shows_domains_head_size_and_state(dsn: str, tenant_schema: str) -> None:
+    mine = listed(dsn)[tenant_schema]
+    assert mine["name"] == "CLI Test"
     assert mine["domains"] == [host_of(tenant_schema)]
     assert mine["metadata"] == {"plan": "pro"}
     assert mine["state"] == "active"
+    assert mine["head"] == "0002_note_author"
+    assert mine["migrations"] == 2
+    assert isinstance(mine["size"], int) and mine["size"] > 0
 
+    table = ok("list", dsn=dsn)
+    line = next(row for row in table.splitlines() if f" {tenant_schema} " in row)
+    assert "CLI Test" in line and "0002_note_author" in line and "active" in line
+    assert host_of(tenant_schema) in line
+
+
+def test_show_by_schema_or_host(dsn: str, tenant_schema: str) -> None:
+    by_host = json.loads(
+        ok("show", host_of(tenant_schema), "--migrations", MIGRATIONS, "--json", dsn=dsn)
+    )
+    assert by_host["schema"] == tenant_schema
+    assert by_host["domains"] == [{"host": host_of(tenant_schema), "primary": True}]
+    assert by_host["tables"] == 1  # notes; tenantkit's history table is not counted
+    assert by_host["pending"] == []
+    text = ok("show", tenant_schema, dsn=dsn)
+    assert f"{host_of(tenant_schema)} (primary)" in text
+    assert "2 applied, head 0002_note_author" in text
+    assert "meta plan" in text and "pro" in text
+
+
+def test_rename_moves_data_and_domains(dsn: str, tenant_schema: str) -> None:
+    ok("run", tenant_schema, "--", "insert into notes (body) values ('kept')", dsn=dsn)
     new = tenant_schema + "_r"
-    assert run(dsn, "tenants", "rename", tenant_schema, new).exit_code == 0
+    assert f"renamed tenant {tenant_schema} to {new}" in ok("rename", tenant_schema, new, dsn=dsn)
+    tenants = listed(dsn)
+    assert tenant_schema not in tenants
+    assert tenants[new]["domains"] == [host_of(tenant_schema)]
+    assert tenants[new]["head"] == "0002_note_author"  # the history moved too
     with psycopg.connect(dsn) as conn:
-        # The tenant's table moved with its schema.
-        assert conn.execute(f"select count(*) from {new}.notes").fetchone() == (0,)
-
-    refused = run(dsn, "tenants", "drop", new, "--yes")
-    assert refused.exit_code != 0
-    assert "cascade" in refused.output.lower()
-    assert run(dsn, "tenants", "drop", new, "--yes", "--cascade").exit_code == 0
-    listed = json.loads(run(dsn, "tenants", "list", "--json").output)
-    assert new not in {t["schema"] for t in listed}
+        query = sql.SQL("select body from {}").format(sql.Identifier(new, "notes"))
+        assert conn.execute(query).fetchall() == [("kept",)]
+    ok("drop", new, "--yes", dsn=dsn)
 
 
-def test_bad_schema_name_is_a_clear_error_not_a_traceback(dsn: str) -> None:
-    assert run(dsn, "tenants", "install").exit_code == 0
-    result = run(dsn, "tenants", "create", 'evil"; drop schema public; --')
-    assert result.exit_code == 1
-    assert "invalid schema name" in result.output
-    assert "Traceback" not in result.output
+def test_drop_asks_and_does_nothing_without_a_yes(dsn: str, tenant_schema: str) -> None:
+    refused = tenantkit("drop", tenant_schema, dsn=dsn, input="n\n")
+    assert refused.returncode == 1
+    assert f"Drop tenant {tenant_schema} and all its data" in refused.stderr
+    assert "not dropped" in refused.stderr
+    assert tenant_schema in listed(dsn)
+
+    assert f"dropped tenant {tenant_schema}" in ok("drop", tenant_schema, dsn=dsn, input="y\n")
+    assert tenant_schema not in listed(dsn)
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "select count(*) from pg_namespace where nspname = %s", (tenant_schema,)
+        ).fetchone()
+        assert row == (0,)
 
 
-def test_domains(dsn: str, tenant_schema: str) -> None:
-    host = "www." + host_of(tenant_schema)
-    result = run(dsn, "tenants", "add-domain", tenant_schema, host.upper(), "--primary")
-    assert result.exit_code == 0, result.output
-    assert f"{host} -> {tenant_schema} (primary)" in result.output
-    listed = json.loads(run(dsn, "tenants", "list", "--json").output)
-    mine = next(t for t in listed if t["schema"] == tenant_schema)
-    assert mine["domains"][0] == host  # the primary one first
-    assert run(dsn, "tenants", "remove-domain", host).exit_code == 0
+def test_drop_by_host_with_yes(dsn: str, tenant_schema: str) -> None:
+    ok("drop", host_of(tenant_schema), "-y", dsn=dsn)
+    assert tenant_schema not in listed(dsn)
 
 
-def test_shell_sees_the_tenant_schema_first(dsn: str, tenant_schema: str) -> None:
-    script = "insert into notes (body) values ('from the shell');\nselect body from notes;\n"
-    result = run(dsn, "shell", tenant_schema, input=script)
-    assert result.exit_code == 0, result.output
-    assert "INSERT 0 1" in result.output
-    assert "from the shell" in result.output
-    # Shared tables stay visible after the tenant's schema.
-    result = run(dsn, "shell", tenant_schema, "-c", "select name from plans order by id")
-    assert "free" in result.output
-    assert "(2 rows)" in result.output
+def test_domains_add_primary_list_remove(dsn: str, tenant_schema: str) -> None:
+    www = "www." + host_of(tenant_schema)
+    out = ok("domains", "add", tenant_schema, www.upper() + ":8080", dsn=dsn)
+    assert f"{www} -> {tenant_schema}" in out  # normalised: lower case, no port
+    assert "primary" not in out
+    out = ok("domains", "primary", www, dsn=dsn)
+    assert f"{www} is now the primary domain of {tenant_schema}" in out
+    mine = json.loads(ok("domains", "list", tenant_schema, "--json", dsn=dsn))
+    assert mine[0] == {"host": www, "schema": tenant_schema, "primary": True}
+    assert {"host": host_of(tenant_schema), "schema": tenant_schema, "primary": False} in mine
+    assert listed(dsn)[tenant_schema]["domains"][0] == www  # the primary one first
+    assert www in ok("domains", "list", dsn=dsn)
+
+    ok("domains", "remove", www, dsn=dsn)
+    hosts = [d["host"] for d in json.loads(ok("domains", "list", tenant_schema, "--json", dsn=dsn))]
+    assert hosts == [host_of(tenant_schema)]
 
 
-def test_shell_switches_tenants_by_host_and_lists_tables(dsn: str, tenant_schema: str) -> None:
-    script = f"\\c {host_of(tenant_schema)}\n\\dt\n\\d notes\n\\c\nselect 1 as one;\n\\q\n"
-    result = run(dsn, "shell", input=script)
-    assert result.exit_code == 0, result.output
-    assert f"now working as {tenant_schema}" in result.output
-    assert "notes" in result.output
-    assert "author" in result.output  # \d notes shows the column added by migration 0002
-    assert "now working as public" in result.output
+def test_domain_taken_by_another_tenant_is_a_conflict(dsn: str, tenant_schema: str) -> None:
+    other = tenant_schema + "_o"
+    ok("create", other, dsn=dsn)
+    result = tenantkit("domains", "add", other, host_of(tenant_schema), dsn=dsn)
+    assert result.returncode == 4
+    assert host_of(tenant_schema) in result.stderr
+    ok("drop", other, "--yes", dsn=dsn)
 
 
-def test_shell_reports_sql_errors_and_goes_on(dsn: str, tenant_schema: str) -> None:
-    result = run(dsn, "shell", tenant_schema, input="select * from nope;\nselect 2 as two;\n")
-    assert result.exit_code == 0
-    assert "42P01" in result.output  # undefined_table, with its SQLSTATE
-    assert "two" in result.output
+def test_clone_copies_structure_and_history_and_rows_only_with_data(
+    dsn: str, tenant_schema: str
+) -> None:
+    ok("run", tenant_schema, "--", "insert into notes (body) values ('original')", dsn=dsn)
+    bare, full = tenant_schema + "_c", tenant_schema + "_d"
+    out = ok("clone", tenant_schema, bare, "--domain", host_of(bare), dsn=dsn)
+    assert f"created tenant {bare} from {tenant_schema} (structure)" in out
+    ok("clone", host_of(tenant_schema), full, "--data", dsn=dsn)
+
+    count = "select count(*) as n from notes"
+    assert json.loads(ok("run", bare, "--json", "--", count, dsn=dsn))[0]["rows"] == [[0]]
+    assert json.loads(ok("run", full, "--json", "--", count, dsn=dsn))[0]["rows"] == [[1]]
+    tenants = listed(dsn)
+    for copy in (bare, full):
+        # Same migration state as the source: nothing pending, no drift.
+        assert tenants[copy]["head"] == "0002_note_author"
+        assert tenants[copy]["migrations"] == 2
+    assert tenants[bare]["domains"] == [host_of(bare)]
+    assert tenants[full]["domains"] == []  # domains are never copied
+    plan = json.loads(ok("plan", "--migrations", MIGRATIONS, "--schema", bare, "--json", dsn=dsn))
+    assert (plan["schemas"], plan["pending"]) == (1, []), plan
+    drift = tenantkit("drift", "--reference", tenant_schema, "--schema", bare, dsn=dsn)
+    assert drift.returncode == 0, drift.stdout + drift.stderr
+    # The copy is independent of its source.
+    ok("run", full, "--", "delete from notes", dsn=dsn)
+    assert json.loads(ok("run", tenant_schema, "--json", "--", count, dsn=dsn))[0]["rows"] == [[1]]
 
 
-def test_shell_unknown_tenant_is_a_clear_error(dsn: str, tenant_schema: str) -> None:
-    result = run(dsn, "shell", "no_such_tenant")
-    assert result.exit_code == 1
-    assert "no_such_tenant" in result.output
+def test_clone_of_an_unknown_tenant_or_onto_an_existing_one_fails_cleanly(
+    dsn: str, tenant_schema: str
+) -> None:
+    missing = tenantkit("clone", tenant_schema + "_nope", tenant_schema + "_x", dsn=dsn)
+    assert missing.returncode == 3
+    assert "tenantkit list" in missing.stderr
+    taken = tenantkit("clone", tenant_schema, tenant_schema, dsn=dsn)
+    assert taken.returncode == 4
+    assert tenant_schema + "_x" not in listed(dsn)
+
+
+def test_create_derives_the_schema_name_from_the_display_name(
+    installed: str, schema_name: str
+) -> None:
+    suffix = schema_name.removeprefix("t_")
+    out = ok("create", "--name", f"Ünïcode Café, {suffix.upper()}", dsn=installed)
+    assert f"created tenant unicode_cafe_{suffix}" in out
+    ok("drop", f"unicode_cafe_{suffix}", "--yes", dsn=installed)
+
+
+def test_create_json_reports_the_new_tenant(installed: str, schema_name: str) -> None:
+    created = json.loads(
+        ok("create", schema_name, "--migrations", MIGRATIONS, "--json", dsn=installed)
+    )
+    assert created["schema"] == schema_name
+    assert created["head"] == "0002_note_author"
+    ok("drop", schema_name, "--yes", dsn=installed)
+
+
+def test_the_plugin_env_var_names_the_migrations_too(installed: str) -> None:
+    result = tenantkit("plan", dsn=installed, env={"PGTENANTS_MIGRATIONS": MIGRATIONS})
+    assert result.returncode == 0, result.stderr
+    assert "Nothing to migrate" in result.stdout
 
 
 def test_demo_migrations_are_packaged() -> None:
@@ -129,22 +222,3 @@ def test_demo_migrations_are_packaged() -> None:
         "0001_notes.sql",
         "0002_note_author.sql",
     ]
-
-
-def test_create_derives_the_schema_name_from_the_display_name(dsn: str, schema_name: str) -> None:
-    assert run(dsn, "tenants", "install").exit_code == 0
-    suffix = schema_name.removeprefix("t_")
-    result = run(dsn, "tenants", "create", "--name", f"Ünïcode Café, {suffix.upper()}")
-    assert result.exit_code == 0, result.output
-    assert f"created tenant unicode_cafe_{suffix} " in result.output
-    assert run(dsn, "tenants", "drop", f"unicode_cafe_{suffix}", "--yes").exit_code == 0
-
-
-def test_the_plugin_env_var_names_the_migrations_too(dsn: str, schema_name: str) -> None:
-    assert run(dsn, "tenants", "install").exit_code == 0
-    result = CliRunner().invoke(
-        main,
-        ["--dsn", dsn, "migrate", "--plan"],
-        env={"PGTENANTS_MIGRATIONS": MIGRATIONS, "TENANTKIT_MIGRATIONS": None},
-    )
-    assert result.exit_code == 0, result.output

@@ -1,0 +1,111 @@
+"""User errors end as one ``error:`` line and a documented exit status, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from _cli_support import tenantkit
+
+from tenantkit.cli._errors import ExitCode, one_line
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def assert_one_error_line(stderr: str, *fragments: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: "), stderr
+    for fragment in fragments:
+        assert fragment in lines[0], stderr
+
+
+def test_unreachable_server(dsn: str) -> None:
+    port = _closed_port()
+    result = tenantkit("list", dsn=f"host=127.0.0.1 port={port} user=x dbname=x connect_timeout=3")
+    assert result.returncode == ExitCode.UNAVAILABLE
+    assert_one_error_line(result.stderr, "cannot connect to PostgreSQL", str(port), "--embedded")
+
+
+def test_malformed_dsn() -> None:
+    result = tenantkit("list", dsn="this is not a dsn")
+    assert result.returncode == ExitCode.USAGE
+    assert_one_error_line(result.stderr, "invalid DSN")
+
+
+def test_no_database_given_says_how_to_give_one() -> None:
+    result = tenantkit("list")
+    assert result.returncode == ExitCode.USAGE
+    assert_one_error_line(result.stderr, "--dsn", "PGTENANTS_DSN", "DATABASE_URL", "--embedded")
+
+
+def test_database_url_is_read(server_conninfo: str) -> None:
+    result = tenantkit("list", env={"DATABASE_URL": server_conninfo})
+    # The maintenance database has no registry: reaching it proves the URL was used.
+    assert result.returncode == ExitCode.NOT_FOUND
+    assert_one_error_line(result.stderr, "tenantkit init")
+
+
+def test_registry_not_installed(server_conninfo: str) -> None:
+    result = tenantkit("show", "acme", dsn=server_conninfo)
+    assert result.returncode == ExitCode.NOT_FOUND
+    assert_one_error_line(result.stderr, "run `tenantkit init`")
+
+
+@pytest.mark.parametrize(
+    "name", ['evil"; drop schema public; --', "Upper", "pg_catalog2", "x" * 64, "public"]
+)
+def test_invalid_schema_names_are_refused_before_any_sql(dsn: str, name: str) -> None:
+    assert tenantkit("init", dsn=dsn).returncode == 0
+    result = tenantkit("create", name, dsn=dsn)
+    assert result.returncode == ExitCode.USAGE
+    assert_one_error_line(result.stderr, "schema name")
+
+
+def test_invalid_host_is_refused(dsn: str, schema_name: str) -> None:
+    assert tenantkit("init", dsn=dsn).returncode == 0
+    result = tenantkit("create", schema_name, "--domain", "bad host!", dsn=dsn)
+    assert result.returncode == ExitCode.USAGE
+    assert_one_error_line(result.stderr, "bad host!")
+    assert schema_name not in tenantkit("list", "--json", dsn=dsn).stdout  # nothing created
+
+
+def test_existing_tenant_is_a_conflict(dsn: str, schema_name: str) -> None:
+    assert tenantkit("init", dsn=dsn).returncode == 0
+    assert tenantkit("create", schema_name, dsn=dsn).returncode == 0
+    again = tenantkit("create", schema_name, dsn=dsn)
+    assert again.returncode == ExitCode.CONFLICT
+    assert_one_error_line(again.stderr, "already exists")
+    assert tenantkit("drop", schema_name, "--yes", dsn=dsn).returncode == 0
+
+
+def test_unknown_host(dsn: str) -> None:
+    assert tenantkit("init", dsn=dsn).returncode == 0
+    result = tenantkit("domains", "remove", "nobody.example.test", dsn=dsn)
+    assert result.returncode == ExitCode.NOT_FOUND
+    assert_one_error_line(result.stderr, "nobody.example.test", "tenantkit domains list")
+
+
+def test_dsn_and_embedded_exclude_each_other(dsn: str) -> None:
+    result = tenantkit("--embedded", "list", dsn=dsn)
+    assert result.returncode == ExitCode.USAGE
+    assert "exclude each other" in result.stderr
+
+
+def test_embedded_runs_a_throw_away_server_for_one_command() -> None:
+    result = tenantkit("--embedded", "init")
+    assert result.returncode == 0, result.stderr
+    assert "registry installed" in result.stdout
+    assert (
+        "embedded PostgreSQL" in result.stderr and "removed when the command ends" in result.stderr
+    )
+
+
+def test_messages_fold_into_one_line() -> None:
+    assert one_line("first\n\tSecond part?\n") == "first. Second part?"
+    assert one_line("Looked in:\n- here\n- there") == "Looked in: here; there"
+    assert one_line("") == "unknown error"
