@@ -37,7 +37,7 @@ from .migrations import (
 )
 from .models import Domain, Tenant, TenantState
 from .names import normalize_host, schema_name_from, validate_schema_name
-from .provisioning import MigrationProvisioner, Spares, Template
+from .provisioning import CloneProvisioner, MigrationProvisioner, Spares, Template
 from .routing import Outcome, Resolution, RoutingTable, TenantResolver
 from .schema import create_schema, drop_schema, list_schemas, rename_schema, schema_exists
 from .search_path import (
@@ -60,6 +60,7 @@ __all__ = [
     "AsyncTenancy",
     "AsyncTenantConnection",
     "CloneError",
+    "CloneProvisioner",
     "Difference",
     "Domain",
     "DomainExists",

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 
-from tenantkit import SchemaExists
+from tenantkit import (
+    DomainExists,
+    InvalidSchemaName,
+    SchemaExists,
+    Tenancy,
+    TenantkitError,
+    TenantNotFound,
+    _demo,
+)
 from tenantkit.catalog import fingerprint, read_catalog
 from tenantkit.clone import CloneError, clone_schema, clone_script
 
@@ -106,3 +115,53 @@ def test_catalog_reads_many_schemas_at_once(
     assert "trigger child.child_touch" in objects
     assert "type mood" in objects
     assert "function touch()" in objects
+
+
+@pytest.fixture
+def migrated(dsn: str, schema_name: str) -> Iterator[tuple[Tenancy, str]]:
+    """A tenancy on the demo project with one tenant holding a note."""
+    with Tenancy(dsn, migrations=_demo.MIGRATIONS, max_size=2) as tenancy:
+        tenancy.install()
+        tenancy.migrate(tenants=False)
+        tenancy.create_tenant(schema_name)
+        with tenancy.connection(schema_name) as c:
+            c.execute("insert into notes (body) values ('source row')")
+        yield tenancy, schema_name
+        for t in tenancy.tenants():
+            if t.schema.startswith(schema_name):
+                tenancy.drop_tenant(t, cascade=True)
+
+
+def test_clone_tenant_registers_a_migrated_copy(migrated: tuple[Tenancy, str]) -> None:
+    tenancy, source = migrated
+    copy = tenancy.clone_tenant(source, source + "_copy", domains=[source.replace("_", "-") + ".c"])
+    assert copy.name == source + "_copy"
+    assert [d.host for d in tenancy.domains(copy)] == [source.replace("_", "-") + ".c"]
+    with tenancy.connection(copy) as c:
+        assert c.execute("select count(*) from notes").fetchone() == (0,)
+        history = c.execute("select id from tenantkit_migrations order by id").fetchall()
+    assert history == [("0001_notes",), ("0002_note_author",)]
+    assert not tenancy.plan(schemas=[copy.schema], shared=False).pending
+    with_rows = tenancy.clone_tenant(source, source + "_rows", data=True)
+    with tenancy.connection(with_rows) as c:
+        assert c.execute("select body from notes").fetchall() == [("source row",)]
+        assert c.execute("select count(*) from tenantkit_migrations").fetchone() == (2,)
+
+
+def test_clone_tenant_is_atomic_and_checks_its_input(migrated: tuple[Tenancy, str]) -> None:
+    tenancy, source = migrated
+    with pytest.raises(TenantNotFound):
+        tenancy.clone_tenant(source + "_missing", source + "_x")
+    with pytest.raises(InvalidSchemaName):
+        tenancy.clone_tenant(source, "Bad Name")
+    with pytest.raises(TenantkitError, match="public tenant"):
+        tenancy.clone_tenant("public", source + "_x")
+    # A bad host fails after nothing was written; a taken host fails inside the transaction.
+    tenancy.add_domain(source, source.replace("_", "-") + ".taken")
+    with pytest.raises(DomainExists):
+        tenancy.clone_tenant(source, source + "_x", domains=[source.replace("_", "-") + ".taken"])
+    assert source + "_x" not in {t.schema for t in tenancy.tenants()}
+    with tenancy.admin_connection() as c:
+        assert c.execute(
+            "select count(*) from pg_namespace where nspname = %s", (source + "_x",)
+        ).fetchone() == (0,)
