@@ -132,13 +132,29 @@ def print_rows(
     *,
     title: str | None = None,
     right: Sequence[str] = (),
+    wrap: Sequence[str] = (),
 ) -> None:
-    """Print rows as a table; ``right`` names the columns to right-align (numbers)."""
+    """Print rows as a table; ``right`` names the columns to right-align (numbers), ``wrap``
+    the ones that may wrap on a narrow terminal (the others keep their values on one line)."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", highlight=False)
+    # psql-like: a rule under the header, no cell borders, so wide rows still fit.
+    table = Table(
+        title=title,
+        title_justify="left",
+        highlight=False,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
     for column in columns:
-        table.add_column(column, justify="right" if column in right else "left")
+        table.add_column(
+            column,
+            justify="right" if column in right else "left",
+            no_wrap=column not in wrap,
+            overflow="fold",
+        )
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
     console.print(table)

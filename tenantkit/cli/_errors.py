@@ -115,7 +115,10 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
 def _cli_message(exc: TenantkitError) -> str:
     if isinstance(exc, RegistryNotInstalled):
         return "the tenant registry is not installed in this database: run `tenantkit init`"
-    message = str(exc)
+    message = str(exc).replace(
+        "use tenantkit.names.schema_name_from() to derive one",
+        "`tenantkit create --name 'Display Name'` derives one",
+    )
     for kind, hint in _HINTS:
         if isinstance(exc, kind):
             return f"{message.split(';')[0]}; {hint}"

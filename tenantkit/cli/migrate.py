@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..errors import MigrationError, RegistryNotInstalled
-from ._context import require_dsn
+from ._context import make_console, print_rows, require_dsn
 from ._options import migrations_option, shared_schema_option
 
 __all__ = ["drift", "migrate", "plan"]
@@ -172,39 +172,26 @@ def _print_plan(plan: Any, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(plan.as_dict(), indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
     pending = plan.pending
     if not pending:
         click.echo(f"Nothing to migrate ({len(plan.entries)} schemas at the head).")
         return
-    table = Table("schema", "kind", "pending")
-    for entry in pending:
-        table.add_row(entry.schema, entry.kind, ", ".join(entry.pending))
-    Console().print(table)
+    rows = [(e.schema, e.kind, ", ".join(e.pending)) for e in pending]
+    print_rows(make_console(), ["schema", "kind", "pending"], rows, wrap=["pending"])
     click.echo(f"{len(pending)} of {len(plan.entries)} schemas have pending migrations.")
 
 
 def _print_report(report: Any) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     counts = report.counts()
-    summary = Table("applied", "current", "failed", "skipped", "time", title="migrate")
-    summary.add_row(
-        *(str(counts[k]) for k in ("applied", "current", "failed", "skipped")),
-        f"{report.duration:.2f} s",
-    )
-    console = Console()
-    console.print(summary)
+    console = make_console()
+    names = ("applied", "current", "failed", "skipped")
+    summary = [*(str(counts[k]) for k in names), f"{report.duration:.2f} s"]
+    print_rows(console, [*names, "time"], [summary], right=[*names, "time"])
     if report.resumed_from is not None:
         console.print(f"Resumed after interrupted run #{report.resumed_from}.")
     if report.failed:
-        failures = Table("schema", "migration", "error", title="failed", style="red")
-        for r in report.failed:
-            failures.add_row(r.schema, r.migration or "", r.error or "")
-        console.print(failures)
+        failures = [(r.schema, r.migration or "", r.error or "") for r in report.failed]
+        print_rows(console, ["schema", "migration", "error"], failures, wrap=["error"])
 
 
 @click.command()
@@ -256,15 +243,17 @@ def drift(
             f"No drift: {report.checked} schemas match {report.reference} ({report.fingerprint})."
         )
     else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table("schema", "object", "change", "detail", title="drift")
-        for d in report.drifted:
-            for x in d.differences:
-                detail = x.actual if x.change != "missing" else x.expected
-                table.add_row(d.schema, x.object, x.change, detail or "")
-        Console().print(table)
+        rows = [
+            (
+                d.schema,
+                x.object,
+                x.change,
+                (x.actual if x.change != "missing" else x.expected) or "",
+            )
+            for d in report.drifted
+            for x in d.differences
+        ]
+        print_rows(make_console(), ["schema", "object", "change", "detail"], rows, wrap=["detail"])
         click.echo(
             f"{len(report.drifted)} of {report.checked} schemas differ from {report.reference}."
         )

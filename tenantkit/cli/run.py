@@ -133,8 +133,11 @@ def _print_results(results: list[TenantResult], total: int) -> None:
     shapes = {tuple(r.columns) for r in results if r.ok}
     if len(shapes) == 1 and (columns := next(iter(shapes))):
         # Every tenant returned rows of one shape: one table, the tenant first on each row.
-        rows = [(r.schema, *row) for r in results if r.ok for row in r.rows]
-        rows += [(r.schema, f"ERROR: {r.error}") for r in results if not r.ok]
+        rows: list[tuple[Any, ...]] = []
+        for r in results:
+            rows += (
+                [(r.schema, *row) for row in r.rows] if r.ok else [(r.schema, f"ERROR: {r.error}")]
+            )
         print_rows(console, ["tenant", *columns], rows)
     else:
         print_rows(

@@ -167,7 +167,7 @@ def create(
 @_json_option
 @click.pass_context
 def list_tenants(ctx: click.Context, state: str | None, shared_schema: str, as_json: bool) -> None:
-    """List tenants: domains (primary first), migration head, size and state."""
+    """List tenants: state, domains (primary first), migration head and size."""
     with open_tenancy(ctx, shared_schema=shared_schema) as tenancy:
         rows = _overview(tenancy, tenancy.tenants(state=state))
     if as_json:
@@ -178,20 +178,20 @@ def list_tenants(ctx: click.Context, state: str | None, shared_schema: str, as_j
         return
     print_rows(
         make_console(),
-        ["schema", "name", "state", "domains", "migration", "size", "created"],
+        ["schema", "name", "state", "domains", "migration", "size"],
         [
             (
                 r["schema"],
                 r["name"],
                 r["state"],
-                ", ".join(r["domains"]),
+                "\n".join(r["domains"]),
                 r["head"] or "",
                 human_size(r["size"]),
-                r["created_at"][:16].replace("T", " "),
             )
             for r in rows
         ],
         right=["size"],
+        wrap=["name", "domains"],
     )
     click.echo(f"{len(rows)} tenant{'s' if len(rows) != 1 else ''}")
 
@@ -280,6 +280,7 @@ def drop(ctx: click.Context, tenant: str, yes: bool, shared_schema: str) -> None
             try:
                 confirmed = click.confirm(question, default=False, err=True)
             except click.Abort:  # end of input: nobody said yes
+                click.echo(err=True)
                 confirmed = False
             if not confirmed:
                 raise CliError(f"tenant {found.schema} not dropped (pass --yes to skip asking)")
