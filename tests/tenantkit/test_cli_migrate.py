@@ -95,7 +95,7 @@ def test_plan_command_lists_pending_and_checks(
     code, out = _run(dsn, mig_tenancy, "plan")
     assert code == 0  # listing is not failing
     for name in names:
-        line = next(row for row in out.splitlines() if f" {name} " in row)
+        line = next(row for row in out.splitlines() if row.split()[:1] == [name])
         assert "0003_note" in line
     code, out = _run(dsn, mig_tenancy, "plan", "--check", "--schema", names[0], "--json")
     assert code == 1  # --check: pending migrations fail a CI step

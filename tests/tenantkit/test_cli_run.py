@@ -54,7 +54,7 @@ def test_run_all_shows_one_table_with_the_tenant_first(dsn: str, three: list[str
     result = tenantkit("run", "--all", "--", "select body from notes", dsn=dsn)
     assert result.returncode == 0, result.stderr
     for schema in three:
-        line = next(row for row in result.stdout.splitlines() if f" {schema} " in row)
+        line = next(row for row in result.stdout.splitlines() if row.split()[:1] == [schema])
         assert f"note of {schema}" in line
     assert "failed" in result.stdout.splitlines()[-1]
 

@@ -73,7 +73,7 @@ def test_create_then_list_shows_domains_head_size_and_state(dsn: str, tenant_sch
     assert isinstance(mine["size"], int) and mine["size"] > 0
 
     table = ok("list", dsn=dsn)
-    line = next(row for row in table.splitlines() if f" {tenant_schema} " in row)
+    line = next(row for row in table.splitlines() if row.split()[:1] == [tenant_schema])
     assert "CLI Test" in line and "0002_note_author" in line and "active" in line
     assert host_of(tenant_schema) in line
 
