@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -15,6 +16,7 @@ from ._options import migrations_option, shared_schema_option
 
 __all__ = ["drift", "migrate", "plan"]
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 _migrations_option = migrations_option(required=True, purpose="")
 _shared_option = shared_schema_option
 
@@ -26,15 +28,41 @@ def _tenancy(ctx: click.Context, migrations_dir: str | None, shared_schema: str)
     )
 
 
+def _scope_options(function: _F) -> _F:
+    """``--shared``, ``--tenant`` and ``--schema NAME``: which schemas a command covers."""
+    for option in reversed(
+        (
+            click.option("--shared", "shared_only", is_flag=True, help="Shared migrations only."),
+            click.option("--tenant", "tenant_only", is_flag=True, help="Tenant migrations only."),
+            click.option(
+                "--schema",
+                "schemas",
+                multiple=True,
+                metavar="NAME",
+                help="Only this tenant (repeatable).",
+            ),
+        )
+    ):
+        function = option(function)
+    return function
+
+
+def _scope(shared_only: bool, tenant_only: bool, schemas: tuple[str, ...]) -> dict[str, Any]:
+    """The engine's ``shared``, ``tenants`` and ``schemas`` arguments for the scope options."""
+    if shared_only and tenant_only:
+        raise click.UsageError("--shared and --tenant exclude each other; give neither for both")
+    return {
+        "shared": not tenant_only and not schemas,
+        "tenants": not shared_only,
+        "schemas": list(schemas) or None,
+    }
+
+
 @click.command()
 @_migrations_option
 @_shared_option
 @click.option("--plan", "plan_only", is_flag=True, help="Only list what is pending where.")
-@click.option("--shared", "shared_only", is_flag=True, help="Shared migrations only.")
-@click.option("--tenant", "tenant_only", is_flag=True, help="Tenant migrations only.")
-@click.option(
-    "--schema", "schemas", multiple=True, metavar="NAME", help="Only this tenant (repeatable)."
-)
+@_scope_options
 @click.option(
     "--jobs", "-j", type=click.IntRange(1), default=1, show_default=True, help="Parallel workers."
 )
@@ -73,14 +101,8 @@ def migrate(
     """
     from .. import migrations as m
 
+    scope = _scope(shared_only, tenant_only, schemas)
     tenancy = _tenancy(ctx, migrations_dir, shared_schema)
-    if shared_only and tenant_only:
-        raise click.UsageError("--shared and --tenant exclude each other; give neither for both")
-    scope: dict[str, Any] = {
-        "shared": not tenant_only and not schemas,
-        "tenants": not shared_only,
-        "schemas": list(schemas) or None,
-    }
     try:
         if plan_only:
             _print_plan(m.plan(tenancy, **scope), as_json)
@@ -99,11 +121,7 @@ def migrate(
 @click.command()
 @_migrations_option
 @_shared_option
-@click.option("--shared", "shared_only", is_flag=True, help="Shared migrations only.")
-@click.option("--tenant", "tenant_only", is_flag=True, help="Tenant migrations only.")
-@click.option(
-    "--schema", "schemas", multiple=True, metavar="NAME", help="Only this tenant (repeatable)."
-)
+@_scope_options
 @click.option("--check", is_flag=True, help="Exit with status 1 when anything is pending (CI).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.pass_context
@@ -120,15 +138,8 @@ def plan(
     """List the migrations pending in each schema, without running any (one query)."""
     from .. import migrations as m
 
-    if shared_only and tenant_only:
-        raise click.UsageError("--shared and --tenant exclude each other; give neither for both")
-    tenancy = _tenancy(ctx, migrations_dir, shared_schema)
-    found = m.plan(
-        tenancy,
-        shared=not tenant_only and not schemas,
-        tenants=not shared_only,
-        schemas=list(schemas) or None,
-    )
+    scope = _scope(shared_only, tenant_only, schemas)
+    found = m.plan(_tenancy(ctx, migrations_dir, shared_schema), **scope)
     _print_plan(found, as_json)
     ctx.exit(1 if check and found.pending else 0)
 
