@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..tenancy import Tenancy
 
 __all__ = [
+    "complete_tenant",
     "dsn_option_value",
     "echo_json",
     "make_console",
@@ -158,3 +159,31 @@ def print_rows(
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
     console.print(table)
+
+
+def complete_tenant(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of tenant schema names (``tenantkit show ac<TAB>``).
+
+    Reads the registry of the database the command line names (``--dsn``, ``PGTENANTS_DSN`` or
+    ``DATABASE_URL``); completes nothing, silently, when there is none or it cannot be read.
+    """
+    from psycopg import sql
+
+    from ..registry import TENANTS_TABLE
+
+    root = ctx.find_root()
+    dsn = root.params.get("dsn")
+    if not dsn or root.params.get("embedded"):
+        return []
+    shared = ctx.params.get("shared_schema") or "public"
+    try:
+        with psycopg.connect(dsn, connect_timeout=2, autocommit=True) as conn:
+            rows = conn.execute(
+                sql.SQL("select schema from {} where starts_with(schema, %s) order by 1").format(
+                    sql.Identifier(shared, TENANTS_TABLE)
+                ),
+                (incomplete,),
+            ).fetchall()
+    except psycopg.Error:
+        return []
+    return [r[0] for r in rows if r[0] != shared]

@@ -13,7 +13,7 @@ import click
 import psycopg
 from psycopg import sql
 
-from ._context import echo_json, make_console, open_tenancy, print_rows
+from ._context import complete_tenant, echo_json, make_console, open_tenancy, print_rows
 from ._errors import CliError
 from ._options import migrations_option, shared_schema_option
 
@@ -197,7 +197,7 @@ def list_tenants(ctx: click.Context, state: str | None, shared_schema: str, as_j
 
 
 @click.command()
-@click.argument("tenant")
+@click.argument("tenant", shell_complete=complete_tenant)
 @_tenancy_options(", to show pending migrations")
 @_json_option
 @click.pass_context
@@ -250,7 +250,7 @@ def show(
 
 
 @click.command()
-@click.argument("tenant")
+@click.argument("tenant", shell_complete=complete_tenant)
 @click.argument("new_schema")
 @shared_schema_option
 @click.pass_context
@@ -263,7 +263,7 @@ def rename(ctx: click.Context, tenant: str, new_schema: str, shared_schema: str)
 
 
 @click.command()
-@click.argument("tenant")
+@click.argument("tenant", shell_complete=complete_tenant)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @shared_schema_option
 @click.pass_context
@@ -289,7 +289,7 @@ def drop(ctx: click.Context, tenant: str, yes: bool, shared_schema: str) -> None
 
 
 @click.command()
-@click.argument("source")
+@click.argument("source", shell_complete=complete_tenant)
 @click.argument("schema")
 @click.option("--data", is_flag=True, help="Copy the rows too (default: structure only).")
 @click.option("--name", default=None, help="Display name [the schema name].")
@@ -326,7 +326,7 @@ def _domain_rows(found: list[Domain]) -> list[tuple[str, str, str]]:
 
 
 @domains.command("list")
-@click.argument("tenant", required=False)
+@click.argument("tenant", required=False, shell_complete=complete_tenant)
 @shared_schema_option
 @_json_option
 @click.pass_context
@@ -342,7 +342,7 @@ def domains_list(ctx: click.Context, tenant: str | None, shared_schema: str, as_
 
 
 @domains.command("add")
-@click.argument("tenant")
+@click.argument("tenant", shell_complete=complete_tenant)
 @click.argument("host")
 @click.option("--primary", is_flag=True, help="Make it the tenant's primary domain.")
 @shared_schema_option

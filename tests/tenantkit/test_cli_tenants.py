@@ -222,3 +222,20 @@ def test_demo_migrations_are_packaged() -> None:
         "0001_notes.sql",
         "0002_note_author.sql",
     ]
+
+
+def test_shell_completion_of_commands_and_tenant_names(dsn: str, tenant_schema: str) -> None:
+    def complete(*words: str) -> list[str]:
+        line = " ".join(["tenantkit", "--dsn", repr(dsn).replace('"', "'"), *words])
+        env = {
+            "_TENANTKIT_COMPLETE": "bash_complete",
+            "COMP_WORDS": line,
+            "COMP_CWORD": str(len(words) + 2),
+        }
+        result = tenantkit(env=env)
+        return [item.split(",", 1)[1] for item in result.stdout.split()]
+
+    assert "show" in complete("sh")
+    assert complete("show", tenant_schema[:-1]) == [tenant_schema]
+    assert complete("domains", "add", tenant_schema) == [tenant_schema]
+    assert complete("show", "no_such_prefix") == []
