@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import shlex
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -165,10 +166,14 @@ class PgTenantsSession:
             handle = connect_server(self.shared_run_dir, self.controller_pid, keep=settings.keep)
         else:
             handle = start_embedded(keep=settings.keep)
-        if settings.keep:
+        if settings.keep and handle.data_dir:
+            # Not `pg_ctl stop`: the server runs as an unprivileged account when we are root,
+            # and pg_ctl refuses to run as root. `tenantkit server stop` signals the postmaster
+            # (after checking it serves that directory) and removes the directory.
+            base_dir = shlex.quote(str(Path(handle.data_dir).parent))
             self.keep_notes.append(
-                f"embedded server left running (conninfo {handle.conninfo!r}); stop it with: "
-                f"pg_ctl -D {handle.data_dir} stop -m fast"
+                f"embedded server left running (conninfo {handle.conninfo!r}); stop it and "
+                f"remove it with: tenantkit server stop {base_dir}"
             )
         return handle
 

@@ -9,7 +9,8 @@ knowledge of the application's tables):
   fixture does when used as a context manager around code acting as one tenant.
 * :func:`check_between`: canary rows written through tenant A's connection must not be visible
   through tenant B's connection, and no foreign key, view, function body, trigger or column
-  default in one tenant schema may reference another tenant's schema.
+  default in one tenant schema may reference another tenant's schema. The database work lives
+  in :mod:`tenantkit.isolation` (usable without pytest); this module turns it into assertions.
 
 Failures raise :class:`TenantIsolationError` (an ``AssertionError``) whose message names the
 schema, the table and what leaked.
@@ -18,15 +19,15 @@ schema, the table and what leaked.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
+
+from tenantkit.isolation import TenantConnect, check_isolation, find_cross_schema_references
 
 __all__ = [
     "IsolationAsserter",
@@ -42,7 +43,7 @@ __all__ = [
 #: Tables with at most this many rows have their rows recorded, so a failure can show them.
 _SAMPLE_ROWS = 50
 
-ConnectFn = Callable[[str], AbstractContextManager[psycopg.Connection[Any]]]
+ConnectFn = TenantConnect
 
 
 class TenantIsolationError(AssertionError):
@@ -252,155 +253,10 @@ def assert_unchanged(
         raise TenantIsolationError(problems)
 
 
-_REFERENCES_QUERY = """
-SELECT 'foreign key ' || k.conname, sn.nspname, sc.relname, tn.nspname, tc.relname
-  FROM pg_constraint k
-  JOIN pg_class sc ON sc.oid = k.conrelid JOIN pg_namespace sn ON sn.oid = sc.relnamespace
-  JOIN pg_class tc ON tc.oid = k.confrelid JOIN pg_namespace tn ON tn.oid = tc.relnamespace
- WHERE k.contype = 'f' AND sn.nspname = ANY(%(s)s) AND tn.nspname = ANY(%(s)s)
-   AND sn.nspname <> tn.nspname
-UNION
-SELECT CASE v.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END,
-       vn.nspname, v.relname, tn.nspname, t.relname
-  FROM pg_depend d
-  JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid
-  JOIN pg_class v ON v.oid = r.ev_class JOIN pg_namespace vn ON vn.oid = v.relnamespace
-  JOIN pg_class t ON d.refclassid = 'pg_class'::regclass AND t.oid = d.refobjid
-  JOIN pg_namespace tn ON tn.oid = t.relnamespace
- WHERE vn.nspname = ANY(%(s)s) AND tn.nspname = ANY(%(s)s) AND vn.nspname <> tn.nspname
-UNION
-SELECT 'default of column ' || a.attname, cn.nspname, c.relname, rn.nspname,
-       coalesce(rc.relname, rp.proname || '()')
-  FROM pg_attrdef ad
-  JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
-  JOIN pg_class c ON c.oid = ad.adrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
-  JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
-  LEFT JOIN pg_class rc ON d.refclassid = 'pg_class'::regclass AND rc.oid = d.refobjid
-  LEFT JOIN pg_proc rp ON d.refclassid = 'pg_proc'::regclass AND rp.oid = d.refobjid
-  JOIN pg_namespace rn ON rn.oid = coalesce(rc.relnamespace, rp.pronamespace)
- WHERE cn.nspname = ANY(%(s)s) AND rn.nspname = ANY(%(s)s) AND cn.nspname <> rn.nspname
-UNION
-SELECT 'sequence owned by', sn.nspname, s.relname, tn.nspname, t.relname
-  FROM pg_depend d
-  JOIN pg_class s ON d.classid = 'pg_class'::regclass AND s.oid = d.objid AND s.relkind = 'S'
-  JOIN pg_namespace sn ON sn.oid = s.relnamespace
-  JOIN pg_class t ON d.refclassid = 'pg_class'::regclass AND t.oid = d.refobjid
-  JOIN pg_namespace tn ON tn.oid = t.relnamespace
- WHERE d.deptype IN ('a', 'i') AND sn.nspname = ANY(%(s)s) AND tn.nspname = ANY(%(s)s)
-   AND sn.nspname <> tn.nspname
-UNION
-SELECT 'trigger ' || tg.tgname || ' calls function ' || p.proname, cn.nspname, c.relname,
-       pn.nspname, p.proname || '()'
-  FROM pg_trigger tg
-  JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
-  JOIN pg_proc p ON p.oid = tg.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace
- WHERE NOT tg.tgisinternal AND cn.nspname = ANY(%(s)s) AND pn.nspname = ANY(%(s)s)
-   AND cn.nspname <> pn.nspname
-"""
-
-_FUNCTIONS_QUERY = """
-SELECT n.nspname, p.proname,
-       coalesce(p.prosrc, '') || ' ' || coalesce(array_to_string(p.proconfig, ' '), '')
-  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
- WHERE n.nspname = ANY(%s)
-"""
-
-
 def cross_schema_references(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> list[str]:
-    """Catalog objects in one of ``schemas`` that reference another of ``schemas``.
-
-    Foreign keys, views, column defaults (sequences, functions), owned sequences and trigger
-    functions are found through the dependency catalog; function bodies (which PostgreSQL does
-    not track) by looking for another schema's name used as a qualifier in their source.
-    """
-    names = sorted(set(schemas))
-    problems = [
-        f"{what} on {src_schema}.{src_table} references {ref_schema}.{ref_table}"
-        for what, src_schema, src_table, ref_schema, ref_table in conn.execute(
-            _REFERENCES_QUERY, {"s": names}
-        ).fetchall()
-    ]
-    patterns = {
-        name: re.compile(rf'(?<![\w$"]){re.escape(name)}\s*\.|"{re.escape(name)}"\s*\.', re.I)
-        for name in names
-    }
-    for schema, function, body in conn.execute(_FUNCTIONS_QUERY, [names]).fetchall():
-        for other, pattern in patterns.items():
-            if other != schema and pattern.search(body):
-                problems.append(f"function {schema}.{function}() body references schema {other}")
-    return sorted(problems)
-
-
-_CANARY_VALUES = {
-    "text": "'pgtenants-canary'",
-    "character varying": "'canary'",
-    "character": "'c'",
-    "citext": "'pgtenants-canary'",
-    "smallint": "(random() * 30000)::int2",
-    "integer": "(random() * 2000000000)::int4",
-    "bigint": "(random() * 9e18)::int8",
-    "numeric": "(random() * 1000)::int",
-    "real": "random()",
-    "double precision": "random()",
-    "boolean": "false",
-    "json": "'{}'",
-    "jsonb": "'{}'",
-    "timestamp with time zone": "now()",
-    "timestamp without time zone": "now()",
-    "date": "current_date",
-    "time without time zone": "current_time",
-    "uuid": "md5(random()::text)::uuid",
-    "bytea": "''",
-    "inet": "'192.0.2.1'",
-}
-
-_REQUIRED_COLUMNS_QUERY = """
-SELECT c.relname, a.attname, format_type(a.atttypid, NULL)
-  FROM pg_attribute a
-  JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
- WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
-   AND a.attnotnull AND d.oid IS NULL AND a.attidentity = '' AND a.attgenerated = ''
-"""
-
-
-def _canary_inserts(
-    conn: psycopg.Connection[Any], schema: str, tables: Sequence[str]
-) -> dict[str, sql.Composed | None]:
-    required: dict[str, list[tuple[str, str]]] = {t: [] for t in tables}
-    for table, column, type_name in conn.execute(_REQUIRED_COLUMNS_QUERY, [schema]).fetchall():
-        if table in required:
-            required[table].append((column, type_name))
-    statements: dict[str, sql.Composed | None] = {}
-    for table in tables:
-        columns = required[table]
-        if any(type_name not in _CANARY_VALUES for _, type_name in columns):
-            statements[table] = None  # a type we cannot invent a value for: no canary here
-            continue
-        target = sql.Identifier(table)  # unqualified on purpose: resolved by the search_path
-        if not columns:
-            statements[table] = sql.SQL("INSERT INTO {} DEFAULT VALUES RETURNING ctid").format(
-                target
-            )
-            continue
-        statements[table] = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING ctid").format(
-            target,
-            sql.SQL(", ").join(sql.Identifier(c) for c, _ in columns),
-            sql.SQL(", ").join(sql.SQL(_CANARY_VALUES[t]) for _, t in columns),
-        )
-    return statements
-
-
-def _visible_counts(conn: psycopg.Connection[Any], tables: Sequence[str]) -> dict[str, int]:
-    if not tables:
-        return {}
-    query = sql.SQL(" UNION ALL ").join(
-        sql.SQL("SELECT {}::text, count(*) FROM {}").format(sql.Literal(t), sql.Identifier(t))
-        for t in tables
-    )
-    with conn.transaction():
-        counts = {str(t): int(n) for t, n in conn.execute(query).fetchall()}
-    return counts
+    """Catalog objects in one of ``schemas`` that reference another of ``schemas``, one line
+    each (see :func:`tenantkit.isolation.find_cross_schema_references`)."""
+    return [r.message for r in find_cross_schema_references(conn, schemas)]
 
 
 def check_between(
@@ -414,66 +270,10 @@ def check_between(
 
     ``admin`` is any connection to the database (catalog reads). ``connect(schema)`` returns a
     context manager giving a connection bound to that tenant, the way the application gets one
-    (by default ``tenancy.connection``). For each tenant A, a canary row is inserted into each
-    of its tables through A's connection (unqualified names, resolved by its ``search_path``)
-    and committed; every other tenant B then counts the same table names through B's
-    connection, and any count that grew means B sees A's rows. The canaries are deleted again.
+    (by default ``tenancy.connection``). Cross-schema references and canary rows, as
+    :func:`tenantkit.isolation.check_isolation` does; one line per problem.
     """
-    names = sorted(set(schemas))
-    problems = cross_schema_references(admin, names)
-    if not canaries or len(names) < 2:
-        return problems
-    tables_by_schema: dict[str, set[str]] = {}
-    for schema, table in _table_names(admin, names):
-        tables_by_schema.setdefault(schema, set()).add(table)
-    for writer in names:
-        readers = [s for s in names if s != writer]
-        shared = {
-            r: sorted(tables_by_schema.get(writer, set()) & tables_by_schema.get(r, set()))
-            for r in readers
-        }
-        writable = sorted(set().union(*shared.values())) if shared else []
-        if not writable:
-            continue
-        inserts = _canary_inserts(admin, writer, writable)
-        with contextlib.ExitStack() as stack:
-            reader_conns = {r: stack.enter_context(connect(r)) for r in readers}
-            before = {r: _visible_counts(reader_conns[r], shared[r]) for r in readers}
-            written: list[tuple[str, Any]] = []
-            with connect(writer) as wconn:
-                with wconn.transaction():
-                    for table in writable:
-                        statement = inserts[table]
-                        if statement is None:
-                            continue
-                        try:
-                            with wconn.transaction():
-                                row = wconn.execute(statement).fetchone()
-                        except psycopg.Error:
-                            continue  # constraints we cannot satisfy generically: no canary
-                        if row is not None:
-                            written.append((table, row[0]))
-                try:
-                    for reader in readers:
-                        after = _visible_counts(reader_conns[reader], shared[reader])
-                        for table, count in after.items():
-                            grown = count - before[reader][table]
-                            if grown > 0 and any(t == table for t, _ in written):
-                                problems.append(
-                                    f"table {table}: a canary row written through tenant "
-                                    f"{writer}'s connection is visible through tenant {reader}'s "
-                                    f"connection ({reader}.{table} gained {grown} row(s))"
-                                )
-                finally:
-                    with wconn.transaction():
-                        for table, ctid in written:
-                            wconn.execute(
-                                sql.SQL("DELETE FROM {} WHERE ctid = %s").format(
-                                    sql.Identifier(table)
-                                ),
-                                [ctid],
-                            )
-    return problems
+    return list(check_isolation(admin, schemas, connect, canaries=canaries).problems)
 
 
 def _schema(tenant: Any) -> str:

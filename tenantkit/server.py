@@ -451,8 +451,8 @@ class EmbeddedServer:
         """Stop managing the server and leave it running, with its directory, after we exit.
 
         For keep-it-running workflows (the pytest plugin's ``--pgtenants-keep``): no handler,
-        watchdog or ``stop()`` touches it any more; stop it yourself later
-        (``pg_ctl -D <data_dir> stop``) and remove :attr:`base_dir`.
+        watchdog or ``stop()`` touches it any more; stop it and remove :attr:`base_dir` later
+        with ``tenantkit server stop <base_dir>`` (which, unlike ``pg_ctl``, works as root).
         """
         with self._lock:
             cluster, self._cluster = self._cluster, None

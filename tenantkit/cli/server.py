@@ -231,6 +231,8 @@ def server(
     from ..server import EmbeddedServer
 
     parsed = _parse_settings(settings)
+    if ctx.get_parameter_source("bin_dir") is click.core.ParameterSource.ENVIRONMENT:
+        bin_dir = None  # found again by EmbeddedServer, so errors name PGTENANTS_PG_BIN
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     embedded = EmbeddedServer(
         bin_dir=bin_dir,

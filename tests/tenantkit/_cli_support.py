@@ -31,11 +31,15 @@ def tenantkit_command() -> list[str]:
 
 def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for a CLI run: no inherited DSN or migrations, no colour, wide output."""
+    # What names a database, migrations or a shared schema goes; where and how an embedded
+    # server runs (PGTENANTS_TMPDIR, _PG_BIN, _PG_USER, _CACHE_DIR) stays, so CI still sees
+    # every server the CLI starts.
+    chosen = {"DSN", "MIGRATIONS", "SHARED_SCHEMA"}
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("PGTENANTS_DSN", "DATABASE_URL", "TENANTKIT_MIGRATIONS")
-        and not k.startswith("PGTENANTS_")
+        if k != "DATABASE_URL"
+        and not (k.startswith(("PGTENANTS_", "TENANTKIT_")) and k.split("_", 1)[1] in chosen)
     }
     env.update({"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"})
     env.update(extra or {})

@@ -1,4 +1,5 @@
-"""The ``tenantkit`` command: the group, ``--version``, ``--dsn`` and ``tenantkit server``."""
+"""The ``tenantkit`` command: the group, ``--version``, ``--dsn``, ``tenantkit server`` and
+``tenantkit server stop``."""
 
 from __future__ import annotations
 
@@ -14,10 +15,21 @@ from pathlib import Path
 import click
 import psycopg
 import pytest
+from _cli_support import tenantkit
 from click.testing import CliRunner
 
 from tenantkit import __version__
-from tenantkit.cli import main, require_dsn
+from tenantkit.cli import ExitCode, main, require_dsn
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    """Where embedded servers go and which binaries they use, passed on to the command
+    (``cli_env`` drops every PGTENANTS_ variable; CI points PGTENANTS_TMPDIR at a directory it
+    checks for leftovers)."""
+    names = ("PGTENANTS_TMPDIR", "PGTENANTS_PG_BIN", "PGTENANTS_PG_USER", "PGTENANTS_CACHE_DIR")
+    env = {name: os.environ[name] for name in names if name in os.environ}
+    env.update(extra)
+    return env
 
 
 def _process_gone(pid: int) -> bool:
@@ -86,9 +98,24 @@ def test_dsn_option_reaches_added_commands(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_server_with_empty_bin_dir_fails_clearly(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["server", "--bin-dir", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 5
     assert "not found" in result.output
     assert "PGTENANTS_DSN" in result.output
+
+
+def test_server_without_postgresql_binaries_is_one_line_and_exit_5(tmp_path: Path) -> None:
+    """PGTENANTS_PG_BIN pointing at an empty directory, nothing on PATH: one error line."""
+    result = tenantkit(
+        "server", env=server_env(PGTENANTS_PG_BIN=str(tmp_path), PATH=str(tmp_path)), timeout=60
+    )
+    assert result.returncode == int(ExitCode.UNAVAILABLE) == 5
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(
+        f"error: PostgreSQL server programs not found: {tmp_path} (from PGTENANTS_PG_BIN)"
+    )
+    assert "PGTENANTS_DSN" in lines[0]
 
 
 def test_server_rejects_bad_setting() -> None:
@@ -142,3 +169,111 @@ def test_server_command_runs_until_signalled(sig: signal.Signals) -> None:
     assert process.returncode == 0, err
     assert "Stopped." in err
     assert_cleaned_up(postmaster, data_dir.parent)
+
+
+def test_server_stopped_from_another_terminal_ends_cleanly() -> None:
+    """`tenantkit server stop DATA_DIR` on a foreground server: it says so and exits 0."""
+    process, lines = _start_cli()
+    data_dir = Path(lines["Data"])
+    try:
+        postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+        stopped = tenantkit("server", "stop", str(data_dir))  # the data directory works too
+        assert stopped.returncode == 0, stopped.stderr
+        assert stopped.stdout.strip() == (
+            f"Stopped PostgreSQL (pid {postmaster}) and removed {data_dir.parent}."
+        )
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
+        assert "Stopped by `tenantkit server stop`." in err
+        assert_cleaned_up(postmaster, data_dir.parent)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=30)
+
+
+def test_detached_server_keeps_running_until_server_stop() -> None:
+    result = tenantkit("server", "--detach", env=server_env(), timeout=60)
+    lines = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
+    assert "Stop" in lines, result.stderr + result.stdout
+    base_dir = Path(lines["Data"]).parent
+    try:
+        assert result.returncode == 0, result.stderr
+        assert lines["Stop"] == f"tenantkit server stop {shlex.quote(str(base_dir))}"
+        assert "Stopped" not in result.stderr
+        postmaster = int((base_dir / "data" / "postmaster.pid").read_text().split()[0])
+        with psycopg.connect(lines["DSN"]) as conn:  # the command has exited; it still runs
+            assert conn.execute("select 1").fetchone() == (1,)
+        stopped = tenantkit(*shlex.split(lines["Stop"])[1:])
+        assert stopped.returncode == 0, stopped.stderr
+        assert stopped.stdout.strip() == (
+            f"Stopped PostgreSQL (pid {postmaster}) and removed {base_dir}."
+        )
+        assert_cleaned_up(postmaster, base_dir)
+    finally:
+        if base_dir.exists():
+            tenantkit("server", "stop", str(base_dir), env=server_env())
+
+
+def _fake_server_dir(parent: Path, pid: int | None) -> Path:
+    """A directory laid out like a throw-away server's, without a server."""
+    base = parent / "tenantkit-fake"
+    (base / "data").mkdir(parents=True)
+    (base / "data" / "PG_VERSION").write_text("15\n")
+    if pid is not None:
+        (base / "data" / "postmaster.pid").write_text(f"{pid}\n{base / 'data'}\n")
+    return base
+
+
+def test_server_stop_never_signals_a_process_that_does_not_serve_the_directory(
+    tmp_path: Path,
+) -> None:
+    """A stale postmaster.pid naming a live, unrelated process (here: a sleeping child of
+    ours): nothing is signalled, the directory is removed."""
+    bystander = subprocess.Popen(["sleep", "30"])
+    try:
+        base = _fake_server_dir(tmp_path, bystander.pid)
+        result = tenantkit("server", "stop", str(base))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"No server was running; removed {base}."
+        assert not base.exists()
+        assert bystander.poll() is None  # still alive
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+@pytest.mark.parametrize(
+    ("layout", "code", "message"),
+    [
+        ("missing", 3, "does not exist"),
+        ("plain", 2, "is not a tenantkit server directory"),
+        ("no-pg-version", 2, "is not a tenantkit server directory"),
+    ],
+)
+def test_server_stop_refuses_what_is_not_a_server_directory(
+    tmp_path: Path, layout: str, code: int, message: str
+) -> None:
+    target = tmp_path / "tenantkit-nothing"
+    if layout == "plain":
+        target = tmp_path  # an ordinary directory, with files in it
+        (tmp_path / "precious.txt").write_text("keep me")
+    elif layout == "no-pg-version":
+        (target / "data").mkdir(parents=True)
+    result = tenantkit("server", "stop", str(target))
+    assert result.returncode == code
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {target} {message}"), result.stderr
+    if layout == "plain":
+        assert (tmp_path / "precious.txt").read_text() == "keep me"
+    if layout == "no-pg-version":
+        assert target.exists()
+
+
+def test_server_help_lists_stop_and_plain_server_still_takes_options() -> None:
+    result = CliRunner().invoke(main, ["server", "--help"])
+    assert result.exit_code == 0
+    assert "stop" in result.output and "--detach" in result.output and "--port" in result.output
+    stop_help = CliRunner().invoke(main, ["server", "stop", "--help"])
+    assert stop_help.exit_code == 0
+    assert "DIRECTORY" in stop_help.output
