@@ -25,16 +25,6 @@ from psycopg import sql
 TENANTS = {"acme": "Acme Corp", "globex": "Globex", "initech": "Initech"}
 
 
-def server_env(**extra: str) -> dict[str, str]:
-    """Where embedded servers go and which binaries they use, passed on to the command
-    (``cli_env`` drops every PGTENANTS_ variable; CI points PGTENANTS_TMPDIR at a directory it
-    checks for leftovers)."""
-    names = ("PGTENANTS_TMPDIR", "PGTENANTS_PG_BIN", "PGTENANTS_PG_USER", "PGTENANTS_CACHE_DIR")
-    env = {name: os.environ[name] for name in names if name in os.environ}
-    env.update(extra)
-    return env
-
-
 def _databases(server_conninfo: str) -> set[str]:
     with psycopg.connect(server_conninfo, autocommit=True) as conn:
         return {r[0] for r in conn.execute("select datname from pg_database")}
@@ -119,7 +109,7 @@ NEEDS_PROC = pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds server
 @NEEDS_PROC
 def test_demo_without_a_dsn_runs_an_embedded_server_and_removes_it() -> None:
     # --no-wait is the old spelling of the default (clean up and exit), still accepted.
-    result = tenantkit("demo", "--no-wait", env=server_env())
+    result = tenantkit("demo", "--no-wait")
     assert result.returncode == 0, result.stderr + result.stdout
     out = result.stdout
     _check_transcript(out)
@@ -157,7 +147,7 @@ def _cleanup_servers(output: str) -> Iterator[None]:
     finally:
         for base_dir in base_dirs:
             if base_dir.exists():
-                tenantkit("server", "stop", str(base_dir), env=server_env())
+                tenantkit("server", "stop", str(base_dir))
             if base_dir.exists():  # last resort: the stop command itself is what failed
                 for pid in _postmaster_processes(str(base_dir)):
                     with contextlib.suppress(OSError):
@@ -169,12 +159,12 @@ def _run_printed(command: str) -> subprocess.CompletedProcess[str]:
     """Run a `tenantkit ...` line the demo printed, with our console script."""
     words = shlex.split(command)
     assert words[0] == "tenantkit", command
-    return tenantkit(*words[1:], env=server_env())
+    return tenantkit(*words[1:])
 
 
 @NEEDS_PROC
 def test_demo_keep_leaves_the_server_running_until_the_printed_stop_command() -> None:
-    result = tenantkit("demo", "--keep", env=server_env())
+    result = tenantkit("demo", "--keep")
     out = result.stdout
     with _cleanup_servers(out):
         assert result.returncode == 0, result.stderr + out
@@ -260,7 +250,7 @@ def test_demo_drop_only_drops_demo_databases(server_conninfo: str) -> None:
 def test_demo_without_postgresql_binaries_says_so_in_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "bin"
     empty.mkdir()
-    result = tenantkit("demo", env=server_env(PGTENANTS_PG_BIN=str(empty), PATH=str(empty)))
+    result = tenantkit("demo", env={"PGTENANTS_PG_BIN": str(empty), "PATH": str(empty)})
     assert result.returncode == 5
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

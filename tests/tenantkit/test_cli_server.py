@@ -22,16 +22,6 @@ from tenantkit import __version__
 from tenantkit.cli import ExitCode, main, require_dsn
 
 
-def server_env(**extra: str) -> dict[str, str]:
-    """Where embedded servers go and which binaries they use, passed on to the command
-    (``cli_env`` drops every PGTENANTS_ variable; CI points PGTENANTS_TMPDIR at a directory it
-    checks for leftovers)."""
-    names = ("PGTENANTS_TMPDIR", "PGTENANTS_PG_BIN", "PGTENANTS_PG_USER", "PGTENANTS_CACHE_DIR")
-    env = {name: os.environ[name] for name in names if name in os.environ}
-    env.update(extra)
-    return env
-
-
 def _process_gone(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -106,7 +96,7 @@ def test_server_with_empty_bin_dir_fails_clearly(tmp_path: Path) -> None:
 def test_server_without_postgresql_binaries_is_one_line_and_exit_5(tmp_path: Path) -> None:
     """PGTENANTS_PG_BIN pointing at an empty directory, nothing on PATH: one error line."""
     result = tenantkit(
-        "server", env=server_env(PGTENANTS_PG_BIN=str(tmp_path), PATH=str(tmp_path)), timeout=60
+        "server", env={"PGTENANTS_PG_BIN": str(tmp_path), "PATH": str(tmp_path)}, timeout=60
     )
     assert result.returncode == int(ExitCode.UNAVAILABLE) == 5
     assert result.stdout == ""
@@ -193,7 +183,7 @@ def test_server_stopped_from_another_terminal_ends_cleanly() -> None:
 
 
 def test_detached_server_keeps_running_until_server_stop() -> None:
-    result = tenantkit("server", "--detach", env=server_env(), timeout=60)
+    result = tenantkit("server", "--detach", timeout=60)
     lines = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
     assert "Stop" in lines, result.stderr + result.stdout
     base_dir = Path(lines["Data"]).parent
@@ -212,7 +202,7 @@ def test_detached_server_keeps_running_until_server_stop() -> None:
         assert_cleaned_up(postmaster, base_dir)
     finally:
         if base_dir.exists():
-            tenantkit("server", "stop", str(base_dir), env=server_env())
+            tenantkit("server", "stop", str(base_dir))
 
 
 def _fake_server_dir(parent: Path, pid: int | None) -> Path:
