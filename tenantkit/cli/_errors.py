@@ -117,7 +117,7 @@ def _cli_message(exc: TenantkitError) -> str:
         return "the tenant registry is not installed in this database: run `tenantkit init`"
     message = str(exc).replace(
         "use tenantkit.names.schema_name_from() to derive one",
-        "`tenantkit create --name 'Display Name'` derives one",
+        "`tenantkit create --name 'Display Name'` derives a valid one from a display name",
     )
     for kind, hint in _HINTS:
         if isinstance(exc, kind):

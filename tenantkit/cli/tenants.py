@@ -13,6 +13,7 @@ import click
 import psycopg
 from psycopg import sql
 
+from ..models import TenantState
 from ._context import complete_tenant, echo_json, make_console, open_tenancy, print_rows
 from ._errors import CliError
 from ._options import migrations_option, shared_schema_option
@@ -162,7 +163,12 @@ def create(
 
 
 @click.command("list")
-@click.option("--state", default=None, help="Only tenants in this state (e.g. active).")
+@click.option(
+    "--state",
+    type=click.Choice([state.value for state in TenantState]),
+    default=None,
+    help="Only tenants in this state.",
+)
 @shared_schema_option
 @_json_option
 @click.pass_context

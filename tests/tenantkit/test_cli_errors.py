@@ -109,3 +109,10 @@ def test_messages_fold_into_one_line() -> None:
     assert one_line("first\n\tSecond part?\n") == "first. Second part?"
     assert one_line("Looked in:\n- here\n- there") == "Looked in: here; there"
     assert one_line("") == "unknown error"
+
+
+def test_an_unknown_state_is_a_usage_error(dsn: str) -> None:
+    result = tenantkit("list", "--state", "bogus", dsn=dsn)
+    assert result.returncode == ExitCode.USAGE
+    assert "'bogus' is not one of" in result.stderr
+    assert "Traceback" not in result.stderr
