@@ -11,6 +11,9 @@ psycopg errors end as one ``error: ...`` line and an exit code from
 
 from __future__ import annotations
 
+import signal
+import threading
+from types import FrameType
 from typing import Any
 
 import click
@@ -56,6 +59,7 @@ def main(ctx: click.Context, dsn: str | None, embedded: bool) -> None:
     name, 3 not found, 4 already exists, 5 database unavailable, 130 interrupted.
     """
     ctx.ensure_object(dict)
+    _terminate_like_interrupt(ctx)
     if (
         embedded
         and dsn
@@ -65,6 +69,19 @@ def main(ctx: click.Context, dsn: str | None, embedded: bool) -> None:
     # --embedded wins over a DSN from the environment: it was asked for on this command line.
     ctx.obj["dsn"] = None if embedded else dsn
     ctx.obj["embedded"] = embedded
+
+
+def _terminate_like_interrupt(ctx: click.Context) -> None:
+    """Make SIGTERM (``kill``, ``docker stop``, systemd) end a command the way Ctrl-C does:
+    the running query is cancelled, transactions roll back, and the exit status is 130."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread (e.g. an embedding app)
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
 
 
 from .demo import demo  # noqa: E402 (commands import helpers from the modules above)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import time
 
+import psycopg
 import pytest
-from _cli_support import tenantkit
+from _cli_support import cli_env, tenantkit, tenantkit_command
 
+from tenantkit import Tenancy
 from tenantkit.cli._errors import ExitCode, one_line
 
 
@@ -116,3 +121,44 @@ def test_an_unknown_state_is_a_usage_error(dsn: str) -> None:
     assert result.returncode == ExitCode.USAGE
     assert "'bogus' is not one of" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_cancels_the_query_and_exits_130(
+    dsn: str, schema_name: str, signum: signal.Signals
+) -> None:
+    with Tenancy(dsn, max_size=1) as tenancy:
+        tenancy.install()
+        tenancy.create_tenant(schema_name)
+    marker = f"select pg_sleep(60) as {schema_name}"
+    child = subprocess.Popen(
+        [*tenantkit_command(), "--dsn", dsn, "run", schema_name, "--", marker],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Started from a test runner, SIGINT may be ignored: give the child the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    running = "select count(*) from pg_stat_activity where query = %s and state = 'active'"
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            deadline = time.monotonic() + 30
+            while conn.execute(running, (marker,)).fetchone() != (1,):
+                assert time.monotonic() < deadline, "the query never started"
+                time.sleep(0.05)
+            child.send_signal(signum)
+            _, stderr = child.communicate(timeout=30)
+            assert child.returncode == ExitCode.INTERRUPTED
+            assert_one_error_line(stderr, "interrupted")
+            # The server stopped running it: the query was cancelled, not abandoned.
+            deadline = time.monotonic() + 10
+            while conn.execute(running, (marker,)).fetchone() != (0,):
+                assert time.monotonic() < deadline, "the query kept running on the server"
+                time.sleep(0.05)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        with Tenancy(dsn, max_size=1) as tenancy:
+            tenancy.drop_tenant(schema_name, cascade=True)
