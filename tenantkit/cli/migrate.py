@@ -205,7 +205,9 @@ def _print_report(report: Any) -> None:
         print_rows(console, ["schema", "migration", "error"], failures, wrap=["error"])
 
 
-@click.command()
+@click.command(
+    short_help="List tenants whose structure differs from the migrations or a reference."
+)
 @migrations_option(required=False, purpose=": compare with what they produce")
 @_shared_option
 @click.option(

@@ -29,7 +29,9 @@ __all__ = ["shell"]
 APPLICATION_NAME = "tenantkit shell {pid}"
 
 
-@click.command()
+@click.command(
+    short_help="Open a tenant-aware SQL shell (interactive, or scripted with -c / stdin)."
+)
 @click.argument("tenant_arg", metavar="[TENANT]", required=False)
 @click.option(
     "--tenant",

@@ -126,7 +126,9 @@ def _parse_meta(pairs: Sequence[str]) -> dict[str, str]:
     return meta
 
 
-@click.command()
+@click.command(
+    short_help="Create a tenant: schema, migrations, registry row and domains, atomically."
+)
 @click.argument("schema", required=False)
 @click.option("--name", default=None, help="Display name [the schema name].")
 @click.option("--domain", "hosts", multiple=True, help="Host routed to it (repeatable).")
@@ -294,7 +296,9 @@ def drop(ctx: click.Context, tenant: str, yes: bool, shared_schema: str) -> None
     click.echo(f"dropped tenant {found.schema}")
 
 
-@click.command()
+@click.command(
+    short_help="Create a tenant as a copy of another (structure, history; rows with --data)."
+)
 @click.argument("source", shell_complete=complete_tenant)
 @click.argument("schema")
 @click.option("--data", is_flag=True, help="Copy the rows too (default: structure only).")
