@@ -20,12 +20,14 @@ from ._errors import CliError, ExitCode
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from ..models import Tenant
     from ..tenancy import Tenancy
 
 __all__ = [
     "complete_tenant",
     "dsn_option_value",
     "echo_json",
+    "find_tenant",
     "make_console",
     "open_tenancy",
     "print_rows",
@@ -106,6 +108,25 @@ def open_tenancy(
         max_size=max_size,
     ) as tenancy:
         yield tenancy
+
+
+def find_tenant(
+    tenancy: Tenancy, name: str, *, hint: str = "`tenantkit list` shows the tenants"
+) -> Tenant:
+    """The tenant whose schema name (as PostgreSQL folds an unquoted name) or host is ``name``;
+    the shared schema's name gives the public tenant. ``TenantNotFound`` ending in ``hint``."""
+    from ..errors import InvalidHostname, InvalidSchemaName, TenantNotFound
+
+    name = name.strip()
+    try:
+        return tenancy.get_tenant(name.lower())
+    except (TenantNotFound, InvalidSchemaName):
+        pass
+    try:
+        return tenancy.get_tenant(host=name)
+    except (TenantNotFound, InvalidHostname):
+        pass
+    raise TenantNotFound(f"no tenant has the schema name or host {name!r}; {hint}")
 
 
 def make_console(*, stderr: bool = False) -> Console:

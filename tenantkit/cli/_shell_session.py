@@ -27,13 +27,11 @@ from rich.text import Text
 
 from .. import inspect as tk_inspect
 from ..errors import (
-    InvalidHostname,
-    InvalidSchemaName,
     RegistryNotInstalled,
     TenantkitError,
-    TenantNotFound,
 )
 from ..models import Tenant
+from ._context import find_tenant
 from ._shell_commands import CommandError, find_command
 from ._shell_render import ResultSet, error_line
 from ._shell_sql import StatementBuffer, first_words, strip_comments
@@ -61,7 +59,6 @@ _COPY_STDOUT = re.compile(r"\bto\s+stdout\b", re.IGNORECASE)
 _COPY_STDIN = re.compile(r"\bfrom\s+stdin\b", re.IGNORECASE)
 _SEARCH_PATH = re.compile(r"\bsearch_path\b", re.IGNORECASE)
 _DDL = frozenset({"create", "alter", "drop", "comment", "import"})
-_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 #: Rows shown for one result at the interactive prompt (all rows in scripts).
 INTERACTIVE_MAX_ROWS = 1000
 
@@ -149,18 +146,7 @@ class ShellSession:
     def lookup(self, name: str, *, hint: str = "\\tenants lists them") -> Tenant:
         """The tenant whose schema or host is ``name`` (the shared schema: the public
         tenant); ``TenantNotFound`` saying so otherwise."""
-        name = name.strip()
-        schema = name.lower()  # as PostgreSQL folds an unquoted name
-        if _SCHEMA_NAME.fullmatch(schema) or schema == self.tenancy.shared_schema:
-            try:
-                return self.tenancy.get_tenant(schema)
-            except (TenantNotFound, InvalidSchemaName):
-                pass
-        try:
-            return self.tenancy.get_tenant(host=name)
-        except (TenantNotFound, InvalidHostname):
-            pass
-        raise TenantNotFound(f"no tenant has the schema name or host {name!r}; {hint}")
+        return find_tenant(self.tenancy, name, hint=hint)
 
     def use(self, target: str | None, *, hint: str = "\\tenants lists them") -> None:
         """Work as ``target`` (schema name or host); None or the shared schema: no tenant."""

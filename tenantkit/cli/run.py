@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Any
 import click
 import psycopg
 
-from ._context import echo_json, make_console, open_tenancy, print_rows
+from ._context import echo_json, find_tenant, make_console, open_tenancy, print_rows
 from ._errors import CliError, ExitCode
 from ._options import shared_schema_option
-from .tenants import find_tenant
 
 if TYPE_CHECKING:
     from ..tenancy import Tenancy

@@ -103,7 +103,7 @@ def shell(
             own_application=own_application,
         )
         # An unknown tenant raises TenantNotFound here: one line and exit status 3.
-        session.use(tenant, hint="`tenantkit list` lists them")
+        session.use(tenant, hint="`tenantkit list` shows the tenants")
         try:
             if interactive:
                 from ._shell_prompt import run_interactive

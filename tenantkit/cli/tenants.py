@@ -14,7 +14,14 @@ import psycopg
 from psycopg import sql
 
 from ..models import TenantState
-from ._context import complete_tenant, echo_json, make_console, open_tenancy, print_rows
+from ._context import (
+    complete_tenant,
+    echo_json,
+    find_tenant,
+    make_console,
+    open_tenancy,
+    print_rows,
+)
 from ._errors import CliError
 from ._options import migrations_option, shared_schema_option
 
@@ -26,13 +33,6 @@ __all__ = ["clone", "create", "domains", "drop", "init", "list_tenants", "rename
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-
-
-def find_tenant(tenancy: Tenancy, name: str) -> Tenant:
-    """The tenant named by schema name, or by one of its hosts when ``name`` has a dot."""
-    if "." in name:
-        return tenancy.get_tenant(host=name)
-    return tenancy.get_tenant(name)
 
 
 def _state(tenant: Tenant) -> str:

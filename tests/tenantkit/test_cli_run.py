@@ -117,4 +117,4 @@ def test_usage_errors(dsn: str, args: tuple[str, ...], expected: str) -> None:
 def test_unknown_tenant(dsn: str, three: list[str]) -> None:
     result = tenantkit("run", three[0] + "_nope", "--", "select 1", dsn=dsn)
     assert result.returncode == 3
-    assert result.stderr.startswith("error: no tenant with schema")
+    assert result.stderr.startswith("error: no tenant has the schema name or host")
