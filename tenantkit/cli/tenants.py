@@ -75,9 +75,14 @@ def _overview(tenancy: Tenancy, tenants: list[Tenant]) -> list[dict[str, Any]]:
     """JSON-ready facts on ``tenants``: registry row, domains, migration head, size."""
     from ..catalog import schema_sizes
 
+    # One tenant: its own domains only (not every host of a registry of thousands).
+    found = tenancy.domains(tenants[0].schema) if len(tenants) == 1 else tenancy.domains()
     hosts: dict[int, list[str]] = {}
-    for d in sorted(tenancy.domains(), key=lambda d: (not d.is_primary, d.host)):
+    primary: dict[int, str] = {}
+    for d in sorted(found, key=lambda d: (not d.is_primary, d.host)):
         hosts.setdefault(d.tenant_id, []).append(d.host)
+        if d.is_primary:
+            primary[d.tenant_id] = d.host
     schemas = [t.schema for t in tenants]
     with tenancy.admin_connection() as conn:
         heads = _migration_heads(conn, tenancy.shared_schema, schemas)
@@ -89,6 +94,7 @@ def _overview(tenancy: Tenancy, tenants: list[Tenant]) -> list[dict[str, Any]]:
             "name": t.name,
             "state": _state(t),
             "domains": hosts.get(t.id, []),
+            "primary_domain": primary.get(t.id),
             "migrations": heads.get(t.schema, (0, None))[0],
             "head": heads.get(t.schema, (0, None))[1],
             "size": sizes.get(t.schema),
@@ -221,7 +227,7 @@ def show(
         found = find_tenant(t, tenant)
         info = _overview(t, [found])[0]
         info["domains"] = [
-            {"host": d.host, "primary": d.is_primary} for d in t.domains(found.schema)
+            {"host": h, "primary": h == info["primary_domain"]} for h in info["domains"]
         ]
         with t.admin_connection() as conn:
             row = conn.execute(

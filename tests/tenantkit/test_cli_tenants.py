@@ -68,6 +68,7 @@ def test_create_then_list_shows_domains_head_size_and_state(dsn: str, tenant_sch
     mine = listed(dsn)[tenant_schema]
     assert mine["name"] == "CLI Test"
     assert mine["domains"] == [host_of(tenant_schema)]
+    assert mine["primary_domain"] == host_of(tenant_schema)
     assert mine["metadata"] == {"plan": "pro"}
     assert mine["state"] == "active"
     assert mine["head"] == "0002_note_author"
@@ -140,6 +141,12 @@ def test_domains_add_primary_list_remove(dsn: str, tenant_schema: str) -> None:
     assert mine[0] == {"host": www, "schema": tenant_schema, "primary": True}
     assert {"host": host_of(tenant_schema), "schema": tenant_schema, "primary": False} in mine
     assert listed(dsn)[tenant_schema]["domains"][0] == www  # the primary one first
+    assert listed(dsn)[tenant_schema]["primary_domain"] == www
+    shown = json.loads(ok("show", tenant_schema, "--json", dsn=dsn))["domains"]
+    assert shown == [
+        {"host": www, "primary": True},
+        {"host": host_of(tenant_schema), "primary": False},
+    ]
     assert www in ok("domains", "list", dsn=dsn)
 
     ok("domains", "remove", www, dsn=dsn)
