@@ -31,7 +31,7 @@ from ..errors import (
     TenantNotFound,
 )
 
-__all__ = ["CliError", "ExitCode", "translated_errors"]
+__all__ = ["CliError", "ExitCode", "sql_error_text", "translated_errors"]
 
 
 class ExitCode(IntEnum):
@@ -96,6 +96,22 @@ _CODES: tuple[tuple[type[BaseException], ExitCode], ...] = (
 )
 
 
+def sql_error_text(exc: BaseException) -> str:
+    """One line for a failed statement: the server's message, detail and hint, and its
+    SQLSTATE (``relation "nope" does not exist (SQLSTATE 42P01)``)."""
+    diag = exc.diag if isinstance(exc, psycopg.Error) else None
+    primary = diag.message_primary if diag is not None else None
+    if diag is None or not primary:
+        return one_line(str(exc)) if str(exc).strip() else type(exc).__name__
+    parts = [primary]
+    if diag.message_detail:
+        parts.append(diag.message_detail)
+    if diag.message_hint:
+        parts.append(f"hint: {diag.message_hint}")
+    text = one_line("; ".join(p.strip().rstrip(".") for p in parts))
+    return f"{text} (SQLSTATE {diag.sqlstate})" if diag.sqlstate else text
+
+
 def _connection_message(exc: psycopg.OperationalError) -> str:
     text = one_line(str(exc)).removeprefix("connection failed: ").rstrip(". ")
     end = "" if text.endswith(("?", "!")) else "."
@@ -137,8 +153,7 @@ def translate(exc: BaseException) -> CliError | None:
     ):
         return CliError(_connection_message(exc), ExitCode.UNAVAILABLE)
     if isinstance(exc, psycopg.Error):
-        state = getattr(exc, "sqlstate", None)
-        return CliError(f"{str(exc).strip()}{f' (SQLSTATE {state})' if state else ''}")
+        return CliError(sql_error_text(exc))
     return None
 
 

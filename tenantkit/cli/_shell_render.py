@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ._errors import one_line
+from ._errors import sql_error_text
 
 __all__ = ["ResultSet", "error_line", "format_bytes", "format_duration", "table"]
 
@@ -107,17 +107,8 @@ class ResultSet:
 
 
 def error_line(exc: BaseException) -> str:
-    """One line for a failed statement: the server's message, detail and hint, and its
-    SQLSTATE (``ERROR: relation "nope" does not exist (SQLSTATE 42P01)``)."""
+    """One line for a failed statement, as the server rates it
+    (``ERROR: relation "nope" does not exist (SQLSTATE 42P01)``)."""
     diag = exc.diag if isinstance(exc, psycopg.Error) else None
-    primary = diag.message_primary if diag is not None else None
-    if diag is None or not primary:
-        return f"ERROR: {one_line(str(exc))}"
-    parts = [primary]
-    if diag.message_detail:
-        parts.append(diag.message_detail)
-    if diag.message_hint:
-        parts.append(f"hint: {diag.message_hint}")
-    text = one_line("; ".join(p.strip().rstrip(".") for p in parts))
-    state = f" (SQLSTATE {diag.sqlstate})" if diag.sqlstate else ""
-    return f"{diag.severity or 'ERROR'}: {text}{state}"
+    severity = (diag.severity if diag is not None and diag.message_primary else None) or "ERROR"
+    return f"{severity}: {sql_error_text(exc)}"

@@ -18,7 +18,7 @@ import click
 import psycopg
 
 from ._context import echo_json, find_tenant, make_console, open_tenancy, print_rows
-from ._errors import CliError, ExitCode
+from ._errors import CliError, ExitCode, sql_error_text
 from ._options import shared_schema_option
 
 if TYPE_CHECKING:
@@ -69,9 +69,7 @@ def run_once(tenancy: Tenancy, schema: str, script: bytes) -> TenantResult:
                 if not cur.nextset():
                     break
     except psycopg.Error as exc:
-        state = getattr(exc, "sqlstate", None)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        result = TenantResult(schema, ok=False, error=f"{first}{f' ({state})' if state else ''}")
+        result = TenantResult(schema, ok=False, error=sql_error_text(exc))
     result.seconds = time.perf_counter() - started
     return result
 
