@@ -25,8 +25,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -34,21 +32,9 @@ from psycopg import sql
 
 from tenantkit import Tenancy, _demo
 from tenantkit.provisioning import Template
-from tenantkit.server import temporary_database
+from tenantkit.server import EmbeddedServer, ExternalServer, temporary_database
 
 MIGRATIONS = str(_demo.MIGRATIONS)
-
-
-@contextmanager
-def server_conninfo(dsn: str | None) -> Iterator[str]:
-    """The given server, or an embedded one for the duration of the run."""
-    if dsn:
-        yield dsn
-        return
-    from tenantkit.server import EmbeddedServer
-
-    with EmbeddedServer() as server:
-        yield server.conninfo
 
 
 def command() -> list[str]:
@@ -101,7 +87,11 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    with server_conninfo(args.dsn) as server, temporary_database(server, prefix="tk_cli") as dsn:
+    # The given server, or an embedded one for the duration of the run.
+    server: ExternalServer | EmbeddedServer = (
+        ExternalServer(args.dsn) if args.dsn else EmbeddedServer()
+    )
+    with server, temporary_database(server.conninfo, prefix="tk_cli") as dsn:
         print(f"setting up {args.tenants} tenants...", file=sys.stderr)
         with Tenancy(dsn, migrations=MIGRATIONS) as tenancy:
             tenancy.install()

@@ -24,8 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,25 +34,13 @@ from psycopg import sql
 from tenantkit.migrations import load_migrations, migrate, plan
 from tenantkit.migrations._loader import migrations_digest
 from tenantkit.provisioning import MigrationProvisioner, Template
-from tenantkit.server import temporary_database
+from tenantkit.server import EmbeddedServer, ExternalServer, temporary_database
 from tenantkit.tenancy import Tenancy
 
 WORKLOAD = Path(__file__).parent / "workload" / "migrations"
 T0001 = (WORKLOAD / "tenant" / "0001_shop.sql").read_text()
 T0002 = (WORKLOAD / "tenant" / "0002_note.sql").read_text()
 REVERT = "".join(f"alter table shop_t{i} drop column note;\n" for i in range(20))
-
-
-@contextmanager
-def server_conninfo(dsn: str | None) -> Iterator[str]:
-    """The given server, or an embedded one for the duration of the run."""
-    if dsn:
-        yield dsn
-        return
-    from tenantkit.server import EmbeddedServer
-
-    with EmbeddedServer() as server:
-        yield server.conninfo
 
 
 def bare(conn: psycopg.Connection[Any], schema: str, script: str, *, create: bool) -> None:
@@ -138,7 +125,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the 0002 runs [5]")
     parser.add_argument("--json", dest="json_out", help="also write the figures to this file")
     args = parser.parse_args()
-    with server_conninfo(args.dsn) as server, temporary_database(server, prefix="tk_bench") as db:
+    # The given server, or an embedded one for the duration of the run.
+    server: ExternalServer | EmbeddedServer = (
+        ExternalServer(args.dsn) if args.dsn else EmbeddedServer()
+    )
+    with server, temporary_database(server.conninfo, prefix="tk_bench") as db:
         rows = run(db, args.repeat, args.tenants, args.noop_tenants, args.rounds)
     load = os.getloadavg()
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
