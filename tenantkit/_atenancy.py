@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from ._connection import AsyncTenantConnection, _TenantState
-from ._tenancy_base import _TenancyBase
+from ._tenancy_base import _TenancyBase, acheck_alive, aprobe_error
 from .errors import DomainNotFound, RegistryNotInstalled, TenantNotFound
 from .models import Domain, Tenant, TenantLike, TenantState
 from .names import normalize_host, schema_name_from, validate_schema_name
@@ -24,6 +24,14 @@ from .search_path import _current
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
+
+try:
+    from psycopg_pool import PoolTimeout
+except ImportError:  # optional dependency: without a pool there is no pool time-out
+
+    class PoolTimeout(Exception):  # type: ignore[no-redef]
+        """Stand-in: never raised without psycopg_pool."""
+
 
 __all__ = ["AsyncSchemaProvisioner", "AsyncTenancy"]
 
@@ -55,13 +63,29 @@ async def _aend(conn: psycopg.AsyncConnection[Any], ok: bool) -> None:
             return
     if conn.autocommit:  # psycopg_pool does not reset it for the next borrower
         await conn.set_autocommit(False)
-    if isinstance(conn, _TenantState) and conn._tk_temp:
-        try:
-            await conn.execute("DISCARD TEMP")
-            await conn.commit()
-            conn._tk_temp = False
-        except Exception:
-            await conn.close()
+
+
+async def _agetconn(tenancy: AsyncTenancy) -> psycopg.AsyncConnection[Any]:
+    """A connection from the pool, or a direct one; connection failures say why, at once."""
+    pool = tenancy.pool
+    if pool is None:
+        return await AsyncTenantConnection.connect(tenancy.conninfo)
+    if not tenancy._connected_once and tenancy.conninfo:
+        # See tenancy._getconn: show the cause now instead of a PoolTimeout later.
+        error = await aprobe_error(tenancy.conninfo)
+        if error is not None:
+            raise error
+    if not tenancy._opened:
+        await tenancy.open()
+    try:
+        conn: psycopg.AsyncConnection[Any] = await pool.getconn()
+    except PoolTimeout as exc:
+        error = await aprobe_error(tenancy.conninfo) if tenancy.conninfo else None
+        if error is not None:
+            raise error from exc
+        raise
+    tenancy._connected_once = True
+    return conn
 
 
 class _ACheckout:
@@ -80,13 +104,7 @@ class _ACheckout:
         if self._tenant is not None:
             self._token = _current.set(self._tenant)
         try:
-            pool = tenancy.pool
-            if pool is not None:
-                if not tenancy._opened:
-                    await tenancy.open()
-                conn: psycopg.AsyncConnection[Any] = await pool.getconn()
-            else:
-                conn = await AsyncTenantConnection.connect(tenancy.conninfo)
+            conn = await _agetconn(tenancy)
         except BaseException:
             if self._token is not None:
                 _current.reset(self._token)
@@ -95,7 +113,9 @@ class _ACheckout:
         assert isinstance(state, _TenantState)
         if state._tk_neutral is not tenancy._neutral:
             tenancy._configure_conn(state)
-        state._tk_want = self._path
+        # A new borrower: the path rides on the first BEGIN, with a discard of any temporary
+        # objects the previous borrower left.
+        state._tk_bind(self._path)
         self._conn = conn
         return conn
 
@@ -111,9 +131,8 @@ class _ACheckout:
             try:
                 await _aend(conn, ok=exc_type is None)
             finally:
-                if isinstance(conn, _TenantState):
-                    conn._tk_want = None
-                    conn._tk_local = None
+                if isinstance(conn, _TenantState) and not conn.closed:
+                    conn._tk_bind(None)
                 if pool is not None:
                     await pool.putconn(conn)
                 else:
@@ -143,6 +162,7 @@ class AsyncTenancy(_TenancyBase):
         migrations: str | os.PathLike[str] | None = None,
         min_size: int = 1,
         max_size: int = 10,
+        prepared_statements: bool | None = None,
     ) -> None:
         super().__init__(
             shared_schema=shared_schema,
@@ -150,6 +170,7 @@ class AsyncTenancy(_TenancyBase):
             pgbouncer=pgbouncer,
             strict=strict,
             migrations=migrations,
+            prepared_statements=prepared_statements,
         )
         if (conninfo is None) == (pool is None):
             raise TypeError("AsyncTenancy() takes a conninfo or pool=, exactly one of them")
@@ -184,6 +205,7 @@ class AsyncTenancy(_TenancyBase):
             max_size=max_size,
             connection_class=AsyncTenantConnection,
             configure=configure,
+            check=acheck_alive,
             name="tenantkit-async",
             open=False,
         )

@@ -3,50 +3,58 @@
 How it works (the reasons behind :class:`TenantConnection`):
 
 * A connection carries the path it *wants* (``_tk_want``, set by ``Tenancy.connection()`` or
-  ``use_tenant()``) and, in the default mode, the session-level path it is *known* to have
-  (``_tk_confirmed``).
-* When psycopg starts a transaction it sends ``BEGIN``. If the wanted path differs from the
-  known one, we append ``SET search_path TO ...`` to that same simple-query message: the
-  switch costs no extra round trip. When they match nothing is added, not even a statement.
-* A session-level ``SET`` inside a transaction is undone by ``ROLLBACK``, so the new path is
-  only *confirmed* once we saw our own ``COMMIT`` succeed; any other ending (rollback, error,
-  a ``COMMIT`` sent as a plain query, pipeline mode) leaves the path unknown and the next
-  transaction sets it again. The ``SET`` precedes every savepoint of its transaction, so
-  ``ROLLBACK TO SAVEPOINT`` cannot undo it (django-tenants' cache went stale exactly there).
-* Queries that may change the path behind our back (``search_path``, ``DISCARD ALL``,
-  ``RESET ALL``) drop the cache; queries mentioning temporary objects flag the connection so
-  ``Tenancy`` discards them before it goes back to the pool.
+  ``use_tenant()``). When psycopg starts a transaction it sends ``BEGIN``; we append
+  ``SET LOCAL search_path TO ...`` to that same simple-query message, so the switch costs no
+  extra round trip, and the path lasts exactly as long as the transaction.
+* The path is set on **every** transaction; nothing is cached between transactions. A cached
+  session path cannot be trusted: ``set_config('search_path', ..., false)`` with the name
+  passed as a parameter, or inside a function, changes it without the query text saying so
+  (PostgreSQL 15 does not report ``search_path`` changes to the client). A ``SET LOCAL``
+  costs one short statement inside the message we send anyway; ``benchmarks/switch.py``
+  measures it. ``SET LOCAL`` precedes every savepoint of its transaction, so ``ROLLBACK TO
+  SAVEPOINT`` cannot undo it.
+* Autocommit statements have no transaction to ride on: each is preceded by a session-level
+  ``SET search_path`` (one round trip) for the same reason.
+* Temporary objects never pass from one borrower or tenant to the next, whatever created them
+  (a function can create a temp table without the query text saying so). When a connection
+  changes hands or tenants (pool return, ``use_tenant()``), ``_tk_discard`` is set and the next
+  transaction's message carries ``DISCARD TEMP`` too; the flag is cleared only when that
+  transaction commits (a rollback would restore the temp objects). In ``pgbouncer`` mode every
+  transaction starts with ``DISCARD TEMP`` and every ``COMMIT`` is preceded by one, since the
+  next transaction may run on a server connection another client used.
+* Default mode is not safe behind a transaction pooler (temp objects and autocommit paths live
+  on a server connection that changes between transactions). The first transaction of each
+  connection also asks for ``pg_backend_pid()``, in the same message: a pooler hands the client
+  a cancel key of its own, so a mismatch with the backend PID psycopg was told at connect time
+  means a pooler sits in between, and the connection refuses to run
+  (:class:`~tenantkit.errors.PoolerDetected`).
 * A pooled connection that nobody bound wants the neutral path (shared schema, extras,
-  ``pg_temp``), so a tenant's path set earlier is never used by the next borrower; with
-  ``strict`` it refuses to run anything instead (:class:`~tenantkit.errors.NoTenantSelected`).
-* Prepared statements are keyed by query *and* path: psycopg prepares a query after a few
-  runs, and PostgreSQL re-plans a prepared statement whenever the ``search_path`` differs from
-  the one it was planned with. One statement per tenant path keeps each tenant's plan cached
-  (correctness never depends on this: the server revalidates plans on every path change).
-* ``pgbouncer`` mode keeps no per-connection knowledge: every transaction starts with
-  ``BEGIN; SET LOCAL search_path TO ...`` (one message), valid under transaction pooling.
+  ``pg_temp``); with ``strict`` it refuses to run anything instead
+  (:class:`~tenantkit.errors.NoTenantSelected`).
+* Prepared statements are keyed by query *and* path: PostgreSQL re-plans a prepared statement
+  whenever the ``search_path`` differs from the one it was planned with, so one statement per
+  tenant path keeps each tenant's plan cached (correctness never depends on this). ``pgbouncer``
+  mode turns server-side prepared statements off (pgbouncer < 1.21 cannot route them).
 
-The hooks override two private psycopg generators (``_start_query`` and ``_exec_command``,
-stable since psycopg 3.0); they are the only places where psycopg starts and ends
-transactions, for ``Connection`` and ``AsyncConnection`` alike.
+The hooks override psycopg internals listed and checked in :mod:`tenantkit._psycopg_contract`
+(``_start_query`` and ``_exec_command``, the only places where psycopg starts and ends
+transactions). If psycopg ever starts a transaction without calling them, the first query
+raises instead of running on an unknown path.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import psycopg
 from psycopg import errors as pgerrors
-from psycopg import generators, pq
-from psycopg._preparing import PrepareManager
-from psycopg._queries import PostgresQuery
+from psycopg import pq
 from psycopg.abc import PQGen
 from psycopg.pq.abc import PGconn, PGresult
 from psycopg.rows import AsyncRowFactory, Row, RowFactory, tuple_row
-from psycopg.sql import Composable
 
-from .errors import NoTenantSelected
+from ._psycopg_contract import PostgresQuery, PrepareManager, check_instance, execute_gen
+from .errors import NoTenantSelected, PoolerDetected, TenantkitError
 
 __all__ = ["AsyncTenantConnection", "AsyncTenantCursor", "TenantConnection", "TenantCursor"]
 
@@ -56,32 +64,14 @@ PREPARED_MAX = 512
 
 _IDLE = pq.TransactionStatus.IDLE
 _INTRANS = pq.TransactionStatus.INTRANS
+_INERROR = pq.TransactionStatus.INERROR
 _FATAL = pq.ExecStatus.FATAL_ERROR
-_QUICK_RE = re.compile(r"temp|search_path|discard|reset", re.IGNORECASE)
-_PATH_RE = re.compile(r"search_path|discard\s+all|reset\s+all", re.IGNORECASE)
-_TEMP_RE = re.compile(r"\btemp(orary)?\b|pg_temp", re.IGNORECASE)
+_TUPLES_OK = pq.ExecStatus.TUPLES_OK
 
-
-_FLAG_PATH = 1
-_FLAG_TEMP = 2
-_NOTE_CACHE: dict[object, int] = {}
-_NOTE_CACHE_MAX = 10_000
-
-
-def _scan(query: object, conn: psycopg.BaseConnection[Any]) -> int:
-    if isinstance(query, str):
-        text = query
-    elif isinstance(query, bytes):
-        text = query.decode("utf-8", "replace")
-    elif isinstance(query, Composable):
-        text = query.as_string(conn)
-    else:
-        return 0
-    if not _QUICK_RE.search(text):
-        return 0
-    return (_FLAG_PATH if _PATH_RE.search(text) else 0) | (
-        _FLAG_TEMP if _TEMP_RE.search(text) else 0
-    )
+_SET_LOCAL = b"SET LOCAL search_path TO "
+_SET_SESSION = b"SET search_path TO "
+_DISCARD = b"DISCARD TEMP"
+_PID = b"SELECT pg_catalog.pg_backend_pid()"
 
 
 class _PathPrepareManager(PrepareManager):
@@ -94,6 +84,10 @@ class _PathPrepareManager(PrepareManager):
         return (query.query, query.types, self.path)
 
 
+class HookNotRun(TenantkitError, RuntimeError):
+    """psycopg started a transaction without tenantkit's hook: the path is unknown."""
+
+
 class _TenantState(psycopg.BaseConnection[Any]):
     """Search-path bookkeeping shared by the sync and async connection classes."""
 
@@ -101,14 +95,19 @@ class _TenantState(psycopg.BaseConnection[Any]):
     _tk_want: bytes | None = None
     #: Path used when nothing is bound (shared schema, extras, pg_temp).
     _tk_neutral: bytes | None = None
-    #: Session-level path known to be in effect outside a transaction (default mode).
-    _tk_confirmed: bytes | None = None
-    #: Session-level path set by the running transaction, pending its commit.
-    _tk_inflight: bytes | None = None
     _tk_strict: bool = False
     _tk_pgbouncer: bool = False
-    #: The connection may hold temporary objects.
-    _tk_temp: bool = False
+    #: Temporary objects of another borrower or tenant may be on the connection: discard them
+    #: before anything else runs.
+    _tk_discard: bool = False
+    #: The running transaction discarded them; its commit clears ``_tk_discard``.
+    _tk_discard_inflight: bool = False
+    #: The pooler check ran (default mode): the server PID matches the connect-time PID.
+    _tk_verified: bool = False
+    #: A pooler was detected: every further use raises.
+    _tk_pooled: bool = False
+    #: Our transaction-start hook ran for the query being started.
+    _tk_began: bool = False
     #: Path to apply with SET LOCAL before the next query of the running transaction
     #: (a switch made by use_tenant() in the middle of a transaction).
     _tk_local: bytes | None = None
@@ -127,12 +126,37 @@ class _TenantState(psycopg.BaseConnection[Any]):
     _tk_base: tuple[str, ...] = ("public",)
 
     def _tk_configure(
-        self, neutral: bytes, base: tuple[str, ...], *, strict: bool, pgbouncer: bool
+        self,
+        neutral: bytes,
+        base: tuple[str, ...],
+        *,
+        strict: bool,
+        pgbouncer: bool,
+        prepare: bool | None = None,
     ) -> None:
         self._tk_neutral = neutral
         self._tk_base = base
         self._tk_strict = strict
         self._tk_pgbouncer = pgbouncer
+        if prepare is None:
+            prepare = not pgbouncer
+        if not prepare:
+            # pgbouncer < 1.21 routes each statement to any server connection: a statement
+            # prepared on one is missing on the next ("prepared statement _pg3_N does not
+            # exist"). pgbouncer 1.21+ with max_prepared_statements can keep them.
+            self.prepare_threshold = None
+
+    def _tk_bind(self, path: bytes | None) -> None:
+        """Bind the connection to a path for the next transactions (None: unbind).
+
+        A change of hands or tenant: temporary objects made so far must not be seen.
+        """
+        self._tk_want = path
+        self._tk_discard = True
+        if self.pgconn.transaction_status != _IDLE:
+            self._tk_local = path or self._tk_neutral
+        else:
+            self._tk_local = None
 
     def _tk_path(self) -> bytes | None:
         want = self._tk_want
@@ -146,43 +170,59 @@ class _TenantState(psycopg.BaseConnection[Any]):
             want = self._tk_neutral
         return want
 
-    def _tk_settle(self) -> None:
-        # The previous transaction set a path but we did not see it commit: unknown.
-        if self._tk_inflight is not None:
-            self._tk_inflight = None
-            self._tk_confirmed = None
+    def _tk_refuse_pooled(self) -> None:
+        if self._tk_pooled:
+            raise PoolerDetected(
+                "this connection goes through a connection pooler (pgbouncer or similar): "
+                "tenantkit's default mode keeps temporary tables and autocommit paths on the "
+                "server connection, which a transaction pooler swaps between transactions. "
+                "Build the tenancy with pgbouncer=True, or connect to PostgreSQL directly"
+            )
 
-    @staticmethod
-    def _tk_flags(query: object, conn: psycopg.BaseConnection[Any]) -> int:
-        """What a user query may do to the session: change the path, create temp objects."""
-        # Cached per query text: applications repeat the same few query strings, so the
-        # regexes run once per string rather than once per execution.
-        key: object = query if isinstance(query, (str, bytes)) else None
-        flags = _NOTE_CACHE.get(key) if key is not None else None
-        if flags is None:
-            flags = _scan(query, conn)
-            if key is not None:
-                if len(_NOTE_CACHE) > _NOTE_CACHE_MAX:
-                    _NOTE_CACHE.clear()
-                _NOTE_CACHE[key] = flags
-        return flags
+    def _tk_send(self, parts: list[bytes], check_pid: bool) -> PQGen[PGresult | None]:
+        """Send ``parts`` as one simple-query message; check the pooler PID if asked."""
+        if self._pipeline:
+            # Pipeline mode: queue each; they travel with the next sync anyway. No PID check
+            # (its result would be discarded): it runs on the next non-pipeline transaction.
+            for part in parts:
+                yield from super()._exec_command(part)
+            return None
+        self._check_connection_ok()
+        self.pgconn.send_query(b"; ".join(parts))
+        results: list[PGresult] = yield from execute_gen(self.pgconn)
+        for result in results:
+            if result.status == _FATAL:
+                raise pgerrors.error_from_result(result, encoding=self.info.encoding)
+        if check_pid and results and results[-1].status == _TUPLES_OK:
+            value = results[-1].get_value(0, 0)
+            if value is not None and int(value) != self.pgconn.backend_pid:
+                self._tk_pooled = True
+                self._tk_refuse_pooled()
+            self._tk_verified = True
+        return results[0] if results else None
 
-    def _tk_around_query(self, start: PQGen[None], flags: int) -> PQGen[None]:
-        """Run psycopg's query start (BEGIN...), then our own steps, before the query."""
+    def _tk_around_query(self, start: PQGen[None]) -> PQGen[None]:
+        """Run psycopg's query start (BEGIN...), check our hook ran, then our own steps."""
+        idle = self.pgconn.transaction_status == _IDLE
+        if idle:
+            self._tk_began = False
         yield from start
+        if idle and not self._tk_began:
+            raise HookNotRun(
+                f"psycopg {psycopg.__version__} started a transaction without tenantkit's "
+                "hook, so the tenant's search_path is unknown: nothing was run. Install a "
+                "psycopg release supported by tenantkit (see tenantkit._psycopg_contract)"
+            )
         local = self._tk_local
         if local is not None and self.pgconn.transaction_status == _INTRANS:
             # A use_tenant() switch made in the middle of this transaction.
             self._tk_local = None
             self._tk_active = local
-            yield from super()._exec_command(b"SET LOCAL search_path TO " + local)
-        # After the transaction start, so a SET ridden on this BEGIN is not confirmed later.
-        if flags & _FLAG_PATH:
-            self._tk_confirmed = None
-            self._tk_inflight = None
-            self._tk_active = None
-        if flags & _FLAG_TEMP:
-            self._tk_temp = True
+            parts = [_SET_LOCAL + local]
+            if self._tk_discard or self._tk_pgbouncer:
+                parts.append(_DISCARD)
+                self._tk_discard_inflight = True
+            yield from self._tk_send(parts, check_pid=False)
 
     def _start_query(self) -> PQGen[None]:
         if self._autocommit and self.pgconn.transaction_status == _IDLE:
@@ -190,6 +230,8 @@ class _TenantState(psycopg.BaseConnection[Any]):
         return super()._start_query()
 
     def _tk_autocommit_gen(self) -> PQGen[None]:
+        self._tk_began = True
+        self._tk_refuse_pooled()
         if self._tk_pgbouncer:
             if self._tk_want is not None:
                 raise psycopg.ProgrammingError(
@@ -200,12 +242,19 @@ class _TenantState(psycopg.BaseConnection[Any]):
             return
         want = self._tk_path()
         self._tk_active = want
-        self._tk_settle()
-        if want is None or want == self._tk_confirmed:
+        if want is None:  # a plain, unconfigured connection
             return
-        yield from super()._exec_command(b"SET search_path TO " + want)
-        # In pipeline mode the SET is only queued and may still fail: stay pessimistic.
-        self._tk_confirmed = None if self._pipeline else want
+        # The session path may have been changed by anything since: set it every time.
+        parts = [_SET_SESSION + want]
+        discard = self._tk_discard
+        if discard:
+            parts.append(_DISCARD)
+        check = not self._tk_verified
+        if check:
+            parts.append(_PID)
+        yield from self._tk_send(parts, check_pid=check)
+        if discard and not self._pipeline:
+            self._tk_discard = False
 
     def _exec_command(
         self, command: Any, result_format: pq.Format = pq.Format.TEXT
@@ -214,85 +263,82 @@ class _TenantState(psycopg.BaseConnection[Any]):
             if command.startswith(b"BEGIN") and command == (
                 self._begin_statement or self._get_tx_start_command()
             ):
-                extra = self._tk_begin_extra()
-                if extra is not None:
-                    return self._tk_begin_gen(command + b"; " + extra, command, extra)
-            elif command == b"COMMIT" and self._tk_inflight is not None:
-                return self._tk_commit_gen(command)
+                return self._tk_begin_gen(command)
+            if command == b"COMMIT":
+                if self._tk_pgbouncer:
+                    return self._tk_commit_gen(command, discard=True)
+                if self._tk_discard_inflight:
+                    return self._tk_commit_gen(command, discard=False)
+            elif command == b"ROLLBACK":
+                self._tk_discard_inflight = False
         return super()._exec_command(command, result_format)
 
-    def _tk_begin_extra(self) -> bytes | None:
-        # The per-transaction hot path: kept free of calls for a bound tenant.
+    def _tk_begin_gen(self, begin: bytes) -> PQGen[PGresult | None]:
+        # The per-transaction hot path: one message, BEGIN and the path (and, when needed,
+        # the temp-object discard and the one-time pooler check).
+        self._tk_began = True
         self._tk_local = None  # the new transaction gets its path with BEGIN
+        self._tk_refuse_pooled()
         want = self._tk_want
         if want is None:
             want = self._tk_path()
         self._prepared.path = want  # type: ignore[attr-defined]  # i.e. self._tk_active
-        if want is None:
-            return None
+        if want is None:  # a plain, unconfigured connection
+            return super()._exec_command(begin)
+        parts = [begin, _SET_LOCAL + want]
         if self._tk_pgbouncer:
-            return b"SET LOCAL search_path TO " + want
-        if self._tk_inflight is not None:  # self._tk_settle(), inlined
-            self._tk_inflight = None
-            self._tk_confirmed = None
-        if want == self._tk_confirmed:
-            return None
-        self._tk_inflight = want
-        return b"SET search_path TO " + want
+            parts.append(_DISCARD)
+            return self._tk_send(parts, check_pid=False)
+        if self._tk_discard:
+            parts.append(_DISCARD)
+            self._tk_discard_inflight = True
+        check = not self._tk_verified
+        if check:
+            parts.append(_PID)
+        return self._tk_send(parts, check_pid=check)
 
-    def _tk_begin_gen(self, message: bytes, begin: bytes, extra: bytes) -> PQGen[PGresult | None]:
-        if self._pipeline:
-            # Pipeline mode: queue both; they travel with the next sync anyway.
-            yield from super()._exec_command(begin)
-            yield from super()._exec_command(extra)
-            return None
-        self._check_connection_ok()
-        # One simple-query message, two statements: the path switch rides on BEGIN.
-        self.pgconn.send_query(message)
-        results: list[PGresult] = yield from generators.execute(self.pgconn)
-        for result in results:
-            if result.status == _FATAL:
-                raise pgerrors.error_from_result(result, encoding=self.info.encoding)
-        return results[0] if results else None
-
-    def _tk_commit_gen(self, command: bytes) -> PQGen[PGresult | None]:
-        inflight = self._tk_inflight
-        result = yield from super()._exec_command(command)
-        self._tk_inflight = None
-        # A COMMIT of a failed transaction answers ROLLBACK: the SET was undone.
-        committed = result is not None and result.command_status == b"COMMIT"
-        self._tk_confirmed = inflight if committed else None
+    def _tk_commit_gen(self, command: bytes, *, discard: bool) -> PQGen[PGresult | None]:
+        inflight = self._tk_discard_inflight
+        self._tk_discard_inflight = False
+        if discard and self.pgconn.transaction_status == _INTRANS and not self._pipeline:
+            # pgbouncer mode: temp objects must not outlive the transaction, as the next one
+            # may run on another server connection. One message, no extra round trip.
+            self._check_connection_ok()
+            self.pgconn.send_query(_DISCARD + b"; " + command)
+            results: list[PGresult] = yield from execute_gen(self.pgconn)
+            for res in results:
+                if res.status == _FATAL:
+                    raise pgerrors.error_from_result(res, encoding=self.info.encoding)
+            result = results[-1] if results else None
+        else:
+            result = yield from super()._exec_command(command)
+        # A COMMIT of a failed transaction answers ROLLBACK: the discard was undone.
+        if inflight and result is not None and result.command_status == b"COMMIT":
+            self._tk_discard = False
         return result
 
 
 class TenantCursor(psycopg.Cursor[Row]):
-    """Cursor of :class:`TenantConnection`: lets the connection look at each query."""
+    """Cursor of :class:`TenantConnection`: lets the connection check each transaction start."""
 
     def _start_query(self, query: Any = None) -> PQGen[None]:
         conn: _TenantState = self._conn  # type: ignore[assignment]
-        # A query string seen before: its flags straight from the cache, no call.
-        flags = _NOTE_CACHE.get(query) if query.__class__ is str else None
-        if flags is None:
-            flags = conn._tk_flags(query, conn) if query is not None else 0
         start = super()._start_query(query)
-        if not flags and conn._tk_local is None:  # the common case: no extra generator layer
+        # The common case, a query inside a running transaction: no extra generator layer.
+        if conn._tk_local is None and conn.pgconn.transaction_status == _INTRANS:
             return start
-        return conn._tk_around_query(start, flags)
+        return conn._tk_around_query(start)
 
 
 class AsyncTenantCursor(psycopg.AsyncCursor[Row]):
-    """Cursor of :class:`AsyncTenantConnection`: lets the connection look at each query."""
+    """Cursor of :class:`AsyncTenantConnection`: lets the connection check each start."""
 
     def _start_query(self, query: Any = None) -> PQGen[None]:
         conn: _TenantState = self._conn  # type: ignore[assignment]
-        # A query string seen before: its flags straight from the cache, no call.
-        flags = _NOTE_CACHE.get(query) if query.__class__ is str else None
-        if flags is None:
-            flags = conn._tk_flags(query, conn) if query is not None else 0
         start = super()._start_query(query)
-        if not flags and conn._tk_local is None:  # the common case: no extra generator layer
+        if conn._tk_local is None and conn.pgconn.transaction_status == _INTRANS:
             return start
-        return conn._tk_around_query(start, flags)
+        return conn._tk_around_query(start)
 
 
 class TenantConnection(_TenantState, psycopg.Connection[Row]):
@@ -309,6 +355,7 @@ class TenantConnection(_TenantState, psycopg.Connection[Row]):
         row_factory: RowFactory[Row] = tuple_row,  # type: ignore[assignment]
     ) -> None:
         super().__init__(pgconn, row_factory)
+        check_instance(self)
         self.cursor_factory = TenantCursor
         self._prepared = _PathPrepareManager()
         self.prepared_max = PREPARED_MAX
@@ -323,6 +370,7 @@ class AsyncTenantConnection(_TenantState, psycopg.AsyncConnection[Row]):
         row_factory: AsyncRowFactory[Row] = tuple_row,  # type: ignore[assignment]
     ) -> None:
         super().__init__(pgconn, row_factory)
+        check_instance(self)
         self.cursor_factory = AsyncTenantCursor
         self._prepared = _PathPrepareManager()
         self.prepared_max = PREPARED_MAX

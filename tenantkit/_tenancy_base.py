@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import importlib
 import os
+import select
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg import pq
 from psycopg.types.json import Jsonb
 
 from ._connection import _TenantState
@@ -23,6 +26,59 @@ def _check_shared(name: str) -> str:
     return name if name == "public" else validate_schema_name(name)
 
 
+def check_alive(conn: psycopg.BaseConnection[Any]) -> None:
+    """Pool ``check`` that costs no round trip: a connection the server closed is refused.
+
+    A server restart or ``pg_terminate_backend()`` leaves an error message and EOF on the
+    socket; the socket is then readable, so reading what is there (non-blocking) tells a dead
+    connection from a live one. psycopg_pool discards a connection whose check raises and hands
+    out another, so the first request after a restart does not fail.
+    """
+    pgconn = conn.pgconn
+    if pgconn.status != pq.ConnStatus.OK or conn.closed:
+        raise psycopg.OperationalError("the pooled connection is closed")
+    try:
+        poller = select.poll()
+        poller.register(pgconn.socket, select.POLLIN)
+        # An idle connection has nothing to read unless the server spoke: a notice, a
+        # notification, or a FATAL error followed by EOF. libpq may take the error and the EOF
+        # in two reads, so read until nothing is left (a few times at most).
+        for _ in range(4):
+            if not poller.poll(0):
+                break
+            pgconn.consume_input()  # raises OperationalError on EOF
+            if pgconn.status != pq.ConnStatus.OK:
+                raise psycopg.OperationalError("the server closed the pooled connection")
+    except (OSError, ValueError) as exc:  # a socket gone from under us
+        msg = f"the pooled connection's socket is unusable: {exc}"
+        raise psycopg.OperationalError(msg) from exc
+
+
+async def acheck_alive(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Async twin of :func:`check_alive` (the check itself never blocks)."""
+    check_alive(conn)
+
+
+def probe_error(conninfo: str) -> psycopg.OperationalError | None:
+    """Connect once, directly, to learn why the pool cannot: the real error, or None."""
+    try:
+        with psycopg.connect(conninfo, connect_timeout=10) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError as exc:
+        return exc
+    return None
+
+
+async def aprobe_error(conninfo: str) -> psycopg.OperationalError | None:
+    """Async twin of :func:`probe_error`."""
+    try:
+        async with await psycopg.AsyncConnection.connect(conninfo, connect_timeout=10) as conn:
+            await conn.execute("SELECT 1")
+    except psycopg.OperationalError as exc:
+        return exc
+    return None
+
+
 class _TenancyBase:
     """Settings and validation; no I/O."""
 
@@ -34,11 +90,16 @@ class _TenancyBase:
         pgbouncer: bool,
         strict: bool,
         migrations: str | os.PathLike[str] | None,
+        prepared_statements: bool | None = None,
     ) -> None:
         self.shared_schema = _check_shared(shared_schema)
         self.extra_schemas: tuple[str, ...] = tuple(_check_shared(s) for s in extra_schemas)
         self.pgbouncer = pgbouncer
+        #: Server-side prepared statements: None means off in pgbouncer mode, on otherwise.
+        self.prepared_statements = prepared_statements
         self.strict = strict
+        #: A checkout succeeded once: later pool time-outs are reported with a fresh probe.
+        self._connected_once = False
         self.migrations_dir: Path | None = Path(migrations) if migrations is not None else None
         self.registry = Registry(self.shared_schema)
         self._base = (self.shared_schema, *self.extra_schemas)
@@ -52,7 +113,13 @@ class _TenancyBase:
         self._spares: Any = None
 
     def _configure_conn(self, conn: _TenantState) -> None:
-        conn._tk_configure(self._neutral, self._base, strict=self.strict, pgbouncer=self.pgbouncer)
+        conn._tk_configure(
+            self._neutral,
+            self._base,
+            strict=self.strict,
+            pgbouncer=self.pgbouncer,
+            prepare=self.prepared_statements,
+        )
 
     def _path_for(self, tenant: TenantLike) -> bytes:
         """The path SQL for a tenant; the shared schema's name means the public tenant."""

@@ -15,7 +15,9 @@ __all__ = [
     "MigrationChecksumMismatch",
     "MigrationError",
     "NoTenantSelected",
+    "PoolerDetected",
     "PostgresNotFound",
+    "PsycopgUnsupported",
     "RegistryNotInstalled",
     "SchemaExists",
     "SchemaNotEmpty",
@@ -108,3 +110,16 @@ class ServerError(TenantkitError, RuntimeError):
 
 class PostgresNotFound(ServerError, FileNotFoundError):
     """No PostgreSQL server binaries were found."""
+
+
+class PoolerDetected(TenantkitError, RuntimeError):
+    """A connection pooler (pgbouncer) sits between tenantkit and PostgreSQL.
+
+    Raised on a connection in tenantkit's default mode, whose session-level state (temporary
+    tables, the path of autocommit statements) is not safe behind a transaction pooler: build
+    the tenancy with ``pgbouncer=True``, or connect to PostgreSQL directly.
+    """
+
+
+class PsycopgUnsupported(TenantkitError, ImportError):
+    """The installed psycopg does not have the internals tenantkit's connections hook into."""

@@ -6,8 +6,9 @@
   temporary table can never shadow a tenant's table.
 * :func:`use_tenant` / :func:`ause_tenant` bind a connection to a tenant. On a
   :class:`TenantConnection` (what ``Tenancy`` pools hand out) this costs no round trip: the path
-  travels with the next ``BEGIN`` (see :mod:`tenantkit._connection`). On a plain psycopg
-  connection the path is applied at once with ``set_config()`` and restored on exit.
+  travels with the next ``BEGIN`` (see :mod:`tenantkit._connection`), and temporary objects made
+  before the switch are discarded in that same message. On a plain psycopg connection the path
+  is applied at once with ``set_config()`` and restored on exit.
 """
 
 from __future__ import annotations
@@ -150,16 +151,10 @@ class _Binding:
         # No round trip: the path rides on the next BEGIN, or, in the middle of a
         # transaction, is applied with SET LOCAL just before the next query.
         self._prev_want = conn._tk_want
-        conn._tk_want = _bind_path(conn, self.tenant)
-        if conn.pgconn.transaction_status != _IDLE:
-            conn._tk_local = conn._tk_want
+        conn._tk_bind(_bind_path(conn, self.tenant))
 
     def _exit_tenant_conn(self, conn: _TenantState) -> None:
-        conn._tk_want = self._prev_want
-        if conn.pgconn.transaction_status != _IDLE:
-            conn._tk_local = self._prev_want or conn._tk_neutral
-        else:
-            conn._tk_local = None
+        conn._tk_bind(self._prev_want)
 
 
 class use_tenant(_Binding, ContextDecorator):

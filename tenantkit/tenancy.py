@@ -19,7 +19,7 @@ import psycopg
 
 from ._atenancy import AsyncSchemaProvisioner, AsyncTenancy
 from ._connection import TenantConnection, _TenantState
-from ._tenancy_base import _TenancyBase
+from ._tenancy_base import _TenancyBase, check_alive, probe_error
 from .errors import DomainNotFound, RegistryNotInstalled, TenantNotFound
 from .models import Domain, Tenant, TenantLike, TenantState
 from .names import normalize_host, schema_name_from, validate_schema_name
@@ -29,6 +29,14 @@ from .search_path import _current
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
+
+try:
+    from psycopg_pool import PoolTimeout
+except ImportError:  # optional dependency: without a pool there is no pool time-out
+
+    class PoolTimeout(Exception):  # type: ignore[no-redef]
+        """Stand-in: never raised without psycopg_pool."""
+
 
 __all__ = [
     "AsyncSchemaProvisioner",
@@ -73,14 +81,28 @@ def _end(conn: psycopg.Connection[Any], ok: bool) -> None:
             return
     if conn.autocommit:  # psycopg_pool does not reset it for the next borrower
         conn.set_autocommit(False)
-    if isinstance(conn, _TenantState) and conn._tk_temp:
-        # Temporary tables must not outlive the borrower (another tenant gets the connection).
-        try:
-            conn.execute("DISCARD TEMP")
-            conn.commit()
-            conn._tk_temp = False
-        except Exception:
-            conn.close()
+
+
+def _getconn(tenancy: Tenancy) -> psycopg.Connection[Any]:
+    """A connection from the pool, or a direct one; connection failures say why, at once."""
+    pool = tenancy.pool
+    if pool is None:
+        return TenantConnection.connect(tenancy.conninfo)
+    if not tenancy._connected_once and tenancy.conninfo:
+        # Before the first success, a pool would wait its whole timeout on a server that is
+        # not there and then say only "PoolTimeout": one direct attempt shows the cause now.
+        error = probe_error(tenancy.conninfo)
+        if error is not None:
+            raise error
+    try:
+        conn: psycopg.Connection[Any] = pool.getconn()
+    except PoolTimeout as exc:
+        error = probe_error(tenancy.conninfo) if tenancy.conninfo else None
+        if error is not None:
+            raise error from exc
+        raise
+    tenancy._connected_once = True
+    return conn
 
 
 class _Checkout:
@@ -100,10 +122,7 @@ class _Checkout:
         if self._tenant is not None:
             self._token = _current.set(self._tenant)
         try:
-            pool = tenancy.pool
-            conn = (
-                pool.getconn() if pool is not None else TenantConnection.connect(tenancy.conninfo)
-            )
+            conn = _getconn(tenancy)
         except BaseException:
             if self._token is not None:
                 _current.reset(self._token)
@@ -112,7 +131,9 @@ class _Checkout:
         assert isinstance(state, _TenantState)
         if state._tk_neutral is not tenancy._neutral:
             tenancy._configure_conn(state)
-        state._tk_want = self._path
+        # A new borrower: the path rides on the first BEGIN, with a discard of any temporary
+        # objects the previous borrower left.
+        state._tk_bind(self._path)
         self._conn = conn
         return conn
 
@@ -128,9 +149,8 @@ class _Checkout:
             try:
                 _end(conn, ok=exc_type is None)
             finally:
-                if isinstance(conn, _TenantState):
-                    conn._tk_want = None
-                    conn._tk_local = None
+                if isinstance(conn, _TenantState) and not conn.closed:
+                    conn._tk_bind(None)
                 if pool is not None:
                     pool.putconn(conn)
                 else:
@@ -145,9 +165,12 @@ class Tenancy(_TenancyBase):
 
     ``conninfo`` or ``pool`` (built with ``connection_class=TenantConnection``) say where;
     ``shared_schema`` holds the registry and shared tables; ``extra_schemas`` follow it on every
-    path; ``pgbouncer=True`` keeps only transaction-scoped settings; ``strict=True`` makes
-    statements on an unbound pooled connection raise ``NoTenantSelected``; ``migrations`` is
-    the migrations directory (tenant creation then runs tenant migrations).
+    path; ``pgbouncer=True`` keeps only transaction-scoped settings and state (required behind
+    a transaction pooler: default mode refuses to run there, raising ``PoolerDetected``);
+    ``strict=True`` makes statements on an unbound pooled connection raise
+    ``NoTenantSelected``; ``migrations`` is the migrations directory (tenant creation then runs
+    tenant migrations); ``prepared_statements`` turns psycopg's server-side prepared statements
+    on or off (default: off in pgbouncer mode, where pgbouncer < 1.21 cannot route them).
     """
 
     def __init__(
@@ -162,6 +185,7 @@ class Tenancy(_TenancyBase):
         migrations: str | os.PathLike[str] | None = None,
         min_size: int = 1,
         max_size: int = 10,
+        prepared_statements: bool | None = None,
     ) -> None:
         super().__init__(
             shared_schema=shared_schema,
@@ -169,6 +193,7 @@ class Tenancy(_TenancyBase):
             pgbouncer=pgbouncer,
             strict=strict,
             migrations=migrations,
+            prepared_statements=prepared_statements,
         )
         if (conninfo is None) == (pool is None):
             raise TypeError("Tenancy() takes a conninfo or pool=, exactly one of them")
@@ -196,6 +221,7 @@ class Tenancy(_TenancyBase):
             max_size=max_size,
             connection_class=TenantConnection,
             configure=self._configure_conn,
+            check=check_alive,
             name="tenantkit",
             open=True,
         )

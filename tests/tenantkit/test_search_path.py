@@ -197,7 +197,7 @@ async def test_ause_tenant_on_plain_connection(dsn: str) -> None:
 # -- tenancy connections: round trips and staleness -------------------------------------------
 
 
-def test_switch_rides_on_begin_and_same_tenant_adds_nothing(tk: Tenancy) -> None:
+def test_switch_rides_on_begin_every_transaction(tk: Tenancy) -> None:
     a, b = [t.schema for t in tk.tenants()]
     assert tk.pool is not None
     pooled = tk.pool.getconn()
@@ -207,22 +207,22 @@ def test_switch_rides_on_begin_and_same_tenant_adds_nothing(tk: Tenancy) -> None
         def run() -> None:
             with tk.connection(tenant) as conn:
                 assert who(conn) == tenant
+                conn.commit()
+                assert who(conn) == tenant  # a second transaction of the same checkout
 
         return run
 
-    sent = frontend_messages(pooled, request(a))
-    assert sent[0].startswith("Query BEGIN; SET ")  # one message: no extra round trip
-    assert f'"{a}"' in sent[0]
-    assert len(sent) == 3  # BEGIN+SET, the query, COMMIT
-    sent = frontend_messages(pooled, request(a))
-    if tk.pgbouncer:
-        assert sent[0].startswith("Query BEGIN; SET LOCAL search_path")
-    else:
-        assert sent[0] == "Query BEGIN"  # same tenant: not even a statement is added
-    assert len(sent) == 3
-    sent = frontend_messages(pooled, request(b))
-    assert f'"{b}"' in sent[0]
-    assert len(sent) == 3
+    for tenant in (a, a, b):
+        sent = frontend_messages(pooled, request(tenant))
+        # One message per transaction start: the path (and the checkout's temp discard)
+        # ride on BEGIN, never a round trip of their own; set again for the same tenant,
+        # as nothing proves the session path was not changed in between.
+        first = f'Query BEGIN; SET LOCAL search_path TO "{tenant}"'
+        assert sent[0].startswith(first)
+        assert "DISCARD TEMP" in sent[0]
+        assert sent[2] == "Query COMMIT" or sent[2].endswith("COMMIT")
+        assert sent[3].startswith(first)
+        assert len(sent) == 6  # BEGIN+SET, query, COMMIT, twice
 
 
 def test_rollback_never_leaves_a_stale_path(tk: Tenancy) -> None:
@@ -274,6 +274,173 @@ def test_user_set_search_path_invalidates(tk: Tenancy) -> None:
         conn.execute(f'SET search_path TO "{b}"')  # behind tenantkit's back
     with tk.connection(a) as conn:
         assert who(conn) == a
+
+
+@pytest.mark.parametrize("how", ["parameters", "function", "autocommit"])
+def test_hidden_search_path_change_never_leaks(tk: Tenancy, how: str) -> None:
+    """Issue 11: a session path changed without the query text saying so.
+
+    ``set_config()`` with its name passed as a parameter, or called inside a function,
+    changed the session path while tenantkit kept trusting its cached one: the next request
+    as ``a`` wrote into ``b``.
+    """
+    a, b = [t.schema for t in tk.tenants()]
+    if how == "function":
+        with tk.admin_connection() as conn:
+            conn.execute(
+                "CREATE FUNCTION hop(p text) RETURNS text LANGUAGE sql "
+                "AS $$ SELECT set_config('search_path', p, false) $$"
+            )
+    for tenant in (a, b, a, b):  # warm any per-tenant state first
+        with tk.connection(tenant) as conn:
+            assert who(conn) == tenant
+    other = f'"{b}"'
+    with tk.connection(a) as conn:
+        if how == "autocommit" and not tk.pgbouncer:
+            conn.autocommit = True
+        if how == "function":
+            conn.execute("SELECT hop(%s)", (other,))
+        else:
+            conn.execute("SELECT set_config(%s, %s, false)", ("search_path", other))
+        # A transaction keeps the user's own change for the rest of it; in autocommit each
+        # statement runs as the bound tenant.
+        assert who(conn) == (a if conn.autocommit else b)
+    for _ in range(2):
+        with tk.connection(a) as conn:
+            assert who(conn) == a
+            conn.execute("INSERT INTO who VALUES ('written as a')")
+        with tk.connection(a) as conn:
+            conn.autocommit = not tk.pgbouncer
+            assert who(conn) == a
+    with tk.connection(b) as conn:
+        rows = conn.execute("SELECT name FROM who").fetchall()
+        assert rows == [(b,)]  # nothing written as a landed in b
+
+
+def test_temp_tables_made_by_functions_never_reach_the_next_borrower(tk: Tenancy) -> None:
+    """Issue 11: temp tables created inside a function escaped the query-text scan."""
+    a, b = [t.schema for t in tk.tenants()]
+    with tk.admin_connection() as conn:
+        conn.execute(
+            "CREATE FUNCTION stash(v text) RETURNS void LANGUAGE plpgsql AS $$ BEGIN "
+            "EXECUTE 'CREATE TEMP TABLE IF NOT EXISTS secret (v text)'; "
+            "EXECUTE 'INSERT INTO secret VALUES ($1)' USING v; END $$"
+        )
+    with tk.connection(a) as conn:
+        conn.execute("SELECT stash('a-private')")
+        rows = conn.execute("SELECT v FROM pg_temp.secret").fetchall()
+        assert rows == [("a-private",)]  # usable within the borrower's block
+        conn.commit()
+        if not tk.pgbouncer:  # default mode: temp objects live for the whole checkout
+            assert conn.execute("SELECT v FROM pg_temp.secret").fetchall() == rows
+    for tenant, autocommit in ((b, False), (b, True), (a, False)):
+        if autocommit and tk.pgbouncer:
+            continue
+        with tk.connection(tenant) as conn:  # max_size=1: the same server connection
+            conn.autocommit = autocommit
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                conn.execute("SELECT v FROM pg_temp.secret")
+    # A rollback of the discarding transaction must not bring them back for the next one.
+    with tk.connection(a) as conn:
+        conn.execute("SELECT stash('again')")
+    with tk.connection(b) as conn:
+        conn.execute("SELECT 1")
+        conn.rollback()
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("SELECT v FROM pg_temp.secret")
+
+
+def test_use_tenant_switch_discards_temp_objects(tk: Tenancy) -> None:
+    a, b = [t.schema for t in tk.tenants()]
+    with tk.connection(a) as conn:
+        conn.execute("CREATE TEMP TABLE scratch AS SELECT 'a-only' AS v")
+        conn.commit()
+        with use_tenant(conn, b), pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("SELECT v FROM pg_temp.scratch")
+
+
+def test_transaction_started_without_the_hook_raises(dsn: str, schema_name: str) -> None:
+    """If psycopg ever starts a transaction without calling tenantkit's hook, fail closed."""
+    from tenantkit._connection import HookNotRun, TenantConnection
+
+    class Bypassing(TenantConnection[Any]):
+        def _exec_command(self, command: Any, result_format: pq.Format = pq.Format.TEXT) -> Any:
+            return psycopg.BaseConnection._exec_command(self, command, result_format)
+
+    from psycopg_pool import ConnectionPool
+
+    with (
+        ConnectionPool(dsn, connection_class=Bypassing, min_size=1, max_size=1, open=True) as pool,
+        Tenancy(pool=pool, shared_schema=schema_name) as tk,
+    ):
+        with (
+            pytest.raises(HookNotRun, match="without tenantkit's hook"),
+            tk.admin_connection() as conn,
+        ):
+            conn.execute("SELECT 1")
+        with tk.admin_connection() as conn:
+            conn.autocommit = True
+            assert conn.execute("SELECT 1").fetchone() == (1,)  # autocommit has its own hook
+
+
+def test_psycopg_contract_check_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tenantkit import _psycopg_contract
+    from tenantkit.errors import PsycopgUnsupported
+
+    _psycopg_contract.check()  # the installed psycopg fits
+    monkeypatch.delattr(psycopg.BaseConnection, "_get_tx_start_command")
+    with pytest.raises(PsycopgUnsupported, match=r"psycopg>=3\.3"):
+        _psycopg_contract.check()
+    monkeypatch.undo()
+
+    def reshaped(self: Any, cmd: Any) -> None: ...
+
+    monkeypatch.setattr(psycopg.BaseConnection, "_exec_command", reshaped)
+    with pytest.raises(PsycopgUnsupported, match="_exec_command"):
+        _psycopg_contract.check()
+
+
+def test_pgbouncer_mode_turns_prepared_statements_off(dsn: str, schema_name: str) -> None:
+    for pgbouncer, expected in ((True, None), (False, 5)):
+        with Tenancy(dsn, shared_schema=schema_name, pgbouncer=pgbouncer, max_size=1) as tk:
+            tk.install()
+            with tk.admin_connection() as conn:
+                assert conn.prepare_threshold == expected
+    with (
+        Tenancy(
+            dsn, shared_schema=schema_name, pgbouncer=True, prepared_statements=True, max_size=1
+        ) as tk,
+        tk.admin_connection() as conn,
+    ):
+        assert conn.prepare_threshold == 5  # pgbouncer 1.21+ with max_prepared_statements
+
+
+def test_terminated_pooled_connection_is_replaced(dsn: str, schema_name: str) -> None:
+    """A connection the server closed is refused by the pool's check, not handed out."""
+    with Tenancy(dsn, shared_schema=schema_name, min_size=1, max_size=1) as tk:
+        tk.install()
+        with tk.admin_connection() as conn:
+            pid = conn.info.backend_pid
+        with psycopg.connect(dsn, autocommit=True) as killer:
+            killer.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))  # waits its exit
+        for _ in range(3):
+            with tk.admin_connection() as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+                assert conn.info.backend_pid != pid
+
+
+def test_unreachable_server_fails_at_once_with_the_cause(schema_name: str) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tk = Tenancy(f"host=127.0.0.1 port={port} dbname=x user=x connect_timeout=5", max_size=1)
+    try:
+        with pytest.raises(psycopg.OperationalError, match=r"refused|failed"):
+            tk.install()
+    finally:
+        tk.close()
 
 
 def test_returned_connection_carries_no_tenant(tk: Tenancy) -> None:
