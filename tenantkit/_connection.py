@@ -175,8 +175,9 @@ class _TenantState(psycopg.BaseConnection[Any]):
             raise PoolerDetected(
                 "this connection goes through a connection pooler (pgbouncer or similar): "
                 "tenantkit's default mode keeps temporary tables and autocommit paths on the "
-                "server connection, which a transaction pooler swaps between transactions. "
-                "Build the tenancy with pgbouncer=True, or connect to PostgreSQL directly"
+                "server connection, which a transaction pooler swaps between transactions, "
+                "and a client cannot tell the pooling modes apart. Build the tenancy with "
+                "pgbouncer=True (safe in every pooling mode), or connect to PostgreSQL directly"
             )
 
     def _tk_send(self, parts: list[bytes], check_pid: bool) -> PQGen[PGresult | None]:

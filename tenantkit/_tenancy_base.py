@@ -17,7 +17,7 @@ from ._connection import _TenantState
 from .errors import DomainExists, NoTenantSelected, TenantkitError
 from .models import Tenant, TenantLike, TenantState, schema_of
 from .names import normalize_host, validate_schema_name
-from .registry import Registry
+from .registry import Registry, tenant_from_row
 from .search_path import current_tenant, path_sql, search_path_for
 
 
@@ -180,6 +180,16 @@ class _TenancyBase:
                 raise DomainExists(f"host {norm!r} is given twice; list each host once")
             hosts.append(norm)
         return hosts
+
+    @staticmethod
+    def _fold_domain_map(rows: Iterable[Sequence[Any]]) -> dict[str, Tenant]:
+        """``(host, *tenant row)`` rows -> host -> tenant, one Tenant object per tenant."""
+        by_id: dict[int, Tenant] = {}
+        result: dict[str, Tenant] = {}
+        for row in rows:
+            tenant = by_id.get(row[1]) or by_id.setdefault(row[1], tenant_from_row(row[1:]))
+            result[row[0]] = tenant
+        return result
 
     @staticmethod
     def _create_args(

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from _pgbouncer import ENV_REQUIRE, PgBouncer, PgBouncerMissing, find_pgbouncer
 
 from tenantkit.server import temporary_database
 
@@ -48,3 +49,44 @@ def conn(dsn: str) -> Iterator[psycopg.Connection]:
     """A plain autocommit connection to the test database."""
     with psycopg.connect(dsn, autocommit=True) as connection:
         yield connection
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_factory(server_conninfo: str, dsn: str) -> Iterator[Callable[..., PgBouncer]]:
+    """Start real pgbouncers in front of the test server: ``pgbouncer_factory(pool_mode=...)``.
+
+    Each call starts a new pgbouncer (own port and directory, ``pool_size`` server connections
+    per database) whose ``.dsn`` reaches the ``dsn`` database; all are stopped at the end of
+    the session. Skips when the binary is missing, fails instead with
+    ``PGTENANTS_REQUIRE_PGBOUNCER=1`` (CI).
+    """
+    try:
+        find_pgbouncer()
+    except PgBouncerMissing as exc:
+        if os.environ.get(ENV_REQUIRE) == "1":
+            pytest.fail(f"{exc} ({ENV_REQUIRE}=1)", pytrace=False)
+        pytest.skip(str(exc))
+    started: list[PgBouncer] = []
+
+    def start(*, pool_mode: str = "transaction", pool_size: int = 3) -> PgBouncer:
+        bouncer = PgBouncer(
+            server_conninfo, direct_dsn=dsn, pool_mode=pool_mode, pool_size=pool_size
+        )
+        started.append(bouncer)
+        return bouncer.start()
+
+    try:
+        yield start
+    finally:
+        for bouncer in started:
+            bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pgbouncer_factory: Callable[..., PgBouncer]) -> PgBouncer:
+    """A real pgbouncer (transaction pooling, 3 server connections) in front of ``dsn``.
+
+    ``.dsn`` goes through it, ``.direct_dsn`` straight to PostgreSQL; ``.port`` and
+    ``.pool_mode`` say how it runs. One per test process (pytest-xdist workers each have one).
+    """
+    return pgbouncer_factory(pool_mode="transaction", pool_size=3)

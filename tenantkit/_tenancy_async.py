@@ -1,4 +1,10 @@
-"""``AsyncTenancy``: the asyncio twin of :class:`tenantkit.tenancy.Tenancy`."""
+"""``AsyncTenancy``: the registry, tenant lifecycle and tenant-bound pooled connections.
+
+One source for both APIs: the asyncio module of this pair is written by hand, and
+``tools/async_to_sync.py`` generates the sync one from it (CI fails when it is stale). Where
+the two must differ, an ``if True:  # ASYNC`` block holds the asyncio code and its ``else``
+branch the sync code. Import both classes from :mod:`tenantkit.tenancy`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from contextvars import Token
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 
@@ -33,13 +39,20 @@ except ImportError:  # optional dependency: without a pool there is no pool time
         """Stand-in: never raised without psycopg_pool."""
 
 
-__all__ = ["AsyncSchemaProvisioner", "AsyncTenancy"]
+__all__ = ["AsyncProvisioner", "AsyncSchemaProvisioner", "AsyncTenancy"]
 
 logger = logging.getLogger("tenantkit")
 
 
+class AsyncProvisioner(Protocol):
+    """Builds a tenant's schema inside the creating transaction."""
+
+    async def provision(self, conn: psycopg.AsyncConnection[Any], schema: str) -> None:
+        """Leave ``schema`` existing and fully migrated (do not commit)."""
+
+
 class AsyncSchemaProvisioner:
-    """The default async provisioner: create the empty schema, nothing else."""
+    """The default provisioner: create the empty schema, nothing else."""
 
     def __init__(self, shared_schema: str = "public") -> None:
         self.shared_schema = shared_schema
@@ -50,7 +63,7 @@ class AsyncSchemaProvisioner:
 
 
 async def _aend(conn: psycopg.AsyncConnection[Any], ok: bool) -> None:
-    """Commit or roll back like ``async with conn:``, then drop temporary objects if any."""
+    """Commit or roll back like ``with conn:``; leave autocommit off for the next borrower."""
     if conn.closed:
         return
     if ok:
@@ -71,7 +84,8 @@ async def _agetconn(tenancy: AsyncTenancy) -> psycopg.AsyncConnection[Any]:
     if pool is None:
         return await AsyncTenantConnection.connect(tenancy.conninfo)
     if not tenancy._connected_once and tenancy.conninfo:
-        # See tenancy._getconn: show the cause now instead of a PoolTimeout later.
+        # Before the first success, a pool would wait its whole timeout on a server that is
+        # not there and then say only "PoolTimeout": one direct attempt shows the cause now.
         error = await aprobe_error(tenancy.conninfo)
         if error is not None:
             raise error
@@ -89,7 +103,7 @@ async def _agetconn(tenancy: AsyncTenancy) -> psycopg.AsyncConnection[Any]:
 
 
 class _ACheckout:
-    """``AsyncTenancy.connection()``'s async context manager (a class: per-request path)."""
+    """``AsyncTenancy.connection()``'s context manager: a class, as it is the per-request path."""
 
     __slots__ = ("_conn", "_path", "_tenancy", "_tenant", "_token")
 
@@ -98,6 +112,7 @@ class _ACheckout:
         self._path = path
         self._tenant = tenant
         self._token: Token[TenantLike | None] | None = None
+        self._conn: psycopg.AsyncConnection[Any]
 
     async def __aenter__(self) -> psycopg.AsyncConnection[Any]:
         tenancy = self._tenancy
@@ -143,11 +158,16 @@ class _ACheckout:
 
 
 class AsyncTenancy(_TenancyBase):
-    """Schema-per-tenant multi-tenancy on one database (asyncio API).
+    """Schema-per-tenant multi-tenancy on one database (asyncio API; ``Tenancy`` is sync).
 
-    Same arguments and behaviour as :class:`~tenantkit.tenancy.Tenancy`; methods are
-    coroutines and ``connection()`` is an async context manager. A pool created here opens on
-    first use (psycopg_pool needs a running event loop).
+    ``conninfo`` or ``pool`` (built with ``connection_class=AsyncTenantConnection``) say where;
+    ``shared_schema`` holds the registry and shared tables; ``extra_schemas`` follow it on every
+    path; ``pgbouncer=True`` keeps only transaction-scoped settings and state (required behind
+    a transaction pooler: default mode refuses to run there, raising ``PoolerDetected``);
+    ``strict=True`` makes statements on an unbound pooled connection raise
+    ``NoTenantSelected``; ``migrations`` is the migrations directory (tenant creation then runs
+    tenant migrations); ``prepared_statements`` turns psycopg's server-side prepared statements
+    on or off (default: off in pgbouncer mode, where pgbouncer < 1.21 cannot route them).
     """
 
     def __init__(
@@ -181,8 +201,8 @@ class AsyncTenancy(_TenancyBase):
         if pool is not None:
             if not issubclass(pool.connection_class, _TenantState):
                 raise TypeError(
-                    "the pool must create tenant connections: build it with AsyncConnectionPool("
-                    "..., connection_class=tenantkit.AsyncTenantConnection)"
+                    "the pool must create tenant connections: build it with "
+                    "AsyncConnectionPool(..., connection_class=tenantkit.AsyncTenantConnection)"
                 )
             # A pool may take a callable conninfo; ours is only used without a pool.
             self.conninfo: str = pool.conninfo if isinstance(pool.conninfo, str) else ""
@@ -195,10 +215,16 @@ class AsyncTenancy(_TenancyBase):
         except ImportError:  # optional: fall back to one connection per use
             return
 
-        async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
-            assert isinstance(conn, _TenantState)
-            self._configure_conn(conn)
+        if True:  # ASYNC
+            # psycopg_pool's async pool needs a running loop to open: it opens on first use.
+            async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+                assert isinstance(conn, _TenantState)
+                self._configure_conn(conn)
 
+            open_now, name = False, "tenantkit-async"
+        else:
+            configure = self._configure_conn
+            open_now, name = True, "tenantkit"
         self.pool = AsyncConnectionPool(
             conninfo,
             min_size=min_size,
@@ -206,14 +232,21 @@ class AsyncTenancy(_TenancyBase):
             connection_class=AsyncTenantConnection,
             configure=configure,
             check=acheck_alive,
-            name="tenantkit-async",
-            open=False,
+            name=name,
+            open=open_now,
         )
+        self._opened = open_now
         self._own_pool = True
 
+    # -- provisioning -------------------------------------------------------------------
     @property
     def provisioner(self) -> Any:
-        """Object with ``provision(conn, schema)`` (sync or async) run in ``create_tenant``."""
+        """Object with ``provision(conn, schema)``; called inside ``create_tenant``'s transaction.
+
+        Default: :class:`AsyncSchemaProvisioner`, or
+        ``tenantkit.provisioning.MigrationProvisioner`` when a migrations directory is set.
+        Assign your own to customise tenant creation.
+        """
         if self._provisioner is None:
             if self.migrations_dir is not None:
                 from .provisioning import MigrationProvisioner  # type: ignore[import-not-found,unused-ignore]
@@ -227,6 +260,7 @@ class AsyncTenancy(_TenancyBase):
     def provisioner(self, value: Any) -> None:
         self._provisioner = value
 
+    # -- connections --------------------------------------------------------------------
     async def open(self) -> None:
         """Open the pool (done automatically on first use)."""
         if not self._opened and self.pool is not None:
@@ -236,16 +270,27 @@ class AsyncTenancy(_TenancyBase):
     def connection(
         self, tenant: TenantLike | None = None
     ) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
-        """A pooled async connection bound to ``tenant`` (default: the current tenant)."""
+        """A pooled connection bound to ``tenant`` (default: :func:`current_tenant`).
+
+        The tenant's path is applied with each transaction's ``BEGIN`` (same message, no extra
+        round trip). On exit the transaction is committed (rolled back on error) and the
+        connection returned to the pool. The tenant is also current (:func:`current_tenant`)
+        inside the block.
+        """
         tenant = self._pick(tenant)
         return _ACheckout(self, self._path_for(tenant), tenant)
 
     def admin_connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
-        """A pooled async connection on the shared path (no tenant)."""
+        """A pooled connection on the shared path (no tenant): registry and DDL work."""
         return _ACheckout(self, self._neutral, None)
 
+    # -- registry -----------------------------------------------------------------------
     async def install(self) -> None:
-        """Create the registry (idempotent, concurrent-safe); see ``Tenancy.install``."""
+        """Create the registry tables and triggers in the shared schema.
+
+        Idempotent; concurrent calls (several processes deploying at once) serialise on an
+        advisory transaction lock. Loads :attr:`public_tenant`.
+        """
         async with self.admin_connection() as conn, conn.transaction():
             await conn.execute(self.registry.install_lock)
             for stmt in self.registry.install:
@@ -288,17 +333,28 @@ class AsyncTenancy(_TenancyBase):
 
     @property
     def public_tenant(self) -> Tenant:
-        """The shared schema as a tenant; loaded by ``install()`` or ``get_public_tenant()``."""
+        """The shared schema as a tenant (``is_public=True``), for routing public hosts.
+
+        Loaded by ``install()`` or ``get_public_tenant()``; the sync API also loads it on
+        first access (a property cannot wait for the database in async code).
+        """
         if self._public is None:
-            raise RegistryNotInstalled(
-                "the public tenant is not loaded yet: await install() or get_public_tenant()"
-            )
+            if True:  # ASYNC
+                raise RegistryNotInstalled(
+                    "the public tenant is not loaded yet: await install() or get_public_tenant()"
+                )
+            else:
+                return self.get_public_tenant()
         return self._public
 
     async def tenants(
         self, *, state: TenantState | str | None = None, include_public: bool = False
     ) -> list[Tenant]:
-        """Registered tenants by id (the public tenant only with ``include_public``)."""
+        """Registered tenants by id, optionally only those in ``state``.
+
+        The public tenant is left out unless ``include_public`` (so loops over tenants, such
+        as migrations, never touch the shared schema by accident).
+        """
         params = {"state": self._state_arg(state), "public": include_public}
         async with self.admin_connection() as conn:
             with translated():
@@ -313,13 +369,60 @@ class AsyncTenancy(_TenancyBase):
         domains: Iterable[str] = (),
         metadata: Mapping[str, Any] | None = None,
     ) -> Tenant:
-        """Create a tenant atomically; see ``Tenancy.create_tenant``."""
+        """Create a tenant: registry row, schema (via the provisioner) and domains, atomically.
+
+        Everything happens in one transaction, so an error or a lost connection at any step
+        leaves nothing behind. Without ``schema`` one is derived from ``name``. The first
+        domain becomes the primary one. Raises ``TenantExists``, ``SchemaExists``,
+        ``DomainExists``, ``InvalidSchemaName`` or ``InvalidHostname``.
+        """
         if schema is None and name is None:
             raise TypeError("create_tenant() needs a schema name or a display name=")
+        return await self._create(schema, name, domains, metadata, self.provisioner)
+
+    if True:  # ASYNC
+        pass
+    else:
+
+        def clone_tenant(
+            self,
+            source: TenantLike,
+            schema: str,
+            *,
+            data: bool = False,
+            name: str | None = None,
+            domains: Iterable[str] = (),
+            metadata: Mapping[str, Any] | None = None,
+        ) -> Tenant:
+            """Create tenant ``schema`` as a copy of tenant ``source``: same tables, indexes,
+            constraints, views, functions and migration history; its rows too with ``data``.
+
+            Atomic like :meth:`create_tenant` (registry rows, schema and domains in one
+            transaction). The source's domains and metadata are not copied: give ``domains``
+            and ``metadata`` for the new tenant; ``name`` defaults to the schema name. Raises
+            ``TenantNotFound`` for an unknown source, ``CloneError`` for structures cloning
+            cannot reproduce (partitioned tables), and what :meth:`create_tenant` raises.
+            """
+            from .provisioning import CloneProvisioner
+
+            validate_schema_name(schema, shared_schema=self.shared_schema)
+            with self.admin_connection() as conn:
+                origin = self._resolve(conn, source)
+            self._not_public(origin, "cloned")
+            cloner = CloneProvisioner(self.shared_schema, origin.schema, data=data)
+            return self._create(schema, name, domains, metadata, cloner)
+
+    async def _create(
+        self,
+        schema: str | None,
+        name: str | None,
+        domains: Iterable[str],
+        metadata: Mapping[str, Any] | None,
+        provisioner: Any,
+    ) -> Tenant:
         if schema is not None:
             validate_schema_name(schema, shared_schema=self.shared_schema)
-        hosts = self._hosts(domains)
-        provisioner = self.provisioner
+        hosts = self._hosts(domains)  # validated before any SQL
         reg = self.registry
         async with self.admin_connection() as conn:
             with translated(schema=schema):
@@ -332,9 +435,12 @@ class AsyncTenancy(_TenancyBase):
                         )
                     cur = await conn.execute(reg.insert, self._create_args(schema, name, metadata))
                     tenant = tenant_from_row(await cur.fetchone() or ())
-                    done = provisioner.provision(conn, schema)
-                    if inspect.isawaitable(done):
-                        await done
+                    if True:  # ASYNC
+                        done = provisioner.provision(conn, schema)
+                        if inspect.isawaitable(done):  # sync provisioners are welcome too
+                            await done
+                    else:
+                        provisioner.provision(conn, schema)
                     for host in hosts:
                         args = {"host": host, "tid": tenant.id, "primary": False, "schema": schema}
                         with translated(host=host):
@@ -367,7 +473,10 @@ class AsyncTenancy(_TenancyBase):
         return bool(row and row[0])
 
     async def drop_tenant(self, tenant: TenantLike, *, cascade: bool = False) -> None:
-        """Drop a tenant (schema, domains, registry row) atomically."""
+        """Drop a tenant: its schema, domains and registry row, atomically.
+
+        ``SchemaNotEmpty`` when the schema holds objects and ``cascade`` is false.
+        """
         async with self.admin_connection() as conn:
             with translated():
                 async with conn.transaction():
@@ -385,7 +494,7 @@ class AsyncTenancy(_TenancyBase):
                     await conn.execute(self.registry.delete, (current.id,))
 
     async def add_domain(self, tenant: TenantLike, host: str, *, primary: bool = False) -> Domain:
-        """Register ``host`` for a tenant; the first domain becomes primary."""
+        """Register ``host`` (normalised) for a tenant; the first domain becomes primary."""
         host = normalize_host(host)
         reg = self.registry
         async with self.admin_connection() as conn:
@@ -413,7 +522,7 @@ class AsyncTenancy(_TenancyBase):
                     raise DomainNotFound(f"host {host!r} is not registered; see domains()")
 
     async def set_primary_domain(self, host: str) -> Domain:
-        """Make ``host`` its tenant's primary domain."""
+        """Make ``host`` its tenant's primary domain (the previous one stays, not primary)."""
         host = normalize_host(host)
         reg = self.registry
         async with self.admin_connection() as conn:
@@ -421,7 +530,9 @@ class AsyncTenancy(_TenancyBase):
                 async with conn.transaction():
                     row = await (await conn.execute(reg.select_domain, (host,))).fetchone()
                     if row is None:
-                        raise DomainNotFound(f"host {host!r} is not registered; add_domain() it")
+                        raise DomainNotFound(
+                            f"host {host!r} is not registered; register it with add_domain()"
+                        )
                     await conn.execute(reg.unset_primary, (row[1],))
                     await conn.execute(reg.set_primary, (host,))
         return Domain(host=row[0], tenant_id=int(row[1]), schema=row[2], is_primary=True)
@@ -436,19 +547,15 @@ class AsyncTenancy(_TenancyBase):
         return [domain_from_row(r) for r in rows]
 
     async def domain_map(self) -> dict[str, Tenant]:
-        """Every registered host of an active tenant -> its tenant, in one query."""
+        """Every registered host of an active tenant -> its tenant, in one query (routing)."""
         async with self.admin_connection() as conn:
             with translated():
                 rows = await (await conn.execute(self.registry.domain_map)).fetchall()
-        by_id: dict[int, Tenant] = {}
-        result: dict[str, Tenant] = {}
-        for row in rows:
-            tenant = by_id.get(row[1]) or by_id.setdefault(row[1], tenant_from_row(row[1:]))
-            result[row[0]] = tenant
-        return result
+        return self._fold_domain_map(rows)
 
+    # -- lifetime -----------------------------------------------------------------------
     async def close(self) -> None:
-        """Close the pool this tenancy created."""
+        """Close the pool this tenancy created (a pool passed in is left to its owner)."""
         if self._own_pool and self.pool is not None and self._opened:
             await self.pool.close()
 
