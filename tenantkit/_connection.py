@@ -234,13 +234,14 @@ class _TenantState(psycopg.BaseConnection[Any]):
         self._tk_began = True
         self._tk_refuse_pooled()
         if self._tk_pgbouncer:
-            if self._tk_want is not None:
-                raise psycopg.ProgrammingError(
-                    "pgbouncer mode sets the tenant path per transaction: use the "
-                    "connection with autocommit off or inside conn.transaction()"
-                )
-            self._tk_active = self._tk_path()  # also the strict check
-            return
+            # No transaction to carry SET LOCAL, and a session SET would land on whichever
+            # server connection the pooler picks: the statement's path would be unknown.
+            self._tk_path()  # the strict check first, for its clearer message
+            raise psycopg.ProgrammingError(
+                "pgbouncer mode sets the search_path per transaction: use the connection with "
+                "autocommit off or inside conn.transaction() (for statements that cannot run "
+                "in a transaction, use a plain psycopg connection with qualified names)"
+            )
         want = self._tk_path()
         self._tk_active = want
         if want is None:  # a plain, unconfigured connection

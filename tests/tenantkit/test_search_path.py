@@ -504,6 +504,13 @@ def test_autocommit_and_pipeline(tk: Tenancy) -> None:
     with tk.connection(a) as conn:
         assert not conn.autocommit
         assert who(conn) == a
+    if tk.pgbouncer:
+        # Unbound too: its path would be whatever the pooler's server connection has.
+        assert tk.pool is not None
+        with tk.pool.connection() as raw:
+            raw.autocommit = True
+            with pytest.raises(psycopg.ProgrammingError, match="pgbouncer"):
+                raw.execute("SELECT 1")
 
 
 def test_strict_refuses_unbound_statements(dsn: str, schema_name: str) -> None:
