@@ -266,6 +266,10 @@ def populate_cache(cache_root: Path, entry: Path, bin_dir: Path, account: Accoun
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (entry / "PG_VERSION").is_file():
             return
+        # Under the lock no staging directory is in use: any left is from a run killed during
+        # its initdb (SIGKILL skips the cleanup below).
+        for stale in cache_root.glob(f".{entry.name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=cache_root))
         try:
             chown(staging, account)
@@ -330,7 +334,7 @@ def cluster_class() -> type[Any]:
     class Cluster(Database):  # type: ignore[misc]
         """testing.postgresql's ``Database`` driving our postgres: psycopg probe, no pg8000."""
 
-        DEFAULT_SETTINGS = {"auto_start": 0, "base_dir": None, "port": None}
+        DEFAULT_SETTINGS = {"auto_start": 0, "base_dir": None, "port": None, "notify": None}
         child_process: subprocess.Popen[bytes] | None
         _use_tmpdir: bool
         name = "postgres"
@@ -392,9 +396,14 @@ def cluster_class() -> type[Any]:
         def start(self) -> None:
             if self.child_process is not None:
                 return
+            # Tells the watchdog, before and right after the spawn, that a postmaster may
+            # exist: if we die while it boots, the watchdog stops it instead of leaving it
+            # running until it notices its directory is gone (up to a minute).
+            notify = self.settings["notify"] or (lambda message: None)
             for _attempt in range(_PORT_ATTEMPTS):
                 self.prestart()
                 log_path = os.path.join(self.base_dir, "postgres.log")
+                notify("spawn")
                 with open(log_path, "ab") as log:
                     self.child_process = subprocess.Popen(
                         self.get_server_commandline(),
@@ -408,6 +417,7 @@ def cluster_class() -> type[Any]:
                         start_new_session=True,
                         **account_kwargs(self.account),
                     )
+                notify(f"pid {self.child_process.pid}")
                 try:
                     self.wait_booting()
                     return

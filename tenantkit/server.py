@@ -13,7 +13,8 @@
 
 It also picks its port safely when several processes start servers at once, turns durability
 off, and removes its process and directory on normal exit, on exceptions, on SIGTERM/SIGINT,
-and (through a tiny watchdog process) even when the parent dies abruptly.
+and (through a tiny watchdog process that watches the owner's process id) even when the owner
+dies abruptly, whatever children it forked, and even in the middle of ``start()``.
 
 When ``PGTENANTS_DSN`` is set, :meth:`EmbeddedServer.from_env` and
 :func:`server_conninfo_from_env` hand out that server instead of starting one.
@@ -88,6 +89,8 @@ _ENV_DSN = "PGTENANTS_DSN"
 
 # The watchdog: a tiny separate process (see _watchdog.py) that cleans up after an owner that
 # died abruptly. Run by file path with -I -S so it starts fast and imports nothing of ours.
+# It is started before anything else of the server exists, so it is armed before the
+# postmaster is spawned.
 _WATCHDOG = Path(__file__).with_name("_watchdog.py")
 
 
@@ -392,6 +395,7 @@ class EmbeddedServer:
             copy_data_from=source,
             server_settings=self._settings,
             boot_timeout=self._boot_timeout,
+            notify=self._tell_watchdog,
         )
         # testing.postgresql removes base_dir only when it made it; it is ours to remove.
         cluster._use_tmpdir = not self.keep
@@ -399,22 +403,29 @@ class EmbeddedServer:
         cluster.setup()
         cluster.start()
         self.port = int(cluster.settings["port"])
-        if self._watchdog is not None and self._watchdog.stdin is not None:
-            with contextlib.suppress(OSError):
-                self._watchdog.stdin.write(f"pid {cluster.server_pid}\n".encode())
-                self._watchdog.stdin.flush()
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
             full = conn.info.parameter_status("server_version") or ""
             self._version = (_short_version(full), conn.info.server_version)
 
     def _start_watchdog(self, base: Path) -> None:
+        # It watches our process id, not only the end of the pipe: children we fork
+        # (multiprocessing, os.fork) inherit the pipe's write end and would keep it open.
+        keep = "1" if self.keep else "0"
         self._watchdog = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(_WATCHDOG), str(base), "1" if self.keep else "0"],
+            [sys.executable, "-I", "-S", str(_WATCHDOG), str(base), keep, str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+
+    def _tell_watchdog(self, message: str) -> None:
+        watchdog = self._watchdog
+        if watchdog is None or watchdog.stdin is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            watchdog.stdin.write(f"{message}\n".encode())
+            watchdog.stdin.flush()
 
     def stop(self) -> None:
         """Stop the server and remove its directory (unless ``keep``); safe to call twice."""
@@ -455,6 +466,8 @@ class EmbeddedServer:
         with ``tenantkit server stop <base_dir>`` (which, unlike ``pg_ctl``, works as root).
         """
         with self._lock:
+            if self._owner_pid != os.getpid():
+                return  # a forked child has nothing to detach
             cluster, self._cluster = self._cluster, None
             if cluster is not None:
                 cluster._use_tmpdir = False

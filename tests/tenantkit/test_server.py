@@ -7,6 +7,7 @@ servers run on the same machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -259,6 +260,171 @@ def test_sigterm_chains_to_previous_handler() -> None:
     assert_cleaned_up(info["pid"], Path(info["base"]))
 
 
+# --- the owner dies abruptly: forked children, and SIGKILL in the middle of start() -------
+
+
+@pytest.fixture
+def private_tmp() -> Iterator[Path]:
+    """A directory of our own for the servers of a child process (``PGTENANTS_TMPDIR``).
+
+    Whatever happens to the test, every process still running in it (a postmaster the code
+    under test failed to stop, its watchdog) is killed and the directory removed afterwards.
+    """
+    path = Path(tempfile.mkdtemp(prefix="tenantkit-test-tmp-", dir=cluster_module.tmp_root()))
+    path.chmod(0o755)  # as root, the unprivileged account must reach the server's directory
+    try:
+        yield path
+    finally:
+        for pid in processes_using(path):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: processes_using(path) == [], timeout=10)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _child_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PGTENANTS_DSN"}
+    env["PGTENANTS_TMPDIR"] = str(tmp)
+    return env
+
+
+def _kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+_FORKING_OWNER = textwrap.dedent(
+    """
+    import json, multiprocessing, os, subprocess, sys, time
+    from tenantkit.server import EmbeddedServer
+
+    server = EmbeddedServer().start()
+    how = sys.argv[1]
+    if how == "os.fork":
+        child = os.fork()
+        if child == 0:
+            time.sleep(60)
+            os._exit(0)
+    elif how == "subprocess":
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]).pid
+    else:  # a multiprocessing start method
+        process = multiprocessing.get_context(how).Process(target=time.sleep, args=(60,))
+        process.start()
+        child = process.pid
+    info = {"pid": server.pid, "base": str(server.base_dir), "child": child}
+    print(json.dumps(info), flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["os.fork", "fork", "forkserver", "subprocess"])
+def test_owner_killed_with_forked_children_stops_the_server(how: str, private_tmp: Path) -> None:
+    """Regression: children inherited the watchdog's pipe, so SIGKILL of the owner left the
+    postmaster running as long as a child lived (a processes-executor worker, a pool)."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _FORKING_OWNER, how],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_child_env(private_tmp),
+    )
+    children: list[int] = []
+    try:
+        assert owner.stdout is not None
+        line = owner.stdout.readline()
+        if not line:
+            owner.wait()
+            assert owner.stderr is not None
+            pytest.fail(f"owner failed: {owner.stderr.read()}")
+        info = json.loads(line)
+        children.append(info["child"])
+        assert not process_gone(info["pid"])
+        owner.kill()
+        owner.wait(timeout=30)
+        assert not process_gone(info["child"])  # the child outlives its parent...
+        assert_cleaned_up(info["pid"], Path(info["base"]))  # ...the server does not
+    finally:
+        owner.kill()
+        owner.wait()
+        _kill_all(children)
+
+
+_DYING_OWNER = textwrap.dedent(
+    """
+    import os, signal, subprocess, sys
+    import tenantkit._cluster
+    from tenantkit.server import EmbeddedServer
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    when = sys.argv[1]
+    if when == "spawned":  # the postmaster exists, we die before we could say so
+        real_popen = subprocess.Popen
+
+        class DieAfterSpawn(real_popen):
+            def __init__(self, args, *rest, **kwargs):
+                super().__init__(args, *rest, **kwargs)
+                if str(args[0]).endswith("postgres"):
+                    die()
+
+        subprocess.Popen = DieAfterSpawn
+    elif when == "booting":  # the watchdog was told, the server is not ready yet
+        tenantkit._cluster.cluster_class().wait_booting = lambda self: die()
+    elif when == "ready":  # the server accepts connections, start() has not returned
+        cluster = tenantkit._cluster.cluster_class()
+        real_wait = cluster.wait_booting
+
+        def wait_then_die(self):
+            real_wait(self)
+            die()
+
+        cluster.wait_booting = wait_then_die
+    EmbeddedServer().start()
+    print("started", flush=True)
+    """
+)
+
+
+def _leftovers(tmp: Path) -> list[str]:
+    """What remains of the servers of ``tmp``: processes, then directories."""
+    return [f"pid {pid}" for pid in processes_using(tmp)] + [p.name for p in tmp.iterdir()]
+
+
+@pytest.mark.parametrize("when", ["data-dir", "postmaster.pid", "spawned", "booting", "ready"])
+def test_owner_killed_during_start_leaves_no_server(when: str, private_tmp: Path) -> None:
+    """Regression: SIGKILL in start() could leave a postmaster running for ~60 s, until it
+    noticed its directory was gone (the watchdog learnt its pid only after start-up).
+
+    ``data-dir`` and ``postmaster.pid`` kill the owner from outside as soon as that path
+    exists; in the other cases the owner kills itself right after spawning the postmaster
+    (before it could tell the watchdog), while it boots, and once it is ready.
+    """
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _DYING_OWNER, when],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_child_env(private_tmp),
+    )
+    try:
+        if when in ("data-dir", "postmaster.pid"):
+            pattern = "tenantkit-*/data" + ("/postmaster.pid" if when == "postmaster.pid" else "")
+            deadline = time.monotonic() + 60
+            while not list(private_tmp.glob(pattern)) and owner.poll() is None:
+                assert time.monotonic() < deadline, "the server never got that far"
+                time.sleep(0.001)
+            owner.kill()
+        owner.wait(timeout=60)
+        assert owner.returncode == -signal.SIGKILL, owner.stderr.read() if owner.stderr else ""
+        assert wait_for(lambda: _leftovers(private_tmp) == []), _leftovers(private_tmp)
+    finally:
+        owner.kill()
+        owner.wait()
+
+
 def test_two_servers_get_different_ports() -> None:
     with EmbeddedServer() as one, EmbeddedServer() as two:
         assert one.port != two.port
@@ -383,6 +549,18 @@ def test_warm_start_skips_initdb(cache_dir: Path, monkeypatch: pytest.MonkeyPatc
     # The cached cluster is never written to by a server.
     with EmbeddedServer(cache_dir=cache_dir) as again, psycopg.connect(again.conninfo) as conn:
         assert conn.execute("SELECT to_regclass('t_warm')").fetchone() == (None,)
+
+
+def test_staging_directory_of_a_killed_initdb_is_removed(cache_dir: Path) -> None:
+    """A run SIGKILLed during the cache's initdb leaves its staging directory behind; the next
+    run that fills the cache removes it."""
+    key = cluster_module.cache_key(find_pg_bin(), cluster_module.run_account(None))
+    stale = cache_dir / f".{key}-killed"
+    (stale / "base").mkdir(parents=True)
+    with EmbeddedServer(cache_dir=cache_dir):
+        pass
+    assert not stale.exists()
+    assert (cache_dir / key / "PG_VERSION").is_file()
 
 
 def test_without_cache_runs_initdb(cache_dir: Path) -> None:
