@@ -5,8 +5,8 @@ The async module is the single source of truth; its sync twin is derived from it
 syntax tree, so the two cannot drift apart:
 
 * ``async def`` / ``async with`` / ``async for`` lose their ``async``, ``await x`` becomes ``x``;
-* names, attributes, imports, strings and comments are renamed through :data:`NAMES`
-  (``AsyncTenancy`` -> ``Tenancy``, ``acreate_schema`` -> ``create_schema``, ...);
+* names (parameters and keyword arguments too), attributes, imports, strings and comments are
+  renamed through :data:`NAMES` (``AsyncTenancy`` -> ``Tenancy``, ``aconn`` -> ``conn``, ...);
 * where the two must really differ, the async source says so in one place::
 
       if True:  # ASYNC
@@ -43,7 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: async source -> generated sync module (paths relative to the repository root).
 MODULES: dict[str, str] = {
+    "tenantkit/_schema_async.py": "tenantkit/_schema_sync.py",
     "tenantkit/_tenancy_async.py": "tenantkit/_tenancy_sync.py",
+    "tests/tenantkit/test_schema_async.py": "tests/tenantkit/test_schema_sync.py",
+    "tests/tenantkit/test_tenancy_async.py": "tests/tenantkit/test_tenancy_sync.py",
 }
 
 #: Identifiers renamed in code, strings and comments (whole words only).
@@ -63,6 +66,7 @@ NAMES: dict[str, str] = {
     "_agetconn": "_getconn",
     "acheck_alive": "check_alive",
     "aclose": "close",
+    "aconn": "conn",
     "acreate_schema": "create_schema",
     "adrop_schema": "drop_schema",
     "alist_schemas": "list_schemas",
@@ -71,6 +75,7 @@ NAMES: dict[str, str] = {
     "aschema_exists": "schema_exists",
     "ause_tenant": "use_tenant",
     "atenancy": "tenancy",
+    "atk": "tk",
     "_tenancy_async": "_tenancy_sync",
     "test_tenancy_async": "test_tenancy_sync",
 }
@@ -134,6 +139,17 @@ class _AsyncToSync(ast.NodeTransformer):
 
     def visit_Name(self, node: ast.Name) -> ast.AST:
         node.id = _rename(node.id)
+        return node
+
+    def visit_arg(self, node: ast.arg) -> ast.AST:
+        self.generic_visit(node)
+        node.arg = _rename(node.arg)
+        return node
+
+    def visit_keyword(self, node: ast.keyword) -> ast.AST:
+        self.generic_visit(node)
+        if node.arg:
+            node.arg = _rename(node.arg)
         return node
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
