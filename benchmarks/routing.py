@@ -1,6 +1,7 @@
-"""Benchmark: routed vs unrouted requests/s of a one-query WSGI app and a one-query ASGI app.
+"""Benchmark: routing overhead per request, and routing at scale.
 
-Issue 5, acceptance 4. Each request runs one query (``SELECT ... FROM items``) on a pooled
+Part ``apps`` (issue 5, acceptance 4): routed vs unrouted requests/s of a one-query WSGI app and
+a one-query ASGI app. Each request runs one query (``SELECT ... FROM items``) on a pooled
 connection, rotating over the tenants' hosts:
 
 - *bare*: the app is told its tenant in the environ/scope by the driver and calls
@@ -14,7 +15,21 @@ and the overhead is the median of each routed round's time over its neighbouring
 so load from other processes on a shared machine hits both sides alike. Target: overhead
 < 10%, and no routing load (registry query) during the measured requests.
 
-    PGTENANTS_DSN=... python benchmarks/routing.py [--requests 250] [--rounds 60] [--tenants 100]
+Part ``scale`` (issue 17): registries of ``--small`` (100) and ``--scale`` (10,000) tenants,
+made by bulk INSERTs into the registry tables (routing reads only those: no schema is created):
+
+- *table load*: ``refresh(force=True)`` of a resolver (one query and the table build), and a
+  fresh resolver up to its first answer; target < 150 ms at 10,000;
+- *warm lookup*: ``resolve()`` with hosts rotating over every tenant, as browsers send them
+  (canonical) and with a port (the cached normalisation); target: the 10,000-tenant figure
+  within 1.5x of the 100-tenant one;
+- *entry reload*: what a changed domain costs (``reload_entries``, one small query and a
+  patched table) against a full load;
+- *close*: ``WSGITenantMiddleware.close()`` of a middleware built from a ``Tenancy`` (its
+  LISTEN thread and connection).
+
+    PGTENANTS_DSN=... python benchmarks/routing.py [--part apps|scale|all] [--requests 250]
+        [--rounds 60] [--tenants 100] [--small 100] [--scale 10000]
 
 Without PGTENANTS_DSN an embedded server is started.
 """
@@ -51,6 +66,10 @@ class CountingSource(RegistryDomainSource):
     def load(self) -> Mapping[str, Tenant]:
         self.loads += 1
         return super().load()
+
+    def load_routes(self) -> Any:  # the one-query load of tenantkit >= issue 17
+        self.loads += 1
+        return super().load_routes()  # type: ignore[misc]
 
 
 def setup(dsn: str, n: int) -> dict[str, Tenant]:
@@ -238,25 +257,155 @@ def report(label: str, result: dict[str, Any]) -> bool:
     return ok
 
 
+# -- routing at scale (issue 17) -----------------------------------------------------------
+
+LOAD_TARGET = 0.150
+FLAT_TARGET = 1.5
+
+
+def bulk_registry(dsn: str, n: int) -> tuple[str, list[str]]:
+    """A registry of ``n`` tenants with one host each, in two INSERTs; returns (shared, hosts)."""
+    shared = f"bench_routing_{n}"
+    with Tenancy(dsn, shared_schema=shared, max_size=1) as tenancy:
+        tenancy.install()
+        with tenancy.admin_connection() as conn:
+            tenants = sql.Identifier(shared, "tenantkit_tenants")
+            domains = sql.Identifier(shared, "tenantkit_domains")
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (schema, name) SELECT 't' || lpad(i::text, 5, '0'),"
+                    " 'Tenant ' || i FROM generate_series(1, %s) i"
+                ).format(tenants),
+                [n],
+            )
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (host, tenant_id, is_primary) SELECT schema || %s, id, true"
+                    " FROM {} WHERE NOT is_public"
+                ).format(domains, tenants),
+                [f".n{n}.bench.test"],
+            )
+            rows = conn.execute(
+                sql.SQL("SELECT host FROM {} ORDER BY host").format(domains)
+            ).fetchall()
+    return shared, [r[0] for r in rows]
+
+
+def seconds(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def lookup_seconds(resolver: TenantResolver, hosts: list[str], rounds: int = 7) -> float:
+    """Median seconds per ``resolve()`` over rounds of 100,000 lookups, hosts rotating."""
+    count = 100_000
+    sequence = (hosts * (count // len(hosts) + 1))[:count]
+    resolve = resolver.resolve
+    for host in hosts:  # warm: each spelling seen once
+        resolve(host)
+    times = []
+    for _ in range(rounds):
+        began = time.perf_counter()
+        for host in sequence:
+            resolve(host)
+        times.append((time.perf_counter() - began) / count)
+    return statistics.median(times)
+
+
+def bench_scale(dsn: str, n: int) -> dict[str, float]:
+    shared, hosts = bulk_registry(dsn, n)
+    out: dict[str, float] = {}
+    with Tenancy(dsn, shared_schema=shared, max_size=2) as tenancy:
+        resolver = TenantResolver.from_tenancy(tenancy, subscribe=False)
+        resolver.refresh(force=True)
+        out["table load"] = seconds(lambda: resolver.refresh(force=True), 9)
+
+        def first_answer() -> None:
+            fresh = TenantResolver.from_tenancy(tenancy, subscribe=False)
+            fresh.resolve(hosts[-1])
+            fresh.close()
+
+        out["fresh resolver, first answer"] = seconds(first_answer, 5)
+        out["warm lookup, canonical host"] = lookup_seconds(resolver, hosts)
+        out["warm lookup, host:port"] = lookup_seconds(resolver, [h + ":8443" for h in hosts])
+        reload_entries = getattr(resolver, "reload_entries", None)
+        if callable(reload_entries):
+            from tenantkit.domain_sources import Change
+
+            change = Change(hosts=frozenset({hosts[len(hosts) // 2]}))
+            out["entry reload (one domain)"] = seconds(lambda: reload_entries(change), 21)
+        resolver.close()
+
+        def noop(environ: Any, start_response: Callable[..., Any]) -> Iterable[bytes]:
+            return []
+
+        closes = []
+        for _ in range(10):
+            middleware = WSGITenantMiddleware(noop, tenancy)
+            middleware.resolver.wait_subscribed(5)
+            warm = getattr(middleware, "warm", None)
+            if callable(warm):
+                warm()  # the background load done: close() alone is measured
+            close = getattr(middleware, "close", middleware.resolver.close)
+            began = time.perf_counter()
+            close()
+            closes.append(time.perf_counter() - began)
+        out["middleware close()"] = statistics.median(closes)
+    return out
+
+
+def report_scale(small: int, large: int, a: dict[str, float], b: dict[str, float]) -> bool:
+    print(f"routing at scale: {small} vs {large} tenants (one host each), medians")
+    print(f"{'':32} {small:>12} {large:>12} {'ratio':>8}")
+    for key in a:
+        unit, factor = ("us", 1e6) if "lookup" in key else ("ms", 1e3)
+        print(
+            f"{key:32} {a[key] * factor:9.2f} {unit} {b[key] * factor:9.2f} {unit} "
+            f"{b[key] / a[key]:7.2f}x"
+        )
+    load_ok = b["table load"] < LOAD_TARGET
+    flat = b["warm lookup, canonical host"] / a["warm lookup, canonical host"]
+    flat_ok = flat <= FLAT_TARGET
+    print(
+        f"table load at {large}: {b['table load'] * 1e3:.1f} ms (target < {LOAD_TARGET * 1e3:.0f} "
+        f"ms) {'OK' if load_ok else 'MISSED'}; warm lookup {large}/{small}: {flat:.2f}x "
+        f"(target <= {FLAT_TARGET}x) {'OK' if flat_ok else 'MISSED'}"
+    )
+    return load_ok and flat_ok
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["apps", "scale", "all"], default="all")
     parser.add_argument("--requests", type=int, default=250, help="requests per round")
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--tenants", type=int, default=100)
+    parser.add_argument("--small", type=int, default=100, help="scale part: baseline tenants")
+    parser.add_argument("--scale", type=int, default=10_000, help="scale part: tenants")
     args = parser.parse_args()
+    ok = True
     with (
         server_conninfo_from_env() as server,
         temporary_database(server, prefix="tk_bench_routing") as dsn,
     ):
-        hosts = setup(dsn, args.tenants)
-        wsgi = bench_wsgi(dsn, hosts, args)
-        asgi = bench_asgi(dsn, hosts, args)
-    print(
-        f"one-query app, {args.tenants} tenants rotating, {args.rounds} rounds x "
-        f"{args.requests} requests per side, alternating; req/s: median round; overhead: median "
-        f"of paired round ratios; target < {TARGET:.0%}"
-    )
-    ok = report("WSGI", wsgi) & report("ASGI", asgi)
+        if args.part in ("apps", "all"):
+            hosts = setup(dsn, args.tenants)
+            wsgi = bench_wsgi(dsn, hosts, args)
+            asgi = bench_asgi(dsn, hosts, args)
+            print(
+                f"one-query app, {args.tenants} tenants rotating, {args.rounds} rounds x "
+                f"{args.requests} requests per side, alternating; req/s: median round; "
+                f"overhead: median of paired round ratios; target < {TARGET:.0%}"
+            )
+            ok = report("WSGI", wsgi) & report("ASGI", asgi)
+        if args.part in ("scale", "all"):
+            small = bench_scale(dsn, args.small)
+            large = bench_scale(dsn, args.scale)
+            ok = report_scale(args.small, args.scale, small, large) and ok
     raise SystemExit(0 if ok else 1)
 
 

@@ -1,22 +1,30 @@
 """ASGI middleware: route each request or websocket to its tenant and make it current.
 
 Pure ASGI 3, no framework dependency: works with Starlette, FastAPI, Quart, Django's ASGI
-handler or a bare coroutine. ``lifespan`` (and any other scope type) passes through.
+handler or a bare coroutine. ``lifespan`` passes through to the app, after the middleware has
+loaded the routing table at start-up (so no request pays for it); at shutdown the middleware
+closes the resolver it built. Other scope types pass through untouched.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .errors import TenantkitError
 from .routing import Outcome, Resolution, RoutingTable, TenantResolver
 from .search_path import reset_current_tenant, set_current_tenant
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from .models import Tenant
 
 __all__ = ["ASGITenantMiddleware"]
+
+logger = logging.getLogger("tenantkit.routing")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -67,6 +75,9 @@ def _responder(status: int, body: bytes) -> ASGIApp:
 not_found: ASGIApp = _responder(404, b"Not Found")
 bad_request: ASGIApp = _responder(400, b"Bad Request")
 
+_TWO_HOSTS = Resolution(Outcome.INVALID, reason="more than one Host header")
+_TWO_TENANT_HEADERS = Resolution(Outcome.INVALID, reason="more than one tenant header")
+
 
 class ASGITenantMiddleware:
     """Resolve each HTTP request or websocket's tenant and run the app with it current.
@@ -84,9 +95,17 @@ class ASGITenantMiddleware:
     - Unknown hosts go to ``unknown_app`` (default: 404, websocket closed with 1008), or are
       served as ``fallback_tenant`` when it is given; invalid hosts go to ``invalid_app``
       (default: 400).
-    - ``lifespan`` and other scope types go to ``app`` untouched.
+    - A request with two ``Host`` headers (or two tenant headers in header mode) is invalid:
+      which one a proxy or the app would read is anybody's guess.
+    - ``lifespan`` goes to ``app``; on ``lifespan.startup`` the middleware first loads the
+      routing table (``warm=True``, the default; a configuration error such as
+      ``PoolerDetected`` fails the start-up, an unreachable database is logged and left to
+      the first request), and after the app's shutdown it closes the resolver it built.
+      Other scope types go to ``app`` untouched.
 
     The table is loaded in a worker thread when stale; once warm, routing is in-memory.
+    :meth:`close` / :meth:`aclose` (or ``with`` / ``async with``) close the resolver the
+    middleware built from a ``Tenancy``; a resolver passed in stays its owner's to close.
     """
 
     def __init__(
@@ -98,9 +117,13 @@ class ASGITenantMiddleware:
         unknown_app: ASGIApp | None = None,
         invalid_app: ASGIApp | None = None,
         fallback_tenant: Tenant | str | None = None,
+        warm: bool = True,
     ) -> None:
+        self._owns_resolver = not isinstance(resolver, TenantResolver)
         if not isinstance(resolver, TenantResolver):
             resolver = TenantResolver.from_tenancy(resolver)
+        self._warm = warm
+        self._closed = False
         self.app = app
         self.resolver: TenantResolver = resolver
         self.public_app = public_app or app
@@ -116,6 +139,82 @@ class ASGITenantMiddleware:
             resolver.header.lower().encode("latin-1") if resolver.mode == "header" else None
         )
 
+    # -- lifetime ----------------------------------------------------------------------
+
+    def warm(self, timeout: float = 5.0) -> None:
+        """Load the routing table now, blocking (see ``TenantResolver.warm``); outside the
+        event loop, e.g. in a process manager's start-up hook."""
+        self.resolver.warm(timeout)
+
+    async def awarm(self, timeout: float = 5.0) -> None:
+        """Load the routing table now, in a worker thread (see ``TenantResolver.warm``)."""
+        await _off_loop(lambda: self.resolver.warm(timeout))
+
+    def close(self) -> None:
+        """Close the resolver this middleware built (idempotent; blocks briefly)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_resolver:
+            self.resolver.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close` in a worker thread, so the event loop does not wait on it."""
+        if not self._closed:
+            await _off_loop(self.close)
+
+    def __enter__(self) -> ASGITenantMiddleware:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> ASGITenantMiddleware:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Warm up before the app's start-up; close what we own after its shutdown."""
+        first = await receive()
+        if first.get("type") == "lifespan.startup" and self._warm:
+            try:
+                await self.awarm()
+            except TenantkitError as exc:
+                # A configuration error (PoolerDetected, RegistryNotInstalled...): refusing
+                # to start is better than serving every request an error.
+                await send({"type": "lifespan.startup.failed", "message": f"tenantkit: {exc}"})
+                return
+            except Exception as exc:  # the database is not reachable yet
+                logger.warning(
+                    "could not load the routing table at start-up (%s); requests will try again",
+                    exc,
+                )
+        pending = [first]
+
+        async def replay() -> Message:
+            return pending.pop() if pending else await receive()
+
+        async def send_then_close(message: Message) -> None:
+            if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.aclose()
+            await send(message)
+
+        await self.app(scope, replay, send_then_close)
+
+    # -- requests ----------------------------------------------------------------------
+
     async def resolve(self, scope: Scope) -> Resolution:
         """Resolve the request described by ``scope`` (loading the table off-loop if stale)."""
         resolver = self.resolver
@@ -127,10 +226,15 @@ class ASGITenantMiddleware:
         header_name = self._header_name
         for name, value in scope.get("headers", ()):
             if name == b"host":
+                if host is not None:
+                    return _TWO_HOSTS
                 host = value.decode("latin-1")
             elif name == forwarded_name:
+                # Several lines are one comma-separated list; the proxy's value is last.
                 forwarded = value.decode("latin-1")
             elif name == header_name:
+                if header_value is not None:
+                    return _TWO_TENANT_HEADERS
                 header_value = value.decode("latin-1")
         path = scope.get("path") or "/"
         root_path = scope.get("root_path")
@@ -147,7 +251,10 @@ class ASGITenantMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
+            if scope["type"] == "lifespan" and (self._warm or self._owns_resolver):
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         resolution = await self.resolve(scope)
         outcome = resolution.outcome

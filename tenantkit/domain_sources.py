@@ -1,12 +1,13 @@
 """Where a router's host map comes from: the source protocol and its implementations.
 
 - :class:`DomainSource` / :class:`Subscription`: what :class:`tenantkit.routing.TenantResolver`
-  needs from a source.
+  needs from a source; :class:`Routes` (what a load returns) and :class:`Change` (what changed).
 - :class:`StaticDomainSource`: a fixed mapping (configuration, development, tests).
 - :class:`RegistryDomainSource`: the tenant registry of a ``Tenancy``/``AsyncTenancy``; one
-  query per reload, and a :class:`RegistryListener` daemon thread holding one dedicated
-  connection that LISTENs on ``tenantkit_registry`` (the registry's triggers NOTIFY it on every
-  change to tenants or domains).
+  query per load (or per changed entry), and a :class:`RegistryListener` daemon thread
+  (:mod:`tenantkit._registry_listener`) holding one dedicated connection that LISTENs on
+  ``tenantkit_registry`` (the registry's triggers NOTIFY it with the tenant id or host of every
+  changed row).
 
 The I/O lives here so that :mod:`tenantkit.routing` stays pure.
 """
@@ -18,37 +19,46 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import psycopg
 from psycopg import sql
 
+from ._registry_listener import APPLICATION_NAME, REGISTRY_CHANNEL, RegistryListener
+from ._routing_table import Change, Routes
 from .errors import RegistryNotInstalled
-from .registry import NOTIFY_CHANNEL, tenant_from_row, translated
+from .models import Tenant, TenantState
+from .registry import DOMAINS_TABLE, TENANTS_TABLE, tenant_from_row, translated
 
 if TYPE_CHECKING:
-    from .models import Tenant
+    from .registry import Registry
 
 __all__ = [
     "REGISTRY_CHANNEL",
+    "Change",
     "DomainSource",
     "RegistryDomainSource",
     "RegistryListener",
+    "Routes",
     "StaticDomainSource",
     "Subscription",
 ]
 
 logger = logging.getLogger("tenantkit.routing")
 
-#: The channel the registry triggers NOTIFY on every tenants/domains change.
-REGISTRY_CHANNEL = NOTIFY_CHANNEL
-
 
 @runtime_checkable
 class Subscription(Protocol):
-    """A live change subscription returned by a source's ``subscribe()``."""
+    """A live change subscription returned by a source's ``subscribe()``.
+
+    Optional extras a resolver uses when present: ``wait_live(timeout)``,
+    ``wait_settled(timeout)`` (block until the first attempt to go live has an outcome) and
+    ``error`` (a message when the subscription cannot work and the user asked it to, so
+    routing must refuse to run rather than poll).
+    """
 
     @property
     def live(self) -> bool:
@@ -64,10 +74,19 @@ class Subscription(Protocol):
 class DomainSource(Protocol):
     """Where a resolver gets its host map from.
 
-    ``load()`` returns every routable host mapped to its tenant. A source may also offer
-    ``load_tenants() -> Iterable[Tenant | str]`` (all tenants, for subdomain/path/header
-    modes, which select tenants by schema name) and ``subscribe(callback) -> Subscription``
-    (call ``callback()`` from any thread whenever the map may have changed).
+    ``load()`` returns every routable host mapped to its tenant. Optional methods a resolver
+    uses when present:
+
+    - ``load_tenants() -> Iterable[Tenant | str]``: all tenants, for subdomain/path/header
+      modes, which select tenants by schema name;
+    - ``load_routes() -> Routes``: hosts, tenants and the public tenant in one go (preferred
+      over ``load()`` + ``load_tenants()``);
+    - ``load_entries(change) -> Routes``: only what ``change`` names (the hosts it lists, and
+      the tenants it lists with all their hosts), for incremental reloads;
+    - ``subscribe(callback, *, on_changes=None) -> Subscription``: call ``callback()`` from
+      any thread whenever the map may have changed, or ``on_changes(change)`` when the source
+      knows exactly which entries changed (sources without ``load_entries`` may take only
+      ``callback``).
     """
 
     def load(self) -> Mapping[str, Tenant | str]:
@@ -133,110 +152,106 @@ class _StaticSubscription:
             self.source._callbacks.remove(self.callback)
 
 
-class RegistryListener:
-    """A daemon thread LISTENing on ``channel`` and calling ``callback`` on each change.
+class _RoutingQueries:
+    """The registry statements routing needs, compact: one row per host (and per tenant
+    without a host), empty metadata sent as NULL so that no JSON is parsed for it."""
 
-    ``live`` is true while the LISTEN is established: notifications sent while it is false
-    may have been missed, so the callback is called again each time it (re)connects. On a
-    lost connection it reconnects with a capped exponential backoff.
-    """
-
-    def __init__(
-        self,
-        conninfo: str,
-        callback: Callable[[], None],
-        *,
-        channel: str = REGISTRY_CHANNEL,
-        poll_interval: float = 0.25,
-        coalesce: float = 0.005,
-        max_backoff: float = 5.0,
-    ) -> None:
-        self.conninfo = conninfo
-        self.channel = channel
-        self._callback = callback
-        self._poll = poll_interval
-        self._coalesce = coalesce
-        self._max_backoff = max_backoff
-        self._stop = threading.Event()
-        self._live = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"tenantkit-listen-{channel}", daemon=True
+    def __init__(self, registry: Registry) -> None:
+        s = sql.Identifier(registry.shared_schema)
+        t = sql.SQL("{}.{}").format(s, sql.Identifier(TENANTS_TABLE))
+        d = sql.SQL("{}.{}").format(s, sql.Identifier(DOMAINS_TABLE))
+        # The column order of registry.tenant_from_row after the host.
+        cols = sql.SQL(
+            "d.host, t.id, t.schema, t.name, t.state, t.created_at,"
+            " NULLIF(t.metadata, '{}'::jsonb), t.is_public"
         )
-        self._thread.start()
+        fmt = {"cols": cols, "t": t, "d": d}
+        self.all = sql.SQL(
+            "SELECT {cols} FROM {t} t LEFT JOIN {d} d ON d.tenant_id = t.id"
+            " WHERE t.state = 'active'"
+        ).format(**fmt)
+        # Two index scans rather than one OR over the join.
+        self.entries = sql.SQL(
+            "SELECT {cols} FROM {t} t LEFT JOIN {d} d ON d.tenant_id = t.id"
+            " WHERE t.state = 'active' AND t.id = ANY(%(ids)s::bigint[])"
+            " UNION ALL"
+            " SELECT {cols} FROM {d} d JOIN {t} t ON t.id = d.tenant_id"
+            " WHERE t.state = 'active' AND d.host = ANY(%(hosts)s::text[])"
+        ).format(**fmt)
 
-    @property
-    def live(self) -> bool:
-        """True while every change is being reported."""
-        return self._live.is_set()
 
-    def wait_live(self, timeout: float | None = None) -> bool:
-        """Block until the LISTEN is established (or ``timeout``); return :attr:`live`."""
-        return self._live.wait(timeout)
+_STATES = {state.value: state for state in TenantState}
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
-    def close(self) -> None:
-        """Stop the thread (within one poll interval) and close its connection."""
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(self._poll * 4 + 1)
 
-    def _run(self) -> None:
-        backoff = 0.05
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(
-                    self.conninfo, autocommit=True, application_name="tenantkit-router"
-                ) as conn:
-                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-                    backoff = 0.05
-                    # Changes made before the LISTEN took effect were not notified. Report
-                    # them before going live, so that a caller seeing ``live`` knows the
-                    # table it loads next is complete.
-                    self._notify()
-                    self._live.set()
-                    self._listen(conn)
-            except psycopg.Error as exc:
-                if self._live.is_set() or backoff >= self._max_backoff:
-                    logger.warning("registry listener lost its connection: %s", exc)
-            except Exception:  # the thread must survive a failing callback
-                logger.exception("registry listener callback failed")
-            finally:
-                self._live.clear()
-            if self._stop.wait(backoff):
-                return
-            backoff = min(backoff * 2, self._max_backoff)
+def _tenant(row: Any) -> Tenant:
+    # registry.tenant_from_row for the routing rows, at half the cost (a table of 10,000
+    # tenants is built at every start-up): the state by dict lookup, one shared empty
+    # metadata (sent as NULL).
+    metadata = row[6]
+    return Tenant(
+        row[1],
+        row[2],
+        row[3],
+        _STATES[row[4]],
+        row[5],
+        _NO_METADATA if metadata is None else MappingProxyType(dict(metadata)),
+        row[7],
+    )
 
-    def _listen(self, conn: psycopg.Connection[object]) -> None:
-        while not self._stop.is_set():
-            # stop_after=1 returns as soon as something arrives; the timeout bounds how long
-            # close() waits for us.
-            got = any(True for _ in conn.notifies(timeout=self._poll, stop_after=1))
-            if got:
-                # Creating many tenants sends a burst: report it once.
-                for _ in conn.notifies(timeout=self._coalesce):
-                    pass
-                self._notify()
 
-    def _notify(self) -> None:
-        self._callback()
+def _routes(rows: Iterable[Any], tenant_ids: Collection[int] | None = None) -> Routes:
+    """Rows of :class:`_RoutingQueries` as :class:`Routes`; one ``Tenant`` object per id.
+
+    ``tenant_ids``: keep only these in ``Routes.tenants`` (the others came along for a host).
+    """
+    by_id: dict[int, Tenant] = {}
+    hosts: dict[str, Tenant] = {}
+    for row in rows:
+        tenant = by_id.get(row[1])
+        if tenant is None:
+            tenant = by_id[row[1]] = _tenant(row)
+        if row[0] is not None:
+            hosts[row[0]] = tenant
+    public = next((t for t in by_id.values() if t.is_public), None)
+    tenants = [
+        t for i, t in by_id.items() if not t.is_public and (tenant_ids is None or i in tenant_ids)
+    ]
+    return Routes(hosts, tenants, public)
 
 
 class RegistryDomainSource:
     """A routing source reading the tenant registry of a ``Tenancy`` or ``AsyncTenancy``.
 
-    With a ``Tenancy``, ``load()`` is ``tenancy.domain_map()``. With an ``AsyncTenancy`` (whose
-    methods are coroutines bound to its event loop) the same registry query runs on one
+    A load is one query over the registry tables: every host of every active tenant, every
+    active tenant, and the public tenant (:meth:`load_routes`); a change reloads only the
+    entries it names (:meth:`load_entries`). With a ``Tenancy`` the queries run on its pool.
+    With an ``AsyncTenancy`` (whose connections are bound to its event loop) they run on one
     dedicated sync connection of this source, from the worker thread the ASGI middleware
-    loads in. ``listen_conninfo`` overrides the connection used for LISTEN and for those
-    loads (default: the tenancy's ``conninfo``); it must reach the server directly, not
-    through a transaction-pooling pgbouncer, which does not support LISTEN.
+    loads in.
+
+    ``listen_conninfo`` overrides the connection used for LISTEN and for those loads (default:
+    the tenancy's ``conninfo``). LISTEN needs a direct connection to PostgreSQL: through a
+    transaction-pooling pgbouncer notifications never arrive, which the listener detects; it
+    then warns and routing polls, or, with ``require_listen=True``, routing refuses to run
+    (``PoolerDetected``).
+
+    ``loads`` and ``entry_loads`` count the queries run for full and incremental loads.
     """
 
-    def __init__(self, tenancy: Any, *, listen_conninfo: str | None = None) -> None:
+    def __init__(
+        self, tenancy: Any, *, listen_conninfo: str | None = None, require_listen: bool = False
+    ) -> None:
         self.tenancy = tenancy
         self.listen_conninfo: str | None = listen_conninfo or tenancy.conninfo or None
+        self.require_listen = require_listen
+        self.loads = 0
+        self.entry_loads = 0
         self._is_async = inspect.iscoroutinefunction(tenancy.domain_map)
+        self._queries = _RoutingQueries(tenancy.registry)
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
+        self._closed = False
         _sources.add(self)
 
     def _after_fork(self) -> None:
@@ -248,10 +263,9 @@ class RegistryDomainSource:
 
     @property
     def public_tenant(self) -> Tenant:
-        """The tenancy's public (shared-schema) tenant.
+        """The tenancy's public (shared-schema) tenant (one query when not known yet).
 
-        For an ``AsyncTenancy`` that has not loaded it yet (the app is usually built before
-        the event loop runs), it is read here with one sync query.
+        Resolvers do not need it: every load brings the public tenant along.
         """
         if self._is_async:
             try:
@@ -265,51 +279,77 @@ class RegistryDomainSource:
         tenant = self.tenancy.public_tenant
         return tenant
 
-    def load(self) -> Mapping[str, Tenant]:
-        """Every registered host of an active tenant -> its tenant, in one query."""
-        if not self._is_async:
-            result: Mapping[str, Tenant] = self.tenancy.domain_map()
-            return result
-        by_id: dict[int, Tenant] = {}
-        hosts: dict[str, Tenant] = {}
-        for row in self._query(self.tenancy.registry.domain_map):
-            tenant = by_id.get(row[1]) or by_id.setdefault(row[1], tenant_from_row(row[1:]))
-            hosts[row[0]] = tenant
-        return hosts
+    def load_routes(self) -> Routes:
+        """Every host of an active tenant, every active tenant and the public one: one query."""
+        self.loads += 1
+        return _routes(self._query(self._queries.all))
 
-    def load_tenants(self) -> Iterable[Tenant]:
+    def load_entries(self, change: Change) -> Routes:
+        """The current state of what ``change`` names: its hosts, and its tenants with all
+        their hosts (absent: gone or no longer active). One query."""
+        self.entry_loads += 1
+        params = {"ids": sorted(change.tenant_ids), "hosts": sorted(change.hosts)}
+        return _routes(self._query(self._queries.entries, params), change.tenant_ids)
+
+    def load(self) -> Mapping[str, Tenant | str]:
+        """Every registered host of an active tenant -> its tenant, in one query."""
+        return self.load_routes().hosts
+
+    def load_tenants(self) -> Iterable[Tenant | str]:
         """Every active tenant (subdomain, path and header modes select them by schema)."""
-        if not self._is_async:
-            tenants: Iterable[Tenant] = self.tenancy.tenants(state="active")
-            return tenants
-        params = {"state": "active", "public": False}
-        return [tenant_from_row(r) for r in self._query(self.tenancy.registry.select_all, params)]
+        return self.load_routes().tenants
 
     def _query(self, query: sql.Composed, params: Mapping[str, Any] | None = None) -> list[Any]:
+        if not self._is_async:
+            with self.tenancy.admin_connection() as conn, translated():
+                rows: list[Any] = conn.execute(query, params).fetchall()
+                return rows
         with self._lock:
+            if self._closed:
+                # Still usable after close(), without keeping a connection open.
+                with self._connect() as conn, translated():
+                    rows = conn.execute(query, params).fetchall()
+                    return rows
             if self._conn is None or self._conn.closed or self._conn.broken:
-                if not self.listen_conninfo:
-                    raise ValueError(_NO_CONNINFO)
-                self._conn = psycopg.connect(
-                    self.listen_conninfo, autocommit=True, application_name="tenantkit-router"
-                )
+                self._conn = self._connect()
             try:
                 with translated():
-                    rows: list[Any] = self._conn.execute(query, params).fetchall()
+                    rows = self._conn.execute(query, params).fetchall()
                     return rows
             except psycopg.OperationalError:
                 self._conn.close()  # reconnect on the next load
                 raise
 
-    def subscribe(self, callback: Callable[[], None]) -> RegistryListener:
-        """Start a :class:`RegistryListener` calling ``callback`` on registry changes."""
+    def _connect(self) -> psycopg.Connection[Any]:
         if not self.listen_conninfo:
             raise ValueError(_NO_CONNINFO)
-        return RegistryListener(self.listen_conninfo, callback)
+        return psycopg.connect(
+            self.listen_conninfo,
+            autocommit=True,
+            application_name=APPLICATION_NAME,
+            prepare_threshold=None,  # safe behind a transaction pooler too
+        )
+
+    def subscribe(
+        self, callback: Callable[[], None], *, on_changes: Callable[[Change], None] | None = None
+    ) -> RegistryListener:
+        """Start a :class:`RegistryListener` reporting registry changes."""
+        if not self.listen_conninfo:
+            raise ValueError(_NO_CONNINFO)
+        return RegistryListener(
+            self.listen_conninfo,
+            callback,
+            on_changes=on_changes,
+            require_listen=self.require_listen,
+        )
 
     def close(self) -> None:
-        """Close the load connection (``AsyncTenancy`` only; listeners close on their own)."""
+        """Close the load connection (``AsyncTenancy`` only; listeners close on their own).
+
+        Idempotent; loads after this use a short-lived connection each.
+        """
         with self._lock:
+            self._closed = True
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None

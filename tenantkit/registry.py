@@ -4,8 +4,9 @@ This module holds the SQL (composed with ``psycopg.sql``, never formatted by han
 into :class:`~tenantkit.models.Tenant` / :class:`~tenantkit.models.Domain` values and translates
 the SQLSTATEs we understand. :class:`~tenantkit.tenancy.Tenancy` runs the statements.
 
-Every statement that changes either table fires a statement-level trigger that sends
-``NOTIFY tenantkit_registry`` (payload: the table name), so routers drop their host caches.
+Every row changed in either table fires a trigger that sends ``NOTIFY tenantkit_registry``
+with what changed (``tenantkit_tenants:<id>``, ``tenantkit_domains:<host>``; a TRUNCATE sends
+the bare table name), so routers reload just those entries of their host maps.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import errors as pgerrors
 from psycopg import sql
+
+if TYPE_CHECKING:
+    import psycopg
 
 from .errors import DomainExists, RegistryNotInstalled, SchemaExists, TenantExists
 from .models import Domain, Tenant, TenantState
@@ -27,8 +31,12 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "TENANTS_TABLE",
     "Registry",
+    "count_tenants",
     "domain_from_row",
+    "domains_of",
+    "like_pattern",
     "tenant_from_row",
+    "tenant_page",
     "translated",
 ]
 
@@ -140,20 +148,50 @@ class Registry:
                 " ON {d} (tenant_id) WHERE is_primary"
             ),
             q("CREATE INDEX IF NOT EXISTS tenantkit_domains_tenant_id ON {d} (tenant_id)"),
+            # The payload names the changed entry (routers reload just that): the tenant id,
+            # or the host (old and new on an update). Identical payloads are sent once per
+            # transaction. TRUNCATE has no rows: the bare table name means "everything".
             sql.SQL(
                 "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$"
-                " BEGIN PERFORM pg_catalog.pg_notify({chan}, TG_TABLE_NAME); RETURN NULL; END $$"
-            ).format(fn=fn, chan=sql.Literal(NOTIFY_CHANNEL)),
+                " BEGIN"
+                " IF TG_LEVEL = 'STATEMENT' THEN"
+                "  PERFORM pg_catalog.pg_notify({chan}, TG_TABLE_NAME);"
+                " ELSIF TG_TABLE_NAME = {tenants} THEN"
+                "  IF TG_OP = 'DELETE' THEN"
+                "   PERFORM pg_catalog.pg_notify({chan}, TG_TABLE_NAME || ':' || OLD.id);"
+                "  ELSE"
+                "   PERFORM pg_catalog.pg_notify({chan}, TG_TABLE_NAME || ':' || NEW.id);"
+                "  END IF;"
+                " ELSE"
+                "  IF TG_OP <> 'INSERT' THEN"
+                "   PERFORM pg_catalog.pg_notify({chan}, TG_TABLE_NAME || ':' || OLD.host);"
+                "  END IF;"
+                "  IF TG_OP <> 'DELETE' THEN"
+                "   PERFORM pg_catalog.pg_notify({chan}, TG_TABLE_NAME || ':' || NEW.host);"
+                "  END IF;"
+                " END IF;"
+                " RETURN NULL; END $$"
+            ).format(fn=fn, chan=sql.Literal(NOTIFY_CHANNEL), tenants=sql.Literal(TENANTS_TABLE)),
             # DROP + CREATE rather than CREATE OR REPLACE TRIGGER (PostgreSQL 14+ only);
-            # the install lock makes the pair safe against a concurrent install().
+            # the install lock makes the pairs safe against a concurrent install().
             q("DROP TRIGGER IF EXISTS tenantkit_notify ON {t}"),
             q(
-                "CREATE TRIGGER tenantkit_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE"
+                "CREATE TRIGGER tenantkit_notify AFTER INSERT OR UPDATE OR DELETE"
+                " ON {t} FOR EACH ROW EXECUTE FUNCTION {fn}()"
+            ),
+            q("DROP TRIGGER IF EXISTS tenantkit_notify_truncate ON {t}"),
+            q(
+                "CREATE TRIGGER tenantkit_notify_truncate AFTER TRUNCATE"
                 " ON {t} FOR EACH STATEMENT EXECUTE FUNCTION {fn}()"
             ),
             q("DROP TRIGGER IF EXISTS tenantkit_notify ON {d}"),
             q(
-                "CREATE TRIGGER tenantkit_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE"
+                "CREATE TRIGGER tenantkit_notify AFTER INSERT OR UPDATE OR DELETE"
+                " ON {d} FOR EACH ROW EXECUTE FUNCTION {fn}()"
+            ),
+            q("DROP TRIGGER IF EXISTS tenantkit_notify_truncate ON {d}"),
+            q(
+                "CREATE TRIGGER tenantkit_notify_truncate AFTER TRUNCATE"
                 " ON {d} FOR EACH STATEMENT EXECUTE FUNCTION {fn}()"
             ),
             sql.SQL(
@@ -214,3 +252,86 @@ class Registry:
             "SELECT d.host, {tcols} FROM {d} d JOIN {t} t ON t.id = d.tenant_id"
             " WHERE t.state = 'active'"
         )
+        # Listing at scale: one page of tenants in id order, filtered on the server (a
+        # pattern on schema, display name or host), after a given tenant (keyset paging).
+        where = q(
+            " WHERE NOT t.is_public"
+            " AND (%(state)s::text IS NULL OR t.state = %(state)s)"
+            " AND (%(after)s::bigint IS NULL OR t.id > %(after)s)"
+            " AND (%(pattern)s::text IS NULL OR t.schema ILIKE %(pattern)s"
+            " OR t.name ILIKE %(pattern)s OR EXISTS (SELECT FROM {d} x"
+            " WHERE x.tenant_id = t.id AND x.host ILIKE %(pattern)s))"
+        )
+        self.select_page = sql.SQL(
+            "SELECT {tcols} FROM {t} t{where} ORDER BY t.id LIMIT %(limit)s"
+        ).format(where=where, **fmt)
+        self.count_page = sql.SQL("SELECT count(*) FROM {t} t{where}").format(where=where, **fmt)
+        self.select_domains_of = q(
+            "SELECT d.host, d.tenant_id, t.schema, d.is_primary FROM {d} d"
+            " JOIN {t} t ON t.id = d.tenant_id WHERE d.tenant_id = ANY(%s)"
+            " ORDER BY t.id, NOT d.is_primary, d.host"
+        )
+
+
+def like_pattern(text: str) -> str:
+    """An ``ILIKE`` pattern for a user's filter: ``*`` and ``?`` are wildcards matching the
+    whole value (``acme*``); text without them matches anywhere (``acme``: ``%acme%``).
+    ``%``, ``_`` and ``\\`` stand for themselves."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    if "*" in text or "?" in text:
+        return escaped.replace("*", "%").replace("?", "_")
+    return f"%{escaped}%"
+
+
+def _page_args(
+    state: str | None, pattern: str | None, after: int | None, limit: int | None
+) -> dict[str, Any]:
+    return {
+        "state": state,
+        "pattern": None if pattern is None else like_pattern(pattern),
+        "after": after,
+        "limit": limit,
+    }
+
+
+def tenant_page(
+    conn: psycopg.Connection[Any],
+    registry: Registry,
+    *,
+    state: str | None = None,
+    pattern: str | None = None,
+    after: int | None = None,
+    limit: int | None = None,
+) -> list[Tenant]:
+    """At most ``limit`` tenants (the public one left out) with an id above ``after``, in id
+    order, in ``state`` and matching ``pattern`` (see :func:`like_pattern`) on schema, name
+    or host: one query, so a page of a registry of 10,000 tenants costs what a page costs.
+    Call it again with ``after`` = the last id for the next page."""
+    with translated():
+        rows = conn.execute(
+            registry.select_page, _page_args(state, pattern, after, limit)
+        ).fetchall()
+    return [tenant_from_row(r) for r in rows]
+
+
+def count_tenants(
+    conn: psycopg.Connection[Any],
+    registry: Registry,
+    *,
+    state: str | None = None,
+    pattern: str | None = None,
+    after: int | None = None,
+) -> int:
+    """How many tenants :func:`tenant_page` would page through with these filters."""
+    with translated():
+        row = conn.execute(registry.count_page, _page_args(state, pattern, after, None)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def domains_of(
+    conn: psycopg.Connection[Any], registry: Registry, tenant_ids: Sequence[int]
+) -> list[Domain]:
+    """The domains of the tenants with these ids (primary first for each), in one query."""
+    with translated():
+        rows = conn.execute(registry.select_domains_of, (list(tenant_ids),)).fetchall()
+    return [domain_from_row(r) for r in rows]

@@ -5,9 +5,16 @@ Nothing here talks to a database. A :class:`TenantResolver` asks a
 :class:`~tenantkit.domain_sources.RegistryDomainSource`, or any mapping through
 :class:`~tenantkit.domain_sources.StaticDomainSource`), keeps it in memory as an immutable
 :class:`RoutingTable`, and answers every request from that table. The table is reloaded only when
-the source reports a change (LISTEN/NOTIFY for the registry), when it is older than ``ttl`` (a
-safety net for lost notifications), or, for sources that cannot report changes, after a miss at
-most once per ``negative_ttl`` seconds, so random hosts cannot turn into database load.
+the source reports a change (LISTEN/NOTIFY for the registry: a change naming entries reloads
+just those, on the listener's thread), when it is older than ``ttl`` (a safety net for lost
+notifications; ``fallback_ttl`` while a subscription is down or cannot work, e.g. behind a
+transaction pooler), or, for sources that cannot report changes, after a miss at most once per
+``negative_ttl`` seconds, so random hosts cannot turn into database load.
+:meth:`TenantResolver.warm` loads the table at start-up, so that no request pays for it.
+
+Warm lookups cost the same whatever the number of tenants: a Host header already in canonical
+form (what browsers send) is one dictionary lookup in the table's precomputed answers; other
+spellings go through a normalisation cache sized to the table.
 
 Fail-closed rules: an invalid Host is :attr:`Outcome.INVALID` (HTTP 400), a valid host that is
 neither public nor a tenant's is :attr:`Outcome.UNKNOWN` (HTTP 404), never another tenant;
@@ -17,7 +24,6 @@ configured trusted proxies.
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 import logging
 import os
@@ -25,12 +31,21 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import InvalidHostname
-from .names import is_valid_hostname, normalize_host
+from ._routing_table import (
+    Change,
+    Outcome,
+    Resolution,
+    RoutingTable,
+    TableBuilder,
+    is_public,
+    tenant_answer,
+)
+from .errors import InvalidHostname, PoolerDetected
+from .names import normalize_host
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -58,77 +73,21 @@ _KEY_RE = re.compile(r"[a-z0-9_][a-z0-9_-]{0,62}")
 _CACHE_MAX = 4096
 
 
-class Outcome(str, enum.Enum):
-    """What a request resolved to."""
-
-    #: A routable tenant: ``Resolution.tenant`` is set.
-    TENANT = "tenant"
-    #: A public host (or no tenant selected in path/header mode): serve the public app.
-    PUBLIC = "public"
-    #: A valid request naming no routable tenant: HTTP 404, never another tenant.
-    UNKNOWN = "unknown"
-    #: A malformed Host (or forwarded host, or tenant header): HTTP 400.
-    INVALID = "invalid"
-
-
-@dataclass(frozen=True, slots=True)
-class Resolution:
-    """The result of resolving one request.
-
-    ``tenant`` is the tenant for :attr:`Outcome.TENANT`, the resolver's public tenant (or
-    ``None``) for :attr:`Outcome.PUBLIC`, else ``None``. ``host`` is the normalised host used
-    (``None`` when it was invalid). ``prefix`` is the part of the path that selected the
-    tenant in path mode (``"/t/acme"``), to move from the path to the mount point.
-    ``reason`` explains UNKNOWN/INVALID outcomes for logs; never show it to clients.
-    """
-
-    outcome: Outcome
-    tenant: Tenant | str | None = None
-    host: str | None = None
-    prefix: str = ""
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class RoutingTable:
-    """An immutable snapshot of what can be routed, as loaded from a source.
-
-    ``hosts`` maps normalised hosts to tenants; ``schemas`` maps schema names to tenants (for
-    subdomain, path and header modes). Only routable tenants are present.
-    """
-
-    hosts: Mapping[str, Tenant | str]
-    schemas: Mapping[str, Tenant | str]
-    version: int = 0
-    loaded_at: float = 0.0
-    #: Ready answers for the hosts the table knows (host and subdomain modes): a warm
-    #: request costs one dictionary lookup and allocates nothing.
-    resolved: Mapping[str, Resolution] = field(default_factory=dict)
-
-
-def _schema_of(tenant: Tenant | str) -> str:
-    return tenant if isinstance(tenant, str) else tenant.schema
-
-
-def _routable(tenant: Tenant | str) -> bool:
-    # A tenant being provisioned, failed or dropping must not serve requests: its schema may
-    # be incomplete or about to disappear. ``state`` is a str enum, so compare by value.
-    return isinstance(tenant, str) or tenant.is_public or tenant.state == "active"
-
-
-def _is_public(tenant: Tenant | str) -> bool:
-    return not isinstance(tenant, str) and tenant.is_public
+#: HTTP's optional whitespace (RFC 9110 5.6.3): the only characters a header value may be
+#: trimmed of. ``str.strip()`` would also remove \x1c-\x1f, \x85 and \xa0, so a forwarded
+#: ``acme.example\x85`` would route to acme while the same Host header is rejected.
+_OWS = " \t"
 
 
 def _last_forwarded_host(header: str, kind: str) -> str | None:
     """The host set by the nearest proxy: the right-most entry (earlier ones are client-made)."""
-    last = header.rsplit(",", 1)[-1].strip()
+    last = header.rsplit(",", 1)[-1].strip(_OWS)
     if kind == "x-forwarded-host":
         return last or None
     for pair in last.split(";"):
-        name, sep, value = pair.strip().partition("=")
-        if sep and name.strip().lower() == "host":
-            return value.strip().strip('"') or None
+        name, sep, value = pair.strip(_OWS).partition("=")
+        if sep and name.strip(_OWS).lower() == "host":
+            return value.strip(_OWS).strip('"') or None
     return None
 
 
@@ -170,8 +129,11 @@ class TenantResolver:
     leading ``www.``. ``trusted_proxies`` (addresses or CIDRs) are the only clients whose
     ``forwarded_header`` (``"x-forwarded-host"`` or ``"forwarded"``) replaces the Host.
 
-    The table is reloaded when the source reports a change, after ``ttl`` seconds, and (for
+    The table is reloaded when the source reports a change (only the changed entries when
+    the source says which), after ``ttl`` seconds (``fallback_ttl`` while a requested change
+    subscription is not live: lost, or impossible behind a transaction pooler), and (for
     sources without a live subscription) after a miss, at most once per ``negative_ttl``.
+    Call :meth:`warm` at start-up so that no request pays for the first load.
     Thread-safe; :meth:`resolve` performs no I/O once the table is loaded.
     """
 
@@ -190,6 +152,7 @@ class TenantResolver:
         forwarded_header: Literal["x-forwarded-host", "forwarded"] = "x-forwarded-host",
         ttl: float = 300.0,
         negative_ttl: float = 5.0,
+        fallback_ttl: float = 5.0,
         subscribe: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -215,6 +178,7 @@ class TenantResolver:
         self.forwarded_header = forwarded_header
         self.ttl = ttl
         self.negative_ttl = negative_ttl
+        self.fallback_ttl = fallback_ttl
         self._clock = clock
         self._lock = threading.Lock()
         self._table: RoutingTable | None = None
@@ -222,12 +186,34 @@ class TenantResolver:
         self._hosts_cache: dict[str, str | None] = {}
         self._trust_cache: dict[str, bool] = {}
         self._negative = _Negative()
+        self._builder = TableBuilder(
+            mode=mode,
+            strip_www=strip_www,
+            base_domain=self.base_domain,
+            public_hosts=self.public_hosts,
+        )
+        # Set by from_tenancy(): public requests run as the public tenant each load brings.
+        self._public_from_source = False
+        self._closed = False
         self._subscription: Subscription | None = None
         self._resubscribe = False
-        subscribe_fn = getattr(source, "subscribe", None)
-        if subscribe and callable(subscribe_fn):
-            self._subscription = subscribe_fn(self.invalidate)
-            _subscribed_resolvers.add(self)
+        if subscribe:
+            self._subscription = self._subscribe()
+            if self._subscription is not None:
+                _subscribed_resolvers.add(self)
+
+    def _subscribe(self) -> Subscription | None:
+        subscribe_fn = getattr(self.source, "subscribe", None)
+        if not callable(subscribe_fn):
+            return None
+        if callable(getattr(self.source, "load_entries", None)):
+            # The source can say what changed and reload just that.
+            subscription: Subscription = subscribe_fn(
+                self.invalidate, on_changes=self.reload_entries
+            )
+        else:
+            subscription = subscribe_fn(self.invalidate)
+        return subscription
 
     def _after_fork(self) -> None:
         # Only the forking thread survives a fork (gunicorn --preload, multiprocessing): the
@@ -240,36 +226,74 @@ class TenantResolver:
 
     @classmethod
     def from_tenancy(
-        cls, tenancy: Any, *, listen_conninfo: str | None = None, **options: Any
+        cls,
+        tenancy: Any,
+        *,
+        listen_conninfo: str | None = None,
+        require_listen: bool = False,
+        **options: Any,
     ) -> TenantResolver:
-        """A resolver fed by ``tenancy``'s registry, invalidated by LISTEN/NOTIFY.
+        """A resolver fed by ``tenancy``'s registry, kept current by LISTEN/NOTIFY.
 
-        ``options`` are this class's keyword arguments; ``public_tenant`` defaults to
-        ``tenancy.public_tenant``.
+        ``options`` are this class's keyword arguments; ``public_tenant`` defaults to the
+        registry's public tenant, read with each load (building the resolver runs no query,
+        so an app module imports without a database). ``listen_conninfo`` is a direct
+        address of PostgreSQL for LISTEN when the tenancy connects through a transaction
+        pooler; without it, routing detects the pooler, warns and polls, or with
+        ``require_listen=True`` refuses to route (``PoolerDetected``).
         """
         # Imported here so that importing this module never pulls in the I/O side.
         from .domain_sources import RegistryDomainSource
 
-        source = RegistryDomainSource(tenancy, listen_conninfo=listen_conninfo)
-        options.setdefault("public_tenant", source.public_tenant)
-        return cls(source, **options)
+        source = RegistryDomainSource(
+            tenancy, listen_conninfo=listen_conninfo, require_listen=require_listen
+        )
+        from_source = "public_tenant" not in options
+        resolver = cls(source, **options)
+        resolver._public_from_source = from_source
+        return resolver
 
     # -- table management ---------------------------------------------------------------
 
     @property
     def subscribed(self) -> bool:
-        """True while the source's change subscription is live."""
+        """True while the source's change subscription is live (notifications do arrive)."""
         return self._subscription is not None and self._subscription.live
 
     def wait_subscribed(self, timeout: float = 5.0) -> bool:
-        """Block until the change subscription is live (at startup, in tests); return it."""
+        """Block until the change subscription is live (at startup, in tests); return it.
+
+        Returns ``False`` early when the subscription gave up (behind a transaction pooler);
+        raises ``PoolerDetected`` when it gave up and ``require_listen`` was asked for.
+        """
+        self._ensure_subscription()
         subscription = self._subscription
         if subscription is None:
             return False
         wait_live = getattr(subscription, "wait_live", None)
-        if callable(wait_live):
-            return bool(wait_live(timeout))
-        return subscription.live
+        live = bool(wait_live(timeout)) if callable(wait_live) else subscription.live
+        self._raise_if_failed()
+        return live
+
+    def warm(self, timeout: float = 5.0) -> RoutingTable:
+        """Load the table now, so that no request pays for it (call it at start-up).
+
+        Waits up to ``timeout`` seconds for the change subscription's first attempt to go
+        live (a table loaded before it would be reloaded once it is), then loads the table
+        unless a fresh one is there. Raises what the source raises (the database may be
+        down: requests then load it lazily), and ``PoolerDetected`` as :meth:`refresh`.
+        """
+        self.settle(timeout)
+        return self.table()
+
+    def settle(self, timeout: float = 5.0) -> bool:
+        """Wait up to ``timeout`` for the subscription's first attempt to have an outcome;
+        return :attr:`subscribed`. Does not raise (see :meth:`wait_subscribed`)."""
+        self._ensure_subscription()
+        wait_settled = getattr(self._subscription, "wait_settled", None)
+        if callable(wait_settled):
+            wait_settled(timeout)
+        return self.subscribed
 
     def invalidate(self) -> None:
         """Mark the table stale: the next request reloads it. Safe from any thread."""
@@ -277,14 +301,52 @@ class TenantResolver:
         # version and so stays stale, even if it finishes afterwards.
         self._version += 1
 
+    def reload_entries(self, change: Change) -> None:
+        """Reload just the entries ``change`` names, in the calling thread (the listener's).
+
+        Needs a source with ``load_entries``; otherwise, or when that fails, or when the
+        change touches the public tenant, the whole table is invalidated instead. Requests
+        keep using the current table until the patched one replaces it.
+        """
+        load_entries = getattr(self.source, "load_entries", None)
+        if not callable(load_entries):
+            self.invalidate()
+            return
+        if self.strip_www:
+            # "www.x" and "x" share one key: reload both spellings, whichever exist.
+            extra = {h[4:] if h.startswith("www.") else "www." + h for h in change.hosts}
+            change = type(change)(change.tenant_ids, change.hosts | extra)
+        with self._lock:
+            table = self._table
+            if table is None or table.version != self._version:
+                return  # nothing loaded yet, or a full reload is due: it sees the change
+            try:
+                routes = load_entries(change)
+            except Exception as exc:
+                logger.warning("could not reload changed routing entries (%s); reloading all", exc)
+                self.invalidate()
+                return
+            patched = self._builder.patch(
+                table, change, routes, public_from_source=self._public_from_source
+            )
+            if patched is None:
+                self.invalidate()
+            else:
+                self._table = patched
+
     def cached_table(self) -> RoutingTable | None:
         """The current table if it is fresh, else ``None``. Never does I/O."""
         table = self._table
-        if (
-            table is not None
-            and table.version == self._version
-            and self._clock() - table.loaded_at < self.ttl
-        ):
+        if table is None or table.version != self._version:
+            return None
+        ttl = self.ttl
+        subscription = self._subscription
+        if subscription is not None and not subscription.live:
+            if getattr(subscription, "error", None):
+                return None  # refresh() raises it: routing must not run on a stale table
+            # Changes may go unnoticed: poll.
+            ttl = min(ttl, self.fallback_ttl)
+        if self._clock() - table.loaded_at < ttl:
             return table
         return None
 
@@ -293,75 +355,69 @@ class TenantResolver:
         return self.cached_table() or self.refresh()
 
     def refresh(self, *, force: bool = False) -> RoutingTable:
-        """Load the table from the source (one thread loads; concurrent callers wait)."""
+        """Load the table from the source (one thread loads; concurrent callers wait).
+
+        Raises ``PoolerDetected`` when LISTEN was required (``require_listen``) but cannot
+        work where the source connects.
+        """
+        self._ensure_subscription()
         with self._lock:
+            self._raise_if_failed()
             if not force:
                 table = self.cached_table()
                 if table is not None:
                     return table
-            if self._resubscribe:
-                self._resubscribe = False
-                subscribe_fn = getattr(self.source, "subscribe", None)
-                if callable(subscribe_fn):
-                    self._subscription = subscribe_fn(self.invalidate)
             version = self._version
             started = self._clock()
             table = self._build(version, started)
             self._table = table
             return table
 
-    def _build(self, version: int, loaded_at: float) -> RoutingTable:
-        hosts: dict[str, Tenant | str] = {}
-        for host, tenant in self.source.load().items():
-            if not _routable(tenant):
-                continue
-            try:
-                hosts[normalize_host(host, strip_www=self.strip_www)] = tenant
-            except InvalidHostname:
-                # One bad row must not take routing down for everyone: skip it, loudly.
-                logger.warning("ignoring invalid host %r in the domain table", host)
-        schemas: dict[str, Tenant | str] = {}
-        if self.mode != "host":
-            load_tenants = getattr(self.source, "load_tenants", None)
-            tenants = load_tenants() if callable(load_tenants) else hosts.values()
-            for tenant in tenants:
-                if _routable(tenant) and not _is_public(tenant):
-                    schemas[_schema_of(tenant)] = tenant
-        return RoutingTable(hosts, schemas, version, loaded_at, self._answers(hosts, schemas))
+    def _ensure_subscription(self) -> None:
+        if self._resubscribe:  # after a fork
+            with self._lock:
+                if self._resubscribe:
+                    self._resubscribe = False
+                    self._subscription = self._subscribe()
 
-    def _answers(
-        self, hosts: Mapping[str, Tenant | str], schemas: Mapping[str, Tenant | str]
-    ) -> dict[str, Resolution]:
-        """Precomputed resolutions, written lowest precedence first so that later ones win."""
-        if self.mode not in ("host", "subdomain"):
-            return {}
-        answers: dict[str, Resolution] = {}
-        public = list(self.public_hosts)
-        if self.base_domain is not None:
-            public.append(self.base_domain)
-            for schema, tenant in schemas.items():
-                host = f"{schema.replace('_', '-')}.{self.base_domain}"
-                if is_valid_hostname(host):
-                    answers[host] = Resolution(Outcome.TENANT, tenant, host)
-        for host, tenant in hosts.items():
-            answers[host] = self._tenant(tenant, host)
-        for host in public:
-            answers[host] = Resolution(Outcome.PUBLIC, self.public_tenant, host)
-        return answers
+    def _raise_if_failed(self) -> None:
+        error = getattr(self._subscription, "error", None)
+        if error:
+            raise PoolerDetected(f"routing cannot run: {error}")
+
+    def _build(self, version: int, loaded_at: float) -> RoutingTable:
+        source = self.source
+        load_routes = getattr(source, "load_routes", None)
+        if callable(load_routes):
+            routes = load_routes()
+            loaded_hosts, tenants, public = routes.hosts, routes.tenants, routes.public
+        else:
+            loaded_hosts, public = source.load(), None
+            load_tenants = getattr(source, "load_tenants", None)
+            tenants = None if self.mode == "host" or not callable(load_tenants) else load_tenants()
+        if not self._public_from_source:
+            public = self.public_tenant
+        return self._builder.build(loaded_hosts, tenants, public, version, loaded_at)
 
     def close(self) -> None:
         """Stop the change subscription and close the source if it has a ``close()``.
 
-        The table stays usable until it goes stale.
+        Idempotent. The table stays usable until it goes stale.
         """
+        self._closed = True
         self._resubscribe = False
         _subscribed_resolvers.discard(self)
-        if self._subscription is not None:
-            self._subscription.close()
-            self._subscription = None
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            subscription.close()
         close_source = getattr(self.source, "close", None)
         if callable(close_source):
             close_source()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
 
     def __enter__(self) -> TenantResolver:
         return self
@@ -434,7 +490,13 @@ class TenantResolver:
                 return Resolution(Outcome.INVALID, reason="empty forwarded host from proxy")
         if host is None:
             return Resolution(Outcome.INVALID, reason="no Host header")
-        norm = self._normalise(host)
+        # The common case, O(1) whatever the number of tenants: the header is already in
+        # canonical form (a table key is its own normalisation; with strip_www a "www."
+        # spelling is not, so it takes the long way).
+        answer = table.resolved.get(host)
+        if answer is not None and not (self.strip_www and host.startswith("www.")):
+            return answer
+        norm = self._normalise(host, len(table.resolved))
         if norm is None:
             return Resolution(Outcome.INVALID, reason="malformed Host header")
         answer = table.resolved.get(norm)
@@ -451,7 +513,7 @@ class TenantResolver:
             return self._by_path(table, norm, path)
         return self._by_header(table, norm, client, header_value)
 
-    def _normalise(self, host: str) -> str | None:
+    def _normalise(self, host: str, table_size: int = 0) -> str | None:
         cache = self._hosts_cache
         try:
             return cache[host]
@@ -461,7 +523,9 @@ class TenantResolver:
             norm: str | None = normalize_host(host, strip_www=self.strip_www)
         except InvalidHostname:
             norm = None
-        if len(cache) >= _CACHE_MAX:
+        # Sized to the table, so that the spellings of every known host fit (a cache smaller
+        # than the hosts in rotation would be cleared before any entry is used twice).
+        if len(cache) >= max(_CACHE_MAX, 2 * table_size):
             cache.clear()
         cache[host] = norm
         return norm
@@ -481,22 +545,17 @@ class TenantResolver:
             cache[client] = trusted
         return trusted
 
-    def _tenant(self, tenant: Tenant | str, host: str, prefix: str = "") -> Resolution:
-        if _is_public(tenant):
-            return Resolution(Outcome.PUBLIC, tenant, host, prefix)
-        return Resolution(Outcome.TENANT, tenant, host, prefix)
-
     def _by_host(self, table: RoutingTable, host: str) -> Resolution:
         if host in self.public_hosts:
-            return Resolution(Outcome.PUBLIC, self.public_tenant, host)
+            return Resolution(Outcome.PUBLIC, table.public_tenant, host)
         tenant = table.hosts.get(host)
         if tenant is None:
             return Resolution(Outcome.UNKNOWN, host=host, reason="host not registered")
-        return self._tenant(tenant, host)
+        return tenant_answer(tenant, host)
 
     def _by_key(self, table: RoutingTable, key: str) -> Tenant | str | None:
         """A tenant by schema name (``-`` read as ``_``), else by a registered domain alias."""
-        key = key.strip().lower()
+        key = key.strip(_OWS).lower()
         if _KEY_RE.fullmatch(key):
             tenant = table.schemas.get(key.replace("-", "_"))
             if tenant is not None:
@@ -506,15 +565,15 @@ class TenantResolver:
         except InvalidHostname:
             return None
         tenant = table.hosts.get(alias)
-        return None if tenant is None or _is_public(tenant) else tenant
+        return None if tenant is None or is_public(tenant) else tenant
 
     def _by_subdomain(self, table: RoutingTable, host: str) -> Resolution:
         base = self.base_domain
         if host == base or host in self.public_hosts:
-            return Resolution(Outcome.PUBLIC, self.public_tenant, host)
+            return Resolution(Outcome.PUBLIC, table.public_tenant, host)
         tenant = table.hosts.get(host)
         if tenant is not None:
-            return self._tenant(tenant, host)
+            return tenant_answer(tenant, host)
         assert base is not None  # checked in __init__
         label, dot, rest = host.partition(".")
         if dot and rest == base:
@@ -526,7 +585,7 @@ class TenantResolver:
     def _by_path(self, table: RoutingTable, host: str, path: str) -> Resolution:
         prefix = self.path_prefix
         if not path.startswith(prefix):
-            return Resolution(Outcome.PUBLIC, self.public_tenant, host)
+            return Resolution(Outcome.PUBLIC, table.public_tenant, host)
         key, _, _ = path[len(prefix) :].partition("/")
         tenant = self._by_key(table, key) if key else None
         if tenant is None:
@@ -540,9 +599,12 @@ class TenantResolver:
             self.trusted_proxies and (client is None or not self._trusted(client))
         ):
             # No tenant named, or named by a client not allowed to: the public side.
-            return Resolution(Outcome.PUBLIC, self.public_tenant, host)
-        if not value.strip():
+            return Resolution(Outcome.PUBLIC, table.public_tenant, host)
+        if not value.strip(_OWS):
             return Resolution(Outcome.INVALID, host=host, reason="empty tenant header")
+        if "," in value:
+            # Two tenant headers, joined by the server (WSGI) or the client: ambiguous.
+            return Resolution(Outcome.INVALID, host=host, reason="several tenant headers")
         tenant = self._by_key(table, value)
         if tenant is None:
             return Resolution(Outcome.UNKNOWN, host=host, reason="no tenant for this header")

@@ -2,10 +2,16 @@
 
 Pure WSGI (PEP 3333), no framework dependency: works with Flask, Django's WSGI handler,
 Falcon, Bottle, Pyramid or a bare callable.
+
+WSGI has no start-up hook, so the middleware loads the routing table in a background thread as
+soon as it is built (``warm=True``): building it needs no database, and the first request
+finds the table ready. ``close()`` (or ``with``) stops the resolver it built.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -13,11 +19,15 @@ from .routing import Outcome, Resolution, TenantResolver
 from .search_path import reset_current_tenant, set_current_tenant
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
     from .models import Tenant
 
 __all__ = ["WSGITenantMiddleware"]
+
+logger = logging.getLogger("tenantkit.routing")
 
 #: ``environ`` key holding the tenant the request runs as (``None`` on public hosts without
 #: a public tenant).
@@ -99,6 +109,12 @@ class WSGITenantMiddleware:
 
     The tenant is reset after the app returns or raises, and around each chunk of a streamed
     response (see :class:`_TenantIterable`).
+
+    With ``warm=True`` (the default) the routing table is loaded in a background thread right
+    away (no database is needed to build the middleware; if the load fails, the first request
+    loads it). :meth:`close` closes the resolver the middleware built from a ``Tenancy`` (its
+    LISTEN connection and thread); a resolver passed in stays its owner's to close. The
+    middleware is also a context manager.
     """
 
     def __init__(
@@ -110,9 +126,12 @@ class WSGITenantMiddleware:
         unknown_app: WSGIApplication | None = None,
         invalid_app: WSGIApplication | None = None,
         fallback_tenant: Tenant | str | None = None,
+        warm: bool = True,
     ) -> None:
+        self._owns_resolver = not isinstance(resolver, TenantResolver)
         if not isinstance(resolver, TenantResolver):
             resolver = TenantResolver.from_tenancy(resolver)
+        self._closed = False
         self.app = app
         self.resolver: TenantResolver = resolver
         self.public_app = public_app or app
@@ -123,6 +142,46 @@ class WSGITenantMiddleware:
             _environ_key(resolver.forwarded_header) if resolver.trusted_proxies else None
         )
         self._header_key = _environ_key(resolver.header) if resolver.mode == "header" else None
+        if warm:
+            threading.Thread(
+                target=self._warm_in_background, name="tenantkit-warm", daemon=True
+            ).start()
+
+    def warm(self, timeout: float = 5.0) -> None:
+        """Load the routing table now (see :meth:`TenantResolver.warm`)."""
+        self.resolver.warm(timeout)
+
+    def _warm_in_background(self) -> None:
+        resolver = self.resolver
+        try:
+            resolver.settle()
+            if not (self._closed or resolver.closed):
+                resolver.table()
+        except Exception as exc:
+            if not self._closed:
+                logger.warning(
+                    "could not load the routing table at start-up (%s); requests will try again",
+                    exc,
+                )
+
+    def close(self) -> None:
+        """Close the resolver this middleware built (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_resolver:
+            self.resolver.close()
+
+    def __enter__(self) -> WSGITenantMiddleware:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def resolve(self, environ: WSGIEnvironment) -> Resolution:
         """Resolve the request described by ``environ`` (may load the table on first use)."""

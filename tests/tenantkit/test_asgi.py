@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import datetime, timezone
@@ -14,6 +15,7 @@ import fastapi
 import httpx
 import psycopg
 import pytest
+from _pgbouncer import PgBouncer
 from psycopg import sql
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,7 +24,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from tenantkit.asgi import ASGITenantMiddleware, Message, Receive, Scope, Send
-from tenantkit.domain_sources import StaticDomainSource
+from tenantkit.domain_sources import RegistryDomainSource, StaticDomainSource
 from tenantkit.models import Tenant, TenantState
 from tenantkit.routing import TenantResolver
 from tenantkit.search_path import current_tenant
@@ -310,3 +312,174 @@ async def test_async_registry_source_serves_key_modes(
             assert resolver.resolve("svc").tenant == await atenancy.get_public_tenant()
         finally:
             resolver.close()
+
+
+# -- hosts fail closed (issue 11) -----------------------------------------------------------
+
+
+def http_scope(*headers: tuple[bytes, bytes], path: str = "/whoami") -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": list(headers),
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 80),
+    }
+
+
+async def status_of(app: Any, scope: dict[str, Any]) -> int:
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, _recv, send)
+    return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))
+
+
+async def test_two_host_headers_are_a_bad_request() -> None:
+    # Which of the two a proxy, the app or a framework reads is anybody's guess: the request
+    # is refused rather than routed by the last one (what this middleware used to do).
+    app = make()
+    for first, second in ((b"acme.test", b"globex.test"), (b"nobody.test", b"acme.test")):
+        scope = http_scope((b"host", first), (b"user-agent", b"t"), (b"host", second))
+        assert await status_of(app, scope) == 400
+    assert await status_of(app, http_scope((b"host", b"acme.test"))) == 200
+    header_mode = make(mode="header")
+    two_tenants = http_scope((b"host", b"svc"), (b"x-tenant", b"acme"), (b"x-tenant", b"globex"))
+    assert await status_of(header_mode, two_tenants) == 400
+    joined = http_scope((b"host", b"svc"), (b"x-tenant", b"acme, globex"))
+    assert await status_of(header_mode, joined) == 400
+    assert await status_of(header_mode, http_scope((b"host", b"svc"), (b"x-tenant", b"acme"))) == (
+        200
+    )
+
+
+# -- lifetime: lifespan warm-up, close() (issues 11 and 17) ---------------------------------
+
+
+class Lifespan:
+    """Drive the ASGI lifespan protocol of ``app`` as a server does."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    async def _send(self, message: Message) -> None:
+        await self.outbox.put(message)
+
+    async def startup(self) -> Message:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        self.task = asyncio.create_task(self.app(scope, self.inbox.get, self._send))
+        await self.inbox.put({"type": "lifespan.startup"})
+        return await asyncio.wait_for(self.outbox.get(), 30)
+
+    async def shutdown(self) -> Message:
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        message = await asyncio.wait_for(self.outbox.get(), 30)
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 30)
+        return message
+
+
+async def test_lifespan_startup_loads_the_table() -> None:
+    source = ThreadRecordingSource()
+    app = make(source=source)
+    lifespan = Lifespan(app)
+    assert (await lifespan.startup())["type"] == "lifespan.startup.complete"
+    assert len(source.threads) == 1  # loaded at start-up, off the event loop
+    assert threading.get_ident() not in source.threads
+    async with client(app, "acme.test") as c:
+        assert (await c.get("/whoami")).status_code == 200
+    assert len(source.threads) == 1  # the first request ran no load
+    assert (await lifespan.shutdown())["type"] == "lifespan.shutdown.complete"
+    assert not app.resolver.closed  # passed in: its owner closes it
+    app.resolver.close()
+
+
+async def test_lifespan_shutdown_closes_what_the_middleware_built(
+    dsn: str, registry: tuple[str, dict[str, str]]
+) -> None:
+    shared, hosts = registry
+    host = next(iter(hosts))
+    with Tenancy(dsn, shared_schema=shared, max_size=2) as tenancy:
+        app = ASGITenantMiddleware(starlette_app(), tenancy)
+        source = app.resolver.source
+        assert isinstance(source, RegistryDomainSource)
+        lifespan = Lifespan(app)
+        assert (await lifespan.startup())["type"] == "lifespan.startup.complete"
+        assert source.loads == 1
+        async with client(app, host) as c:
+            assert (await c.get("/whoami")).text.startswith(hosts[host])
+        assert source.loads == 1
+        assert app.resolver.subscribed
+        assert (await lifespan.shutdown())["type"] == "lifespan.shutdown.complete"
+        assert app.resolver.closed
+        assert not app.resolver.subscribed
+
+
+async def test_require_listen_behind_a_pooler_fails_the_startup(
+    registry: tuple[str, dict[str, str]], pgbouncer: PgBouncer
+) -> None:
+    shared, _ = registry
+    with Tenancy(pgbouncer.dsn, shared_schema=shared, pgbouncer=True, max_size=1) as pooled:
+        resolver = TenantResolver.from_tenancy(pooled, require_listen=True)
+        app = ASGITenantMiddleware(starlette_app(), resolver)
+        try:
+            message = await Lifespan(app).startup()
+            assert message["type"] == "lifespan.startup.failed"
+            assert "listen_conninfo" in message["message"]
+        finally:
+            await app.aclose()
+            resolver.close()
+
+
+async def test_close_releases_every_connection(
+    dsn: str, registry: tuple[str, dict[str, str]]
+) -> None:
+    shared, hosts = registry
+    host = next(iter(hosts))
+
+    def router_backends(conn: psycopg.Connection) -> set[int]:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE application_name = 'tenantkit-router' AND datname = current_database()"
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        before = router_backends(conn)
+        for i in range(10):
+            # An AsyncTenancy: the source also holds a load connection of its own.
+            async with AsyncTenancy(dsn, shared_schema=shared, max_size=1) as atenancy:
+                app = ASGITenantMiddleware(starlette_app(), atenancy)
+                if i % 2:
+                    async with app, client(app, host) as c:
+                        assert (await c.get("/whoami")).status_code == 200
+                else:
+                    async with client(app, host) as c:
+                        assert (await c.get("/whoami")).status_code == 200
+                    app.close()
+                    await app.aclose()  # idempotent
+                assert app.resolver.closed
+        deadline = time.monotonic() + 10
+        while router_backends(conn) - before and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert router_backends(conn) - before == set()
+
+
+async def test_building_the_middleware_needs_no_database() -> None:
+    atenancy = AsyncTenancy("host=127.0.0.1 port=1 dbname=nowhere connect_timeout=1")
+    app = ASGITenantMiddleware(starlette_app(), atenancy)
+    # A start-up without a database is logged, not fatal: requests try again.
+    assert (await Lifespan(app).startup())["type"] == "lifespan.startup.complete"
+    await app.aclose()

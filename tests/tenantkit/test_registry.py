@@ -17,7 +17,13 @@ from tenantkit.errors import (
     RegistryNotInstalled,
     TenantNotFound,
 )
-from tenantkit.registry import NOTIFY_CHANNEL
+from tenantkit.registry import (
+    NOTIFY_CHANNEL,
+    count_tenants,
+    domains_of,
+    like_pattern,
+    tenant_page,
+)
 from tenantkit.tenancy import Tenancy
 
 
@@ -71,8 +77,8 @@ def test_notify_on_every_change(tk: Tenancy, dsn: str) -> None:
         tk.remove_domain("n.example.com")
         tk.drop_tenant(tenant)
         payloads = [n.payload for n in listener.notifies(timeout=0.5, stop_after=8)]
-    assert "tenantkit_tenants" in payloads
-    assert "tenantkit_domains" in payloads
+    # Each payload names the changed entry, so routers reload just that (issue 17).
+    assert set(payloads) == {f"tenantkit_tenants:{tenant.id}", "tenantkit_domains:n.example.com"}
 
 
 def test_domains_normalised_unique_one_primary(tk: Tenancy, conn: psycopg.Connection[Any]) -> None:
@@ -141,3 +147,52 @@ def test_get_tenant_by_each_key(tk: Tenancy) -> None:
     assert t.name == "Display Name"
     with pytest.raises(TenantNotFound, match="add_domain"):
         tk.get_tenant(host="unknown.example.com")
+
+
+def test_like_pattern_wildcards_and_literals() -> None:
+    assert like_pattern("acme") == "%acme%"
+    assert like_pattern("ac*") == "ac%"
+    assert like_pattern("a?c") == "a_c"
+    # LIKE's own wildcards and escape stand for themselves.
+    assert like_pattern("a_b%") == "%a\\_b\\%%"
+    assert like_pattern("back\\slash") == "%back\\\\slash%"
+
+
+def test_tenant_page_filters_and_pages_on_the_server(tk: Tenancy) -> None:
+    prefix = uniq()
+    made = [tk.create_tenant(f"{prefix}_{i}", name=f"Shop {i}") for i in range(5)]
+    tk.add_domain(made[2], f"{prefix.replace('_', '-')}.example.org")
+    tk.add_domain(made[2], f"www.{prefix.replace('_', '-')}.example.org", primary=True)
+    reg = tk.registry
+    with tk.admin_connection() as conn:
+
+        def page(**kw: Any) -> list[str]:
+            return [t.schema for t in tenant_page(conn, reg, **kw)]
+
+        schemas = [t.schema for t in made]
+        assert page() == schemas  # the public tenant is never listed
+        assert page(limit=2) == schemas[:2]
+        assert page(limit=2, after=made[1].id) == schemas[2:4]
+        assert page(after=made[4].id) == []
+        assert page(pattern="SHOP 3") == [schemas[3]]  # display name, any case
+        assert page(pattern=f"{prefix}_?") == schemas  # whole-value pattern
+        assert page(pattern=f"{prefix}_%") == []  # % is no wildcard
+        assert page(pattern=f"*{prefix.replace('_', '-')}.example.org") == [schemas[2]]
+        assert page(state="failed") == []
+        assert count_tenants(conn, reg) == 5
+        assert count_tenants(conn, reg, pattern="shop", after=made[2].id) == 2
+        found = domains_of(conn, reg, [made[2].id, made[0].id])
+    assert [d.host for d in found] == [
+        f"www.{prefix.replace('_', '-')}.example.org",  # the primary one first
+        f"{prefix.replace('_', '-')}.example.org",
+    ]
+    assert all(d.schema == made[2].schema for d in found)
+
+
+def test_tenant_page_without_a_registry(dsn: str, schema_name: str) -> None:
+    with (
+        Tenancy(dsn, shared_schema=schema_name) as tk,
+        tk.admin_connection() as conn,
+        pytest.raises(RegistryNotInstalled),
+    ):
+        tenant_page(conn, tk.registry)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import random
+import socket
 import threading
 import time
 import uuid
+import wsgiref.simple_server
 import wsgiref.util
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +22,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tenantkit.domain_sources import StaticDomainSource
+from tenantkit.domain_sources import RegistryDomainSource, StaticDomainSource
 from tenantkit.models import Tenant, TenantState
 from tenantkit.routing import Outcome, TenantResolver
 from tenantkit.search_path import current_tenant
@@ -361,3 +363,125 @@ def test_registry_source_serves_subdomain_mode(
             assert (public.outcome, public.tenant) == (Outcome.PUBLIC, tenancy.public_tenant)
         finally:
             resolver.close()
+
+
+# -- lifetime: close(), warm-up (issues 11 and 17) ------------------------------------------
+
+
+def router_backends(conn: psycopg.Connection) -> set[int]:
+    """PIDs of this database's routing connections (LISTEN and loads)."""
+    rows = conn.execute(
+        "SELECT pid FROM pg_stat_activity"
+        " WHERE application_name = 'tenantkit-router' AND datname = current_database()"
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def test_close_releases_the_listen_connection(
+    dsn: str, registry: tuple[str, dict[str, str]], conn: psycopg.Connection
+) -> None:
+    # The testing docs build one middleware per test: 300 tests used to leave 300 LISTEN
+    # connections open and exhaust max_connections.
+    shared, hosts = registry
+    host = next(iter(hosts))
+    before = router_backends(conn)
+    with Tenancy(dsn, shared_schema=shared, max_size=2) as tenancy:
+        for i in range(30):
+            app = WSGITenantMiddleware(db_app(tenancy), tenancy)
+            if i % 2:  # as a context manager, or closed by hand
+                with app, httpx.Client(transport=httpx.WSGITransport(app=app)) as c:
+                    assert c.get(f"http://{host}/").json()["current"] == hosts[host]
+            else:
+                assert app.resolver.wait_subscribed(5)
+                app.close()
+                app.close()  # idempotent
+            assert app.resolver.closed
+        deadline = time.monotonic() + 10
+        while router_backends(conn) - before and time.monotonic() < deadline:
+            time.sleep(0.05)  # a closed connection's backend exits asynchronously
+        assert router_backends(conn) - before == set()
+
+
+def test_a_resolver_passed_in_stays_open() -> None:
+    resolver = TenantResolver(StaticDomainSource(HOSTS), public_tenant=PUBLIC)
+    with WSGITenantMiddleware(echo, resolver):
+        pass
+    assert not resolver.closed
+    assert resolver.subscribed
+    resolver.close()
+
+
+def test_the_table_is_loaded_before_the_first_request(
+    dsn: str, registry: tuple[str, dict[str, str]]
+) -> None:
+    shared, hosts = registry
+    host = next(iter(hosts))
+    with Tenancy(dsn, shared_schema=shared, max_size=2) as tenancy:
+        resolver = TenantResolver.from_tenancy(tenancy)
+        source = resolver.source
+        assert isinstance(source, RegistryDomainSource)
+        with WSGITenantMiddleware(db_app(tenancy), resolver) as app:
+            # Loaded in the background as the middleware was built (no request yet)...
+            deadline = time.monotonic() + 10
+            while resolver.cached_table() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert source.loads == 1
+            with httpx.Client(transport=httpx.WSGITransport(app=app)) as c:
+                assert c.get(f"http://{host}/").json()["current"] == hosts[host]
+            # ...so the first request ran no routing query.
+            assert source.loads == 1
+        resolver.close()
+    # Without warm-up the first request loads.
+    lazy = make(warm=False)
+    source_lazy = lazy.resolver.source
+    assert isinstance(source_lazy, StaticDomainSource)
+    assert source_lazy.loads == 0
+
+
+# -- hosts fail closed (issue 11) -----------------------------------------------------------
+
+
+def test_several_host_values_are_invalid() -> None:
+    # WSGI servers join repeated headers with commas: two Host headers arrive as "a, b".
+    app = make()
+    start = Recorder()
+    for host in ("acme.test, globex.test", "acme.test,acme.test", "globex.test;x"):
+        assert b"".join(app(environ_for(host), start)) == b"Bad Request", host
+        assert start.status.startswith("400")
+
+
+def test_several_tenant_headers_are_invalid() -> None:
+    app = make(mode="header")
+    start = Recorder()
+    environ = environ_for("svc.test")
+    environ["HTTP_X_TENANT"] = "acme, globex"
+    assert b"".join(app(environ, start)) == b"Bad Request"
+    assert start.status.startswith("400")
+
+
+def test_two_host_headers_through_a_real_wsgi_server() -> None:
+    # wsgiref joins the two values into HTTP_HOST; the request must be refused, never
+    # routed by either value.
+    app = make()
+    server = wsgiref.simple_server.make_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        for hosts in (["acme.test", "globex.test"], ["acme.test", "acme.test"]):
+            request = "GET / HTTP/1.1\r\n" + "".join(f"Host: {h}\r\n" for h in hosts)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall((request + "Connection: close\r\n\r\n").encode())
+                reply = b""
+                while chunk := sock.recv(4096):
+                    reply += chunk
+            assert reply.startswith(b"HTTP/1.0 400") or reply.startswith(b"HTTP/1.1 400"), reply
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
