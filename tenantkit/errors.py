@@ -117,7 +117,9 @@ class PoolerDetected(TenantkitError, RuntimeError):
 
     Raised on a connection in tenantkit's default mode, whose session-level state (temporary
     tables, the path of autocommit statements) is not safe behind a transaction pooler: build
-    the tenancy with ``pgbouncer=True``, or connect to PostgreSQL directly.
+    the tenancy with ``pgbouncer=True``, or connect to PostgreSQL directly. Also raised by a
+    routing resolver built with ``require_listen=True`` whose LISTEN goes through a transaction
+    pooler (notifications never arrive): give it a direct ``listen_conninfo``.
     """
 
 
