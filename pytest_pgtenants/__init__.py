@@ -1,16 +1,16 @@
 """pytest_pgtenants: fast, isolated multi-tenant PostgreSQL tests.
 
 Load it with ``pytest -p pytest_pgtenants`` or ``pytest_plugins = ["pytest_pgtenants"]``. The
-hooks and fixtures are re-exported here so that pytest finds them on this module; importing
-it starts nothing (and does not import psycopg).
+hooks and fixtures are re-exported here so that pytest finds them on this module (the async
+fixtures are registered by ``pytest_configure``, see :mod:`._async`); importing it starts
+nothing (and imports neither psycopg nor pytest-asyncio).
 """
 
 from __future__ import annotations
 
 from .fixtures import (
+    _pgtenants_marker,
     assert_tenants_isolated,
-    atenant_client,
-    atenant_conn,
     pgtenants_database,
     pgtenants_server,
     pgtenants_session,
@@ -36,9 +36,8 @@ from .plugin import (
 )
 
 __all__ = [
+    "_pgtenants_marker",
     "assert_tenants_isolated",
-    "atenant_client",
-    "atenant_conn",
     "pgtenants_database",
     "pgtenants_server",
     "pgtenants_session",

@@ -62,31 +62,29 @@ def from_dsn(dsn: str) -> ServerHandle:
 
 
 def start_embedded(*, keep: bool) -> ServerHandle:
-    """Start an embedded server owned by this process; ``keep`` leaves it running at the end."""
+    """Start an embedded server owned by this process; ``keep`` leaves it running at the end.
+
+    A kept server is detached at once rather than at the end of the run: tenantkit's exit and
+    signal handlers stop every live server they manage, and under pytest-xdist the helper
+    owning the server is ended with SIGTERM, which used to stop the server it had been asked
+    to keep (issue 16). Detached, nothing of ours stops it: ``tenantkit server stop DIR`` does.
+    """
     from tenantkit.server import EmbeddedServer
 
     server = EmbeddedServer().start()
-
-    def stop() -> None:
-        if keep:
-            _detach(server)
-        else:
-            server.stop()
-
+    conninfo, version_num, data_dir = server.conninfo, int(server.version_num), server.data_dir
+    if keep:
+        server.detach()
+        return ServerHandle(
+            conninfo=conninfo, version_num=version_num, embedded=True, data_dir=str(data_dir)
+        )
     return ServerHandle(
-        conninfo=server.conninfo,
-        version_num=int(server.version_num),
+        conninfo=conninfo,
+        version_num=version_num,
         embedded=True,
-        data_dir=str(server.data_dir),
-        stop=stop,
+        data_dir=str(data_dir),
+        stop=server.stop,
     )
-
-
-def _detach(server: object) -> None:
-    """Leave an embedded server running past the end of this process (``--pgtenants-keep``)."""
-    detach = getattr(server, "detach", None)
-    if callable(detach):
-        detach()
 
 
 def run_dir_for(testrunuid: str) -> Path:
@@ -176,7 +174,12 @@ def _spawn_helper(run_dir: Path, watch_pid: int, *, keep: bool) -> dict[str, obj
 
 
 def stop_shared_server(run_dir: Path, *, timeout: float = 30.0) -> None:
-    """Stop the helper of ``run_dir`` (if one was started) and remove the directory."""
+    """Stop the helper of ``run_dir`` (if one was started) and remove the directory.
+
+    With ``--pgtenants-keep`` the helper's server was detached when it started, so ending
+    the helper leaves it running; the run directory (lock, state, helper log) is removed in
+    every case, it holds nothing the kept server needs.
+    """
     import shutil
 
     state = _read_state(run_dir)
@@ -189,8 +192,4 @@ def stop_shared_server(run_dir: Path, *, timeout: float = 30.0) -> None:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
             time.sleep(0.02)
-        kept = (run_dir / "kept").exists()
-    else:
-        kept = False
-    if not kept:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.rmtree(run_dir, ignore_errors=True)

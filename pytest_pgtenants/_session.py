@@ -93,6 +93,8 @@ class TestScope:
 
     session: PgTenantsSession
     tenancy: Tenancy
+    #: The pytest node id of the test (recorded in the metadata of tenants kept for it).
+    nodeid: str = ""
     created: list[Tenant] = field(default_factory=list)
 
     def track(self, tenant: Tenant) -> None:
@@ -102,7 +104,7 @@ class TestScope:
     def cleanup(self) -> None:
         """Retire what the test created (see :meth:`PgTenantsSession.drop_tenants`)."""
         created, self.created = self.created, []
-        self.session.drop_tenants(created)
+        self.session.drop_tenants(created, nodeid=self.nodeid)
 
 
 class PgTenantsSession:
@@ -138,6 +140,9 @@ class PgTenantsSession:
         #: What the janitor did: schemas recycled into the spare pool, and dropped.
         self.stats = {"recycled": 0, "dropped": 0}
         self._janitor_conn: psycopg.Connection[Any] | None = None
+        #: ``--pgtenants-keep``: the tenants kept after their test, by schema: the tenant, its
+        #: hosts and the test's node id.
+        self.kept: dict[str, tuple[Tenant, frozenset[str], str]] = {}
 
     # -- infrastructure ----------------------------------------------------------------------
 
@@ -228,7 +233,10 @@ class PgTenantsSession:
     # -- tenants -----------------------------------------------------------------------------
 
     def host_for(self, schema: str) -> str:
-        """The host the fixtures give a tenant with this schema: ``<schema>.<domain>``."""
+        """The host the fixtures give a tenant with this schema: ``<schema>.<domain>``.
+
+        Host names cannot hold ``_``: a schema such as ``acme_corp`` gets ``acme-corp``.
+        """
         return f"{schema.replace('_', '-')}.{self.settings.domain}"
 
     def primary_host(self, tenant: Tenant | str) -> str:
@@ -251,8 +259,12 @@ class PgTenantsSession:
         )
 
     def new_schema_name(self) -> str:
-        """A fresh, unique, valid schema name for an anonymous test tenant."""
-        return f"t_{uuid.uuid4().hex[:16]}"
+        """A fresh, unique, valid schema name for an anonymous test tenant: ``t<16 hex>``.
+
+        No ``_`` in it, so the tenant's host is exactly ``<schema>.<domain>``. Unique across
+        processes (xdist workers each have their own database anyway).
+        """
+        return f"t{uuid.uuid4().hex[:16]}"
 
     def create_tenant(
         self,
@@ -270,6 +282,8 @@ class PgTenantsSession:
             self._baseline_spares()
         schema = schema or self.new_schema_name()
         hosts = list(domains) if domains is not None else [self.host_for(schema)]
+        if self.kept:
+            self._release_kept(schema, hosts)
         tenant = tenancy.create_tenant(
             schema, name=name or schema, domains=hosts, metadata=dict(metadata or {})
         )
@@ -314,7 +328,7 @@ class PgTenantsSession:
 
         self.janitor.submit(refill)
 
-    def drop_tenants(self, created: list[Tenant]) -> None:
+    def drop_tenants(self, created: list[Tenant], *, nodeid: str = "") -> None:
         """Retire the tenants a test created, in about a millisecond each.
 
         Dropping a 20-table schema costs tens of milliseconds of server time, so it is not
@@ -323,12 +337,83 @@ class PgTenantsSession:
         the next test at once. The janitor thread then recycles the schema into the spare
         pool (see :mod:`pytest_pgtenants._recycle`) or, when the test changed its
         structure, drops it; either way off the tests' critical path.
+
+        With ``--pgtenants-keep`` they stay instead, with ``nodeid`` recorded in their
+        metadata (see :meth:`keep_tenants`).
         """
-        if self.settings.keep or not created:
+        if not created:
             return
+        if self.settings.keep:
+            self.keep_tenants(created, nodeid)
+            return
+        self._retire_all(created)
+
+    def keep_tenants(self, created: list[Tenant], nodeid: str) -> None:
+        """(keep mode) Record the test in the kept tenants' metadata (``pgtenants_test``).
+
+        A kept tenant stays until the end of the run unless a later test asks for its schema
+        name or one of its hosts: that test gets a fresh tenant and the earlier one is retired
+        then, so each name ends up holding the state of the last test that used it.
+        """
+        from psycopg import sql
+
+        tenancy = self.tenancy()
+        schemas = [t.schema for t in created]
+        with tenancy.admin_connection() as conn, conn.transaction():
+            # The metadata is written after the test, not at creation: the test sees exactly
+            # the metadata it asked for, with or without --pgtenants-keep.
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {}.tenantkit_tenants"
+                    " SET metadata = metadata || jsonb_build_object('pgtenants_test', %s::text)"
+                    " WHERE schema = ANY(%s)"
+                ).format(sql.Identifier(tenancy.shared_schema)),
+                [nodeid, schemas],
+            )
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT t.schema, d.host FROM {}.tenantkit_tenants t"
+                    " LEFT JOIN {}.tenantkit_domains d ON d.tenant_id = t.id"
+                    " WHERE t.schema = ANY(%s)"
+                ).format(
+                    sql.Identifier(tenancy.shared_schema), sql.Identifier(tenancy.shared_schema)
+                ),
+                [schemas],
+            ).fetchall()
+        hosts: dict[str, set[str]] = {}
+        for schema, host in rows:
+            hosts.setdefault(schema, set()).update([host] if host else [])
+        with self._lock:
+            for tenant in created:
+                if tenant.schema in hosts:  # else: the test dropped it itself
+                    self.kept[tenant.schema] = (tenant, frozenset(hosts[tenant.schema]), nodeid)
+
+    def _release_kept(self, schema: str, hosts: Iterable[str]) -> None:
+        """(keep mode) Retire kept tenants holding ``schema`` or one of ``hosts``."""
+        from tenantkit.errors import InvalidHostname
+        from tenantkit.names import normalize_host
+
+        wanted: set[str] = set()
+        for host in hosts:
+            try:
+                wanted.add(normalize_host(host))
+            except InvalidHostname:
+                continue  # create_tenant reports it
+        with self._lock:
+            clashing = [
+                tenant
+                for kept_schema, (tenant, kept_hosts, _) in self.kept.items()
+                if kept_schema == schema or kept_hosts & wanted
+            ]
+            for tenant in clashing:
+                del self.kept[tenant.schema]
+        if clashing:
+            self._retire_all(clashing)
+
+    def _retire_all(self, tenants: list[Tenant]) -> None:
         tenancy = self.tenancy()
         failures: list[BaseException] = []
-        for tenant in reversed(created):
+        for tenant in reversed(tenants):
             self.hosts.pop(tenant.schema, None)
             try:
                 retired = _retire(tenancy, tenant)
@@ -423,8 +508,23 @@ class PgTenantsSession:
 
     # -- teardown ----------------------------------------------------------------------------
 
+    def _note_kept_tenants(self) -> None:
+        if not self.kept or self._database is None:
+            return
+        shown = 10
+        self.keep_notes.append(
+            f"kept {len(self.kept)} tenant(s) in {self._database.name} (their registry "
+            "metadata 'pgtenants_test' names the test that left them):"
+        )
+        for schema, (_, _, nodeid) in list(self.kept.items())[:shown]:
+            self.keep_notes.append(f"    {schema}  {nodeid}")
+        if len(self.kept) > shown:
+            self.keep_notes.append(f"    ... and {len(self.kept) - shown} more")
+
     def finish(self) -> None:
         """Undo everything this process started (unless ``keep``), in reverse order."""
+        if self.settings.keep:
+            self._note_kept_tenants()
         try:
             self.janitor.stop()
             if self.janitor.errors:

@@ -1,11 +1,17 @@
 """httpx clients that send requests to a WSGI or ASGI app as a given tenant's host.
 
 :class:`TenantClient` (sync; WSGI apps, and ASGI apps run on a private event-loop thread) and
-:class:`AsyncTenantClient` (async; ASGI apps) put the tenant's primary host in the base URL, so
-every request carries ``Host: <tenant host>``. ``client.for_host(host)`` and
-``client.for_tenant(t)`` give clients for other hosts; ``headers={"host": ...}`` on a single
-request works too. This module imports ``httpx``; the fixtures import it only when a client is
-asked for.
+:class:`AsyncTenantClient` (async; ASGI apps, on the test's event loop) put the tenant's
+primary host in the base URL, so every request carries ``Host: <tenant host>``.
+``client.for_host(host)`` and ``client.for_tenant(t)`` give clients for other hosts that share
+the first client's app runner; ``headers={"host": ...}`` on a single request works too.
+
+ASGI apps get their ``lifespan``: startup runs before the first request and shutdown when the
+transport is closed, both on the event loop that serves the requests, so what an app opens in
+its lifespan (an ``AsyncTenancy`` pool...) is used and closed on one loop. The lifespan
+``state`` reaches every request's scope (``request.state`` in Starlette and FastAPI).
+
+This module imports ``httpx``; the fixtures import it only when a client is asked for.
 """
 
 from __future__ import annotations
@@ -13,15 +19,27 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, MutableMapping
 from typing import Any, TypeVar
 
 import httpx
 
-__all__ = ["AsyncTenantClient", "TenantClient", "is_asgi_app"]
+__all__ = [
+    "AsyncASGITransport",
+    "AsyncTenantClient",
+    "LifespanError",
+    "SyncASGITransport",
+    "TenantClient",
+    "is_asgi_app",
+]
 
 T = TypeVar("T")
 HostOf = Callable[[Any], str]
+Message = MutableMapping[str, Any]
+
+
+class LifespanError(RuntimeError):
+    """The app's ASGI lifespan startup or shutdown failed (its message is included)."""
 
 
 def is_asgi_app(app: object) -> bool:
@@ -30,6 +48,109 @@ def is_asgi_app(app: object) -> bool:
         return True
     call = getattr(app, "__call__", None)  # noqa: B004 - the bound method itself is inspected
     return inspect.iscoroutinefunction(call)
+
+
+class _Lifespan:
+    """Runs an ASGI app's ``lifespan`` protocol the way servers do (uvicorn's "auto" mode).
+
+    An app that ends or raises before answering ``lifespan.startup`` does not support the
+    protocol (a bare ``async def app`` that only knows "http"): requests are served anyway.
+    ``lifespan.startup.failed`` / ``shutdown.failed`` raise :class:`LifespanError`.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.state: dict[str, Any] = {}
+        self.started = False
+        self.supported = True
+        self._task: asyncio.Task[None] | None = None
+        self._to_app: asyncio.Queue[Message] | None = None
+        self._from_app: asyncio.Queue[Message | None] | None = None
+        self._error: BaseException | None = None
+
+    async def _run(self) -> None:
+        assert self._to_app is not None and self._from_app is not None
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
+        scope["state"] = self.state
+        try:
+            await self.app(scope, self._to_app.get, self._from_app.put)
+        except Exception as exc:  # reported by startup()/shutdown(), never lost
+            self._error = exc
+        finally:
+            await self._from_app.put(None)
+
+    async def startup(self) -> None:
+        """Send ``lifespan.startup`` and wait for the app's answer."""
+        self.started = True
+        self._to_app = asyncio.Queue()
+        self._from_app = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        await self._to_app.put({"type": "lifespan.startup"})
+        message = await self._from_app.get()
+        if message is None:  # ended without answering: no lifespan support
+            self.supported = False
+            await self._task
+            return
+        if message["type"] == "lifespan.startup.failed":
+            await self._finish()
+            raise LifespanError(
+                f"the app's lifespan startup failed: {message.get('message') or 'no message'}"
+            ) from self._error
+
+    async def shutdown(self) -> None:
+        """Send ``lifespan.shutdown`` and wait for the app to finish it."""
+        if not self.started or not self.supported or self._task is None or self._task.done():
+            return
+        assert self._to_app is not None and self._from_app is not None
+        await self._to_app.put({"type": "lifespan.shutdown"})
+        message = await self._from_app.get()
+        await self._finish()
+        if message is None or message["type"] == "lifespan.shutdown.failed":
+            detail = (message or {}).get("message") or repr(self._error or "no answer")
+            raise LifespanError(f"the app's lifespan shutdown failed: {detail}") from self._error
+
+    async def _finish(self) -> None:
+        if self._task is not None:
+            await self._task
+
+
+class AsyncASGITransport(httpx.AsyncBaseTransport):
+    """``httpx.ASGITransport`` plus the app's lifespan and its state in each request's scope.
+
+    ``lifespan=True`` (default) starts the app's lifespan before the first request, on the
+    loop that sends it; :meth:`aclose` shuts it down. ``lifespan=False`` skips the protocol.
+    """
+
+    def __init__(self, app: Any, *, lifespan: bool = True) -> None:
+        self.app = app
+        self.lifespan = _Lifespan(app) if lifespan else None
+        self._inner = httpx.ASGITransport(app=self._with_state)
+        self._starting: asyncio.Lock | None = None
+
+    async def _with_state(self, scope: Message, receive: Any, send: Any) -> None:
+        if self.lifespan is not None and scope["type"] in ("http", "websocket"):
+            # A shallow copy per request, as ASGI servers give it.
+            scope = {**scope, "state": dict(self.lifespan.state)}
+        await self.app(scope, receive, send)
+
+    async def startup(self) -> None:
+        """Run the lifespan startup now (otherwise done before the first request)."""
+        if self.lifespan is None or self.lifespan.started:
+            return
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if not self.lifespan.started:
+                await self.lifespan.startup()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await self.startup()
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Shut the app's lifespan down (if it was started)."""
+        if self.lifespan is not None:
+            await self.lifespan.shutdown()
 
 
 class _LoopThread:
@@ -54,15 +175,27 @@ class _LoopThread:
 
 
 class SyncASGITransport(httpx.BaseTransport):
-    """Sends each request through ``httpx.ASGITransport`` on one persistent event loop.
+    """Sends each request to an ASGI app on one persistent event loop in a private thread.
 
-    One loop for the client's lifetime (not ``asyncio.run`` per request), so an app's
-    loop-bound resources, such as an async connection pool, keep working across requests.
+    One loop for the transport's lifetime (not ``asyncio.run`` per request), so an app's
+    loop-bound resources, such as an async connection pool, keep working across requests;
+    the lifespan starts and stops on that loop too.
     """
 
-    def __init__(self, app: Any) -> None:
-        self._inner = httpx.ASGITransport(app=app)
-        self._loop = _LoopThread()
+    def __init__(self, app: Any, *, lifespan: bool = True) -> None:
+        self.app = app
+        self._inner = AsyncASGITransport(app, lifespan=lifespan)
+        self._loop: _LoopThread | None = _LoopThread()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop is None:
+            coro.close()
+            raise RuntimeError("this client's transport is closed")
+        return self._loop.run(coro)
+
+    def startup(self) -> None:
+        """Run the lifespan startup now (otherwise done before the first request)."""
+        self._run(self._inner.startup())
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         body = request.read()
@@ -75,11 +208,48 @@ class SyncASGITransport(httpx.BaseTransport):
             content = await response.aread()
             return response.status_code, response.headers.raw, content
 
-        status, headers, content = self._loop.run(call())
+        status, headers, content = self._run(call())
         return httpx.Response(status, headers=headers, content=content, request=request)
 
     def close(self) -> None:
-        self._loop.close()
+        """Shut the lifespan down on the app's loop, then stop the loop (safe to call twice)."""
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        try:
+            loop.run(self._inner.aclose())
+        finally:
+            loop.close()
+
+
+class _Borrowed(httpx.BaseTransport):
+    """A transport shared with other clients: closing one client leaves it open."""
+
+    def __init__(self, transport: httpx.BaseTransport) -> None:
+        self.transport = transport
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.transport.handle_request(request)
+
+    def close(self) -> None:
+        pass
+
+
+class _ABorrowed(httpx.AsyncBaseTransport):
+    """The async twin of :class:`_Borrowed`."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self.transport = transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _shared(transport: Any) -> Any:
+    return transport.transport if isinstance(transport, _Borrowed | _ABorrowed) else transport
 
 
 class _HostHelpers:
@@ -110,11 +280,21 @@ class _HostHelpers:
         return self._host_of(tenant)
 
 
+def _client_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    kwargs.setdefault("follow_redirects", True)
+    # The app is in-process: proxies, netrc and certificates from the environment do not apply
+    # (an HTTP_PROXY variable would otherwise send requests for *.example.test to the proxy).
+    kwargs.setdefault("trust_env", False)
+    return kwargs
+
+
 class TenantClient(_HostHelpers, httpx.Client):
     """An ``httpx.Client`` whose requests go to ``app`` (WSGI or ASGI) as ``Host: host``.
 
     Attributes: ``app``, ``host``, ``tenant`` (``None`` for a plain host). Besides the
     ``httpx.Client`` methods: ``for_host(host)``, ``for_tenant(tenant)``, ``url(path)``.
+    ``transport=`` shares an app runner (not closed with this client); by default the client
+    makes its own, and ``lifespan=False`` skips an ASGI app's lifespan.
     """
 
     def __init__(
@@ -125,30 +305,44 @@ class TenantClient(_HostHelpers, httpx.Client):
         tenant: Any = None,
         scheme: str = "http",
         host_of: HostOf | None = None,
+        transport: httpx.BaseTransport | None = None,
+        lifespan: bool = True,
         **kwargs: Any,
     ) -> None:
-        transport: httpx.BaseTransport = (
-            SyncASGITransport(app) if is_asgi_app(app) else httpx.WSGITransport(app=app)
-        )
-        kwargs.setdefault("follow_redirects", True)
-        super().__init__(transport=transport, base_url=f"{scheme}://{host}", **kwargs)
+        if transport is None:
+            transport = (
+                SyncASGITransport(app, lifespan=lifespan)
+                if is_asgi_app(app)
+                else httpx.WSGITransport(app=app)
+            )
+        else:
+            transport = _Borrowed(_shared(transport))
+        base_url = f"{scheme}://{host}"
+        super().__init__(transport=transport, base_url=base_url, **_client_kwargs(kwargs))
         self._init_helpers(app, host, tenant, scheme, host_of)
+        self._transport_in_use = _shared(transport)
         self._kwargs = kwargs
 
     def for_host(self, host: str) -> TenantClient:
-        """A new client on the same app whose requests carry ``Host: host``."""
+        """A new client on the same app (and app runner) whose requests carry ``Host: host``."""
         return TenantClient(
-            self.app, host, scheme=self.scheme, host_of=self._host_of, **self._kwargs
+            self.app,
+            host,
+            scheme=self.scheme,
+            host_of=self._host_of,
+            transport=self._transport_in_use,
+            **self._kwargs,
         )
 
     def for_tenant(self, tenant: Any) -> TenantClient:
-        """A new client on the same app for ``tenant``'s primary host."""
+        """A new client on the same app (and app runner) for ``tenant``'s primary host."""
         return TenantClient(
             self.app,
             self._tenant_host(tenant),
             tenant=tenant,
             scheme=self.scheme,
             host_of=self._host_of,
+            transport=self._transport_in_use,
             **self._kwargs,
         )
 
@@ -156,7 +350,8 @@ class TenantClient(_HostHelpers, httpx.Client):
 class AsyncTenantClient(_HostHelpers, httpx.AsyncClient):
     """An ``httpx.AsyncClient`` whose requests go to the ASGI ``app`` as ``Host: host``.
 
-    Same helpers as :class:`TenantClient`; use ``await client.get(...)``.
+    Same helpers and ``transport=`` / ``lifespan=`` as :class:`TenantClient`; use
+    ``await client.get(...)``. The app (and its lifespan) runs on the loop of the caller.
     """
 
     def __init__(
@@ -167,6 +362,8 @@ class AsyncTenantClient(_HostHelpers, httpx.AsyncClient):
         tenant: Any = None,
         scheme: str = "http",
         host_of: HostOf | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        lifespan: bool = True,
         **kwargs: Any,
     ) -> None:
         if not is_asgi_app(app):
@@ -174,26 +371,35 @@ class AsyncTenantClient(_HostHelpers, httpx.AsyncClient):
                 "atenant_client needs an ASGI app (async def app(scope, receive, send)); "
                 "use tenant_client for WSGI apps"
             )
-        kwargs.setdefault("follow_redirects", True)
-        super().__init__(
-            transport=httpx.ASGITransport(app=app), base_url=f"{scheme}://{host}", **kwargs
-        )
+        if transport is None:
+            transport = AsyncASGITransport(app, lifespan=lifespan)
+        else:
+            transport = _ABorrowed(_shared(transport))
+        base_url = f"{scheme}://{host}"
+        super().__init__(transport=transport, base_url=base_url, **_client_kwargs(kwargs))
         self._init_helpers(app, host, tenant, scheme, host_of)
+        self._transport_in_use = _shared(transport)
         self._kwargs = kwargs
 
     def for_host(self, host: str) -> AsyncTenantClient:
-        """A new client on the same app whose requests carry ``Host: host``."""
+        """A new client on the same app (and app runner) whose requests carry ``Host: host``."""
         return AsyncTenantClient(
-            self.app, host, scheme=self.scheme, host_of=self._host_of, **self._kwargs
+            self.app,
+            host,
+            scheme=self.scheme,
+            host_of=self._host_of,
+            transport=self._transport_in_use,
+            **self._kwargs,
         )
 
     def for_tenant(self, tenant: Any) -> AsyncTenantClient:
-        """A new client on the same app for ``tenant``'s primary host."""
+        """A new client on the same app (and app runner) for ``tenant``'s primary host."""
         return AsyncTenantClient(
             self.app,
             self._tenant_host(tenant),
             tenant=tenant,
             scheme=self.scheme,
             host_of=self._host_of,
+            transport=self._transport_in_use,
             **self._kwargs,
         )

@@ -1,14 +1,16 @@
 """The plugin's fixtures. Each docstring is what ``pytest --fixtures`` shows.
 
 Infrastructure fixtures (``pgtenants_*``) are session-scoped and start on first use; the
-user-facing ones (``tenancy``, ``tenant``, ``tenant_factory``, ``tenants``, ``tenant_conn``,
-``atenant_conn``, ``tenant_client``, ``atenant_client``, ``tenant_url``,
-``assert_tenants_isolated``) are function-scoped and clean up after the test.
+user-facing ones (``tenancy``, ``atenancy``, ``tenant``, ``tenant_factory``, ``tenants``,
+``tenant_conn``, ``atenant_conn``, ``tenant_client``, ``atenant_client``, ``tenant_url``,
+``assert_tenants_isolated``) are function-scoped and clean up after the test. The autouse
+``_pgtenants_marker`` makes ``@pytest.mark.tenants`` take effect without a fixture. The async
+ones (``atenancy``, ``atenant_conn``, ``atenant_client``) live in :mod:`._async`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -24,12 +26,10 @@ if TYPE_CHECKING:
 
     from ._server import ServerHandle
     from .asserts import IsolationAsserter
-    from .client import AsyncTenantClient, TenantClient
+    from .client import TenantClient
 
 __all__ = [
     "assert_tenants_isolated",
-    "atenant_client",
-    "atenant_conn",
     "pgtenants_database",
     "pgtenants_server",
     "pgtenants_session",
@@ -46,15 +46,6 @@ __all__ = [
 
 SESSION_KEY = pytest.StashKey[PgTenantsSession]()
 _SCOPE_KEY = pytest.StashKey[TestScope]()
-
-
-def _async_fixture(func: Any) -> Any:
-    """Decorate an async fixture for pytest-asyncio when it is installed (strict mode too)."""
-    try:
-        import pytest_asyncio
-    except ImportError:
-        return pytest.fixture(func)
-    return pytest_asyncio.fixture(func)
 
 
 # -- infrastructure ------------------------------------------------------------------------
@@ -142,7 +133,7 @@ def tenancy(
     from . import _runtime
 
     instance = pgtenants_session.tenancy(strict=_strict(request, pgtenants_session.settings))
-    scope = TestScope(pgtenants_session, instance)
+    scope = TestScope(pgtenants_session, instance, nodeid=request.node.nodeid)
     request.node.stash[_SCOPE_KEY] = scope
     token = _runtime.activate(scope)
     try:
@@ -206,8 +197,9 @@ _MARKER_ERROR = "@pytest.mark.tenants"
 def tenants(request: pytest.FixtureRequest, tenant_factory: TenantFactory) -> dict[str, Tenant]:
     """The tenants named by ``@pytest.mark.tenants("acme", "globex")``, by schema name.
 
-    Each is created fresh (fully migrated, host ``<name>.example.test``) for the test and
-    dropped afterwards, so names can repeat across tests.
+    The marker alone creates them (fully migrated, host ``<name>.example.test``) before the
+    test's other fixtures; this fixture hands them out. Dropped after the test, so names can
+    repeat across tests.
     """
     marker = request.node.get_closest_marker("tenants")
     if marker is None:
@@ -218,9 +210,21 @@ def tenants(request: pytest.FixtureRequest, tenant_factory: TenantFactory) -> di
     return {name: tenant_factory(schema=name, name=name) for name in marker.args}
 
 
+@pytest.fixture(autouse=True)
+def _pgtenants_marker(request: pytest.FixtureRequest) -> None:
+    """(internal) ``@pytest.mark.tenants(...)`` creates its tenants without any fixture."""
+    # Like pytest-django's django_db marker: an autouse fixture, so the tenants exist before
+    # the test's own fixtures run (a fixture may use tenancy.connection("acme")).
+    if request.node.get_closest_marker("tenants") is not None:
+        request.getfixturevalue("tenants")
+
+
 @pytest.fixture
 def tenant(request: pytest.FixtureRequest, tenant_factory: TenantFactory) -> Tenant:
-    """A fresh, fully migrated tenant with one domain (``<schema>.example.test``).
+    """A fresh, fully migrated tenant with one domain, ``<schema>.example.test``.
+
+    Its schema is ``t`` and 16 hex digits (unique under pytest-xdist), so the host is the
+    schema name under the base domain (``--pgtenants-domain``).
 
     Claimed from a pool of warm spare schemas by a rename (a few milliseconds), dropped in the
     background after the test. Under ``@pytest.mark.tenants(...)`` it is the first named one.
@@ -252,32 +256,6 @@ def tenancy_settings(request: pytest.FixtureRequest) -> Settings:
     return request.config.stash[SESSION_KEY].settings
 
 
-@_async_fixture
-async def atenant_conn(
-    request: pytest.FixtureRequest, pgtenants_database: TestDatabase, tenant: Tenant
-) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """An async connection (``psycopg.AsyncConnection``) bound to ``tenant``.
-
-    Needs an async test (pytest-asyncio or anyio). Committed at the end, or rolled back in
-    rollback mode.
-    """
-    import psycopg
-
-    from tenantkit.search_path import ause_tenant
-
-    settings = tenancy_settings(request)
-    conn = await psycopg.AsyncConnection.connect(pgtenants_database.conninfo)
-    try:
-        async with ause_tenant(conn, tenant, shared_schema=settings.shared_schema):
-            yield conn
-        if _rollback(request, settings):
-            await conn.rollback()
-        else:
-            await conn.commit()
-    finally:
-        await conn.close()
-
-
 # -- hosts and clients ---------------------------------------------------------------------
 
 
@@ -302,9 +280,65 @@ def _wrap(app: Any, tenancy: Tenancy, asgi: bool) -> Any:
     return WSGITenantMiddleware(app, tenancy)
 
 
-def _close_router(app: Any) -> None:
-    resolver = getattr(app, "resolver", None)
-    close = getattr(resolver, "close", None)
+class _Served:
+    """One app given to a client fixture: what serves it, and what the fixture built for it.
+
+    Clients of the same app share it (one event loop, one lifespan, one routing middleware),
+    whatever tenant or host they are for.
+    """
+
+    def __init__(self, app: Any, target: Any, transport: Any, middleware: Any) -> None:
+        self.app = app  # held, so that id(app) stays unique while the fixture lives
+        self.target = target
+        self.transport = transport
+        self.middleware = middleware
+
+
+def _serve(
+    served: dict[tuple[int, bool], _Served],
+    app: Any,
+    tenancy: Tenancy,
+    *,
+    route: bool,
+    lifespan: bool,
+    asynchronous: bool,
+) -> _Served:
+    from .client import AsyncASGITransport, SyncASGITransport, is_asgi_app
+
+    key = (id(app), route)
+    found = served.get(key)
+    if found is not None:
+        return found
+    asgi = asynchronous or is_asgi_app(app)
+    middleware = _wrap(app, tenancy, asgi) if route else None
+    target = middleware if middleware is not None else app
+    transport: Any
+    if asynchronous:
+        if not is_asgi_app(target):
+            raise TypeError(
+                "atenant_client needs an ASGI app (async def app(scope, receive, send)); "
+                "use tenant_client for WSGI apps"
+            )
+        transport = AsyncASGITransport(target, lifespan=lifespan)
+    elif asgi:
+        transport = SyncASGITransport(target, lifespan=lifespan)
+    else:
+        import httpx
+
+        transport = httpx.WSGITransport(app=target)
+    found = served[key] = _Served(app, target, transport, middleware)
+    if middleware is not None:
+        # The fixture given client.app (the middleware it built) again: the same runner.
+        served.setdefault((id(middleware), False), found)
+    return found
+
+
+def _close_middleware(middleware: Any) -> None:
+    """Close a routing middleware the fixture built (its resolver's LISTEN thread...)."""
+    close = getattr(middleware, "close", None)
+    if not callable(close):
+        # Middleware without close() (tenantkit before issue 16): close the resolver.
+        close = getattr(getattr(middleware, "resolver", None), "close", None)
     if callable(close):
         close()
 
@@ -313,19 +347,23 @@ def _close_router(app: Any) -> None:
 def tenant_client(
     request: pytest.FixtureRequest, pgtenants_session: PgTenantsSession, tenancy: Tenancy
 ) -> Iterator[Callable[..., TenantClient]]:
-    """``tenant_client(app, tenant=None, *, host=None, route=False)``: an httpx client.
+    """``tenant_client(app, tenant=None, *, host=None, route=False, lifespan=True)``.
 
-    Works for WSGI (Flask...) and ASGI (Starlette, FastAPI...) apps. Requests carry the
-    tenant's primary host (default tenant: the ``tenant`` fixture's), or ``host=`` for any
-    host. ``route=True`` wraps a bare app in tenantkit's routing middleware. The client has
-    ``.for_host(host)``, ``.for_tenant(t)`` and ``.url(path)``; it is closed after the test.
+    An httpx client for a WSGI (Flask...) or ASGI (Starlette, FastAPI...) app. Requests carry
+    the tenant's primary host (default tenant: the ``tenant`` fixture's), or ``host=`` for
+    any host. ``route=True`` wraps a bare app in tenantkit's routing middleware. ASGI apps
+    run on one private event loop per app, their lifespan started before the first request
+    and shut down after the test (``lifespan=False`` skips it). The client has
+    ``.for_host(host)``, ``.for_tenant(t)`` and ``.url(path)``; extra keyword arguments go to
+    ``httpx.Client``. Everything is closed after the test.
     """
     from ._extras import require
 
     require("httpx")
-    from .client import TenantClient, is_asgi_app
+    from .client import TenantClient
 
-    clients: list[tuple[TenantClient, Any]] = []
+    clients: list[TenantClient] = []
+    served: dict[tuple[int, bool], _Served] = {}
 
     def build(
         app: Any,
@@ -333,64 +371,42 @@ def tenant_client(
         *,
         host: str | None = None,
         route: bool = False,
+        lifespan: bool = True,
         **kwargs: Any,
     ) -> TenantClient:
         if host is None:
             tenant = tenant if tenant is not None else request.getfixturevalue("tenant")
             host = pgtenants_session.primary_host(tenant)
-        served = _wrap(app, tenancy, is_asgi_app(app)) if route else app
+        runner = _serve(served, app, tenancy, route=route, lifespan=lifespan, asynchronous=False)
         client = TenantClient(
-            served, host, tenant=tenant, host_of=pgtenants_session.primary_host, **kwargs
+            runner.target,
+            host,
+            tenant=tenant,
+            host_of=pgtenants_session.primary_host,
+            transport=runner.transport,
+            **kwargs,
         )
-        clients.append((client, served if route else None))
+        clients.append(client)
         return client
 
     try:
         yield build
     finally:
-        for client, router in clients:
+        errors: list[BaseException] = []
+        for client in clients:
             client.close()
-            if router is not None:
-                _close_router(router)
-
-
-@_async_fixture
-async def atenant_client(
-    request: pytest.FixtureRequest, pgtenants_session: PgTenantsSession, tenancy: Tenancy
-) -> AsyncIterator[Callable[..., AsyncTenantClient]]:
-    """Async twin of ``tenant_client`` for ASGI apps: ``await client.get("/")``."""
-    from ._extras import require
-
-    require("httpx")
-    from .client import AsyncTenantClient
-
-    clients: list[tuple[AsyncTenantClient, Any]] = []
-
-    def build(
-        app: Any,
-        tenant: Tenant | str | None = None,
-        *,
-        host: str | None = None,
-        route: bool = False,
-        **kwargs: Any,
-    ) -> AsyncTenantClient:
-        if host is None:
-            tenant = tenant if tenant is not None else request.getfixturevalue("tenant")
-            host = pgtenants_session.primary_host(tenant)
-        served = _wrap(app, tenancy, True) if route else app
-        client = AsyncTenantClient(
-            served, host, tenant=tenant, host_of=pgtenants_session.primary_host, **kwargs
-        )
-        clients.append((client, served if route else None))
-        return client
-
-    try:
-        yield build
-    finally:
-        for client, router in clients:
-            await client.aclose()
-            if router is not None:
-                _close_router(router)
+        for runner in served.values():
+            try:
+                runner.transport.close()  # the lifespan shutdown of an ASGI app
+            except Exception as exc:  # close everything, then report the first failure
+                errors.append(exc)
+            if runner.middleware is not None:
+                try:
+                    _close_middleware(runner.middleware)
+                except Exception as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 # -- assertions ----------------------------------------------------------------------------

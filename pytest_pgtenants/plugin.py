@@ -34,7 +34,8 @@ _KEEP_NOTES_KEY = pytest.StashKey[list[str]]()
 MARKERS = {
     "tenants": (
         'tenants("acme", "globex", ...): create these tenants (valid schema names) fresh for '
-        "the test; the `tenants` fixture maps each name to its Tenant and `tenant` is the first"
+        "the test, before its other fixtures (no fixture argument needed); the `tenants` "
+        "fixture maps each name to its Tenant and `tenant` is the first"
     ),
     "pgtenants_strict": (
         "pgtenants_strict: strict mode for this test: a statement on a tenancy connection with "
@@ -60,6 +61,10 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the markers, resolve and check the options, and prepare (not start) the state."""
     for line in MARKERS.values():
         config.addinivalue_line("markers", line)
+    from . import _async
+
+    if not config.pluginmanager.is_registered(_async):
+        config.pluginmanager.register(_async, "pytest_pgtenants._async")
     settings = resolve_settings(config)
     if settings.migrations is not None and not settings.migrations.is_dir():
         source = settings.sources["migrations"]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_pgtenants.fixtures import __all__ as FIXTURES
+from pytest_pgtenants._async import __all__ as ASYNC_FIXTURES
+from pytest_pgtenants.fixtures import __all__ as SYNC_FIXTURES
+
+FIXTURES = [*SYNC_FIXTURES, *ASYNC_FIXTURES]
 
 
 def test_tenant_fixtures(inner) -> None:
@@ -24,6 +27,7 @@ def test_tenant_fixtures(inner) -> None:
     )
     inner.pytester.makepyfile(
         """
+        import re
         import pytest
         from tenantkit.models import TenantState
 
@@ -31,7 +35,7 @@ def test_tenant_fixtures(inner) -> None:
 
         def test_tenant_is_migrated(tenant, tenancy, pgtenants_settings):
             assert tenant.state == TenantState.ACTIVE
-            assert tenant.schema.startswith("t_")
+            assert re.fullmatch("t[0-9a-f]{16}", tenant.schema)
             with tenancy.connection(tenant) as conn:
                 tables = conn.execute(
                     "select count(*) from pg_tables"
@@ -44,7 +48,7 @@ def test_tenant_fixtures(inner) -> None:
                 ).fetchone()[0]
             assert tables == 20 and cols == 20  # both workload migrations applied
             hosts = [d.host for d in tenancy.domains(tenant)]
-            assert hosts == [tenant.schema.replace("_", "-") + ".example.test"]
+            assert hosts == [f"{tenant.schema}.example.test"]  # as documented
             SEEN["schema"] = tenant.schema
 
         def test_previous_tenant_is_gone(tenancy):
@@ -199,6 +203,41 @@ def test_marker_validation(inner, marker: str, message: str) -> None:
     result = inner.run()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([message])
+
+
+def test_marker_alone_creates_tenants(inner) -> None:
+    """@pytest.mark.tenants creates its tenants without the tenants fixture, before the
+    test's own fixtures; a marker on a class or module works the same."""
+    inner.pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture
+        def acme_orders(tenancy):
+            # A user fixture that only asks for tenancy: acme exists already.
+            with tenancy.connection("acme") as conn:
+                return conn.execute("select count(*) from shop_t0").fetchone()[0]
+        """
+    )
+    inner.pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.tenants("acme", "globex")
+        def test_marker_only(acme_orders, tenancy):
+            assert acme_orders == 0
+            assert {"acme", "globex"} <= {t.schema for t in tenancy.tenants()}
+
+        @pytest.mark.tenants("acme")
+        class TestClass:
+            def test_in_class(self, tenancy):
+                assert tenancy.get_tenant("acme").schema == "acme"
+
+        def test_gone_afterwards(tenancy):
+            assert not {"acme", "globex"} & {t.schema for t in tenancy.tenants()}
+        """
+    )
+    inner.run("-p", "no:randomly").assert_outcomes(passed=3)
 
 
 def test_tenants_fixture_needs_marker(inner) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -243,3 +244,106 @@ def test_xdist_with_dsn(inner, record_dir: Path) -> None:
     a, b = _records(record_dir)
     assert a["db"] != b["db"]
     assert not inner.databases(a["db"]) and not inner.databases(b["db"])
+
+
+KEEP_NAMED = """
+import pytest
+
+@pytest.mark.tenants("acme", "globex")
+def test_first(tenants, tenant_conn):
+    tenant_conn.execute("insert into shop_t0 (name) values ('first')")
+
+@pytest.mark.tenants("acme", "globex")
+def test_second(tenants, tenant_conn, tenancy):
+    # A fresh acme, not the one the first test kept.
+    assert tenant_conn.execute("select count(*) from shop_t0").fetchone()[0] == 0
+    tenant_conn.execute("insert into shop_t0 (name) values ('second')")
+    assert dict(tenants["acme"].metadata) == {}  # the test sees only its own metadata
+
+def test_anonymous(tenant):
+    pass
+"""
+
+
+def test_keep_with_named_tenants_in_several_tests(inner, record_dir: Path) -> None:
+    """--pgtenants-keep: a later test reusing a name gets a fresh tenant; the last one is kept.
+
+    Each kept tenant records the test that left it in its registry metadata.
+    """
+    inner.pytester.makepyfile(test_keep_named=KEEP_NAMED)
+    result = inner.run("--pgtenants-keep", "-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+    out = result.stdout.str()
+    found = re.search(r"^kept test database (\w+);", out, re.MULTILINE)
+    assert found is not None, out
+    db = found.group(1)
+    try:
+        result.stdout.fnmatch_lines(
+            [
+                f"kept 3 tenant(s) in {db}*pgtenants_test*",
+                "    acme  test_keep_named.py::test_second",
+            ]
+        )
+        conninfo = inner.server.replace("dbname=postgres", "") + f" dbname={db}"
+        with psycopg.connect(conninfo) as conn:
+            rows = dict(
+                conn.execute(
+                    "select schema, metadata->>'pgtenants_test' from tenantkit_tenants"
+                    " where not is_public"
+                ).fetchall()
+            )
+            acme_rows = conn.execute("select name from acme.shop_t0").fetchall()
+        assert rows.pop("acme") == rows.pop("globex") == "test_keep_named.py::test_second"
+        assert list(rows.values()) == ["test_keep_named.py::test_anonymous"]
+        assert acme_rows == [("second",)]
+    finally:
+        _drop(inner.server, db)
+
+
+KEEP_XDIST = """
+import pytest
+
+@pytest.mark.parametrize("n", range(4))
+def test_keep(tenant, n):
+    pass
+"""
+
+
+def test_keep_under_xdist_leaves_the_embedded_server_running(inner) -> None:
+    """-n 2 --pgtenants-keep: the printed server is really running, with the kept databases."""
+    from tenantkit.cli.server import stop_server
+
+    inner.pytester.makepyfile(test_keep_xdist=KEEP_XDIST)
+    args = [a for a in inner.args() if not a.startswith("--pgtenants-dsn")]
+    result = inner.pytester.runpytest_subprocess(
+        *args, "-p", "xdist", "-n", "2", "--pgtenants-keep", timeout=180
+    )
+    out = result.stdout.str()
+    match = re.search(
+        r"conninfo '([^']+)'\); stop it and remove it with: tenantkit server stop (\S+)", out
+    )
+    assert match is not None, out
+    conninfo, base_dir = match.group(1), match.group(2)
+    try:
+        result.assert_outcomes(passed=4)
+        assert Path(base_dir).is_dir()
+        with psycopg.connect(conninfo, connect_timeout=5) as conn:
+            dbs = [
+                r[0]
+                for r in conn.execute(
+                    "select datname from pg_database where starts_with(datname, 'pgtenants_db_')"
+                ).fetchall()
+            ]
+        assert len(dbs) == 2, dbs  # one per worker, both kept
+        for db in dbs:
+            with psycopg.connect(conninfo.replace("dbname=postgres", f"dbname={db}")) as conn:
+                nodeids = conn.execute(
+                    "select metadata->>'pgtenants_test' from tenantkit_tenants where not is_public"
+                ).fetchall()
+            assert nodeids and all(
+                n[0].startswith("test_keep_xdist.py::test_keep[") for n in nodeids
+            )
+    finally:
+        stop_server(base_dir)
+    assert not _can_connect(conninfo)
+    assert not Path(base_dir).exists()

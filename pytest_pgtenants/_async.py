@@ -1,0 +1,162 @@
+"""The async fixtures: ``atenancy``, ``atenant_conn`` and ``atenant_client``.
+
+They are registered by ``pytest_configure`` rather than defined in :mod:`.fixtures`: by then
+pytest has loaded its plugins, so pytest-asyncio's fixture decorator is used when pytest-asyncio
+is loaded (in strict mode too) and ``pytest.fixture`` otherwise (anyio runs those). Importing
+pytest-asyncio ourselves at plugin load time would cost about 25 ms (asyncio, ssl), four times
+the rest of the plugin, in runs that have it installed but not loaded.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ._session import PgTenantsSession, TestDatabase
+from .fixtures import _close_middleware, _rollback, _serve, _Served, tenancy_settings
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from tenantkit.models import Tenant
+    from tenantkit.tenancy import AsyncTenancy, Tenancy
+
+    from .client import AsyncTenantClient
+
+__all__ = ["atenancy", "atenant_client", "atenant_conn"]
+
+
+def _fixture(func: Any) -> Any:
+    if "pytest_asyncio" in sys.modules:
+        import pytest_asyncio
+
+        return pytest_asyncio.fixture(func)
+    return pytest.fixture(func)
+
+
+@_fixture
+async def atenancy(
+    request: pytest.FixtureRequest, pgtenants_session: PgTenantsSession, tenancy: Tenancy
+) -> AsyncIterator[AsyncTenancy]:
+    """A ``tenantkit.AsyncTenancy`` on the test database, its pool opened on the test's loop.
+
+    For async code: ``async with atenancy.connection(tenant) as conn``. Its pool belongs to
+    the event loop of the test (pytest-asyncio or anyio), is opened before the test and
+    closed after it; tenants and hosts are those of ``tenancy`` (same database, same
+    cleanup). Strict in strict mode, like ``tenancy``.
+    """
+    from tenantkit import AsyncTenancy
+
+    settings = pgtenants_session.settings
+    instance = AsyncTenancy(
+        pgtenants_session.database.conninfo,
+        shared_schema=settings.shared_schema,
+        migrations=settings.migrations,
+        strict=tenancy.strict,
+        min_size=1,
+        max_size=4,
+    )
+    await instance.open()
+    try:
+        yield instance
+    finally:
+        await instance.close()
+
+
+@_fixture
+async def atenant_conn(
+    request: pytest.FixtureRequest, pgtenants_database: TestDatabase, tenant: Tenant
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """An async connection (``psycopg.AsyncConnection``) bound to ``tenant``.
+
+    Needs an async test (pytest-asyncio or anyio). Committed at the end, or rolled back in
+    rollback mode.
+    """
+    import psycopg
+
+    from tenantkit.search_path import ause_tenant
+
+    settings = tenancy_settings(request)
+    conn = await psycopg.AsyncConnection.connect(pgtenants_database.conninfo)
+    try:
+        async with ause_tenant(conn, tenant, shared_schema=settings.shared_schema):
+            yield conn
+        if _rollback(request, settings):
+            await conn.rollback()
+        else:
+            await conn.commit()
+    finally:
+        await conn.close()
+
+
+async def _aclose_middleware(middleware: Any) -> None:
+    aclose = getattr(middleware, "aclose", None)
+    if callable(aclose):
+        await aclose()
+    else:
+        _close_middleware(middleware)
+
+
+@_fixture
+async def atenant_client(
+    request: pytest.FixtureRequest, pgtenants_session: PgTenantsSession, tenancy: Tenancy
+) -> AsyncIterator[Callable[..., AsyncTenantClient]]:
+    """Async twin of ``tenant_client`` for ASGI apps: ``await client.get("/")``.
+
+    The app runs on the test's event loop: its lifespan starts before the first request and
+    shuts down after the test on that loop, so an ``AsyncTenancy`` the app opens in its
+    lifespan is opened, used and closed on one loop.
+    """
+    from ._extras import require
+
+    require("httpx")
+    from .client import AsyncTenantClient
+
+    clients: list[AsyncTenantClient] = []
+    served: dict[tuple[int, bool], _Served] = {}
+
+    def build(
+        app: Any,
+        tenant: Tenant | str | None = None,
+        *,
+        host: str | None = None,
+        route: bool = False,
+        lifespan: bool = True,
+        **kwargs: Any,
+    ) -> AsyncTenantClient:
+        runner = _serve(served, app, tenancy, route=route, lifespan=lifespan, asynchronous=True)
+        if host is None:
+            tenant = tenant if tenant is not None else request.getfixturevalue("tenant")
+            host = pgtenants_session.primary_host(tenant)
+        client = AsyncTenantClient(
+            runner.target,
+            host,
+            tenant=tenant,
+            host_of=pgtenants_session.primary_host,
+            transport=runner.transport,
+            **kwargs,
+        )
+        clients.append(client)
+        return client
+
+    try:
+        yield build
+    finally:
+        errors: list[BaseException] = []
+        for client in clients:
+            await client.aclose()
+        for runner in served.values():
+            try:
+                await runner.transport.aclose()
+            except Exception as exc:  # close everything, then report the first failure
+                errors.append(exc)
+            if runner.middleware is not None:
+                try:
+                    await _aclose_middleware(runner.middleware)
+                except Exception as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
