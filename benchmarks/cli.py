@@ -4,7 +4,9 @@ Each figure is a median of --repeat runs of the real console script, set beside 
 measured in the same run:
 
 * start-up: ``tenantkit --version`` (the floor of every command: Python and imports);
-* ``plan`` and ``list --json`` over --tenants tenants (one query each, whatever the count);
+* ``plan``, ``list --json`` and ``list --limit 20`` over --tenants tenants;
+* ``create NAME`` (one tenant per command) beside ``create --from-file`` of 100 tenants (one
+  command), per tenant, and beside ``Tenancy.create_tenant`` in-process (the transaction alone);
 * ``run --all -- "select count(*) from notes"`` (as a table, and as ``--json``) beside the
   hand-written loop it replaces (one psycopg connection, per tenant ``SET search_path`` and the
   query in one transaction); the ratio takes the start-up median off ``--json``'s time;
@@ -24,6 +26,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,19 +49,30 @@ def command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "tenantkit.cli"]
 
 
-def timed_cli(dsn: str, *args: str, repeat: int) -> float:
-    """Median wall time of ``tenantkit --dsn DSN ARGS`` (output discarded)."""
+def timed_cli(dsn: str, *args: str, repeat: int, each: list[list[str]] | None = None) -> float:
+    """Median wall time of ``tenantkit --dsn DSN ARGS`` (output discarded); with ``each``,
+    run ``i`` appends ``each[i]`` to the arguments."""
     env = {k: v for k, v in os.environ.items() if k not in ("PGTENANTS_DSN", "DATABASE_URL")}
     env["TENANTKIT_MIGRATIONS"] = MIGRATIONS
     samples = []
-    for _ in range(repeat):
+    for i in range(repeat):
         started = time.perf_counter()
         subprocess.run(
-            [*command(), "--dsn", dsn, *args],
+            [*command(), "--dsn", dsn, *args, *(each[i] if each else [])],
             check=True,
             stdout=subprocess.DEVNULL,
             env=env,
         )
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def create_in_process(tenancy: Tenancy, names: list[str]) -> float:
+    """Median time of ``create_tenant`` (from the template) in this process."""
+    samples = []
+    for schema in names:
+        started = time.perf_counter()
+        tenancy.create_tenant(schema)
         samples.append(time.perf_counter() - started)
     return statistics.median(samples)
 
@@ -91,7 +105,11 @@ def main() -> None:
     server: ExternalServer | EmbeddedServer = (
         ExternalServer(args.dsn) if args.dsn else EmbeddedServer()
     )
-    with server, temporary_database(server.conninfo, prefix="tk_cli") as dsn:
+    with (
+        server,
+        temporary_database(server.conninfo, prefix="tk_cli") as dsn,
+        tempfile.TemporaryDirectory() as folder,
+    ):
         print(f"setting up {args.tenants} tenants...", file=sys.stderr)
         with Tenancy(dsn, migrations=MIGRATIONS) as tenancy:
             tenancy.install()
@@ -100,10 +118,21 @@ def main() -> None:
             schemas = [f"t{i:05d}" for i in range(args.tenants)]
             for schema in schemas:
                 tenancy.create_tenant(schema, domains=[f"{schema}.example.test"])
+            in_process = create_in_process(tenancy, [f"p{i:03d}" for i in range(args.repeat)])
         n, r = args.tenants, args.repeat
         startup = timed_cli(dsn, "--version", repeat=r)
         plan = timed_cli(dsn, "plan", repeat=r)
         listing = timed_cli(dsn, "list", "--json", repeat=r)
+        page = timed_cli(dsn, "list", "--limit", "20", repeat=r)
+        one = timed_cli(dsn, "create", repeat=r, each=[[f"c{i:03d}"] for i in range(r)])
+        bulk = 100
+        files = []
+        for i in range(r):
+            listing_file = Path(folder, f"batch{i}.txt")
+            names = (f"b{i}_{j:03d} b{i}-{j:03d}.example.test" for j in range(bulk))
+            listing_file.write_text("\n".join(names) + "\n")
+            files.append(["--from-file", str(listing_file)])
+        from_file = timed_cli(dsn, "create", repeat=r, each=files)
         count = "select count(*) from notes"
         run_all = timed_cli(dsn, "run", "--all", "--", count, repeat=r)
         run_json = timed_cli(dsn, "run", "--all", "--json", "--", count, repeat=r)
@@ -119,6 +148,15 @@ def main() -> None:
         ("start-up (tenantkit --version)", ms(startup), ""),
         ("plan", ms(plan), f"{ms(plan - startup)} after start-up"),
         ("list --json", ms(listing), f"{ms(listing - startup)} after start-up"),
+        ("list --limit 20", ms(page), f"{ms(page - startup)} after start-up"),
+        ("create NAME, one tenant per command", ms(one), f"{ms(one - startup)} after start-up"),
+        (
+            f"create --from-file, {bulk} tenants",
+            ms(from_file),
+            f"{ms(from_file / bulk)} per tenant, {one * bulk / from_file:.0f}x faster than "
+            f"{bulk} commands",
+        ),
+        ("create_tenant() in-process, per tenant", ms(in_process), "the transaction alone"),
         ("run --all, select count(*), table", ms(run_all), f"{ms(run_all - run_json)} drawing"),
         ("run --all, select count(*), --json", ms(run_json), ""),
         ("hand-written loop, same statements", ms(loop), ""),

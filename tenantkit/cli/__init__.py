@@ -3,14 +3,18 @@
 Lives in the ``cli`` extra (click, rich, prompt_toolkit): the core package never imports this
 module, so ``import tenantkit`` works without them.
 
-Every command runs inside :func:`~tenantkit.cli._errors.translated_errors`, so tenantkit and
-psycopg errors end as one ``error: ...`` line and an exit code from
+Every command runs inside :func:`~tenantkit.cli._errors.translated_errors`, so tenantkit,
+psycopg and click usage errors end as one ``error: ...`` line and an exit code from
 :class:`~tenantkit.cli._errors.ExitCode`, never a traceback. Commands get the database with
 :func:`require_dsn` and a tenancy with :func:`~tenantkit.cli._context.open_tenancy`.
+
+Commands are imported when they run, not when the program starts (``_COMMANDS`` names the
+module of each): ``tenantkit --version`` and ``tenantkit create`` load only what they use.
 """
 
 from __future__ import annotations
 
+import importlib
 import signal
 import threading
 from types import FrameType
@@ -20,19 +24,62 @@ import click
 
 from .._version import __version__
 from ._context import dsn_option_value, require_dsn
-from ._errors import CliError, ExitCode, translated_errors
+from ._errors import CliError, ExitCode, translated_errors, usage_error
 
 __all__ = ["CliError", "ExitCode", "dsn_option_value", "main", "require_dsn"]
 
+#: Command name -> ``module:attribute`` under tenantkit.cli, in the order ``--help`` lists them
+#: (by topic, not alphabetically).
+_COMMANDS: dict[str, str] = {
+    "init": "tenants:init",
+    "create": "tenants:create",
+    "list": "tenants:list_tenants",
+    "show": "tenants:show",
+    "rename": "tenants:rename",
+    "drop": "tenants:drop",
+    "domains": "tenants:domains",
+    "clone": "tenants:clone",
+    "migrate": "migrate:migrate",
+    "plan": "migrate:plan",
+    "drift": "migrate:drift",
+    "run": "run:run",
+    "server": "server:server",
+    "shell": "shell:shell",
+    "demo": "demo:demo",
+}
+
 
 class _Group(click.Group):
-    """A group whose commands' user errors become one line and an exit code."""
+    """The top-level group: commands imported on first use, and every user error (ours,
+    the library's, psycopg's and click's own usage errors) printed as one ``error:`` line."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)  # in the order they are added: by topic, not alphabetically
+        return [*_COMMANDS, *(name for name in self.commands if name not in _COMMANDS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self.commands.get(cmd_name)
+        if command is None and cmd_name in _COMMANDS:
+            module, _, attribute = _COMMANDS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+            assert isinstance(command, click.Command)
+            self.add_command(command, cmd_name)
+        return command
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:  # an unknown global option: click's own message
+            raise usage_error(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
-        with translated_errors():
+        # The group's own options are parsed by now (its callback runs inside super().invoke).
+        with translated_errors(embedded=bool(ctx.params.get("embedded"))):
             return super().invoke(ctx)
 
 
@@ -85,30 +132,3 @@ def _terminate_like_interrupt(ctx: click.Context) -> None:
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
-
-
-from .demo import demo  # noqa: E402 (commands import helpers from the modules above)
-from .migrate import drift, migrate, plan  # noqa: E402
-from .run import run  # noqa: E402
-from .server import server  # noqa: E402
-from .shell import shell  # noqa: E402
-from .tenants import clone, create, domains, drop, init, list_tenants, rename, show  # noqa: E402
-
-for _command in (
-    init,
-    create,
-    list_tenants,
-    show,
-    rename,
-    drop,
-    domains,
-    clone,
-    migrate,
-    plan,
-    drift,
-    run,
-    server,
-    shell,
-    demo,
-):
-    main.add_command(_command)

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
-import psycopg
 
 from ._errors import CliError, ExitCode
 
@@ -80,6 +79,8 @@ def require_dsn(ctx: click.Context) -> str:
 def check_reachable(dsn: str) -> None:
     """Connect once, so an unreachable server or a refused login fails fast and says why
     (a pool would retry in the background and time out without the reason)."""
+    import psycopg
+
     try:
         with psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT, autocommit=True):
             pass
@@ -188,6 +189,7 @@ def complete_tenant(ctx: click.Context, param: click.Parameter, incomplete: str)
     Reads the registry of the database the command line names (``--dsn``, ``PGTENANTS_DSN`` or
     ``DATABASE_URL``); completes nothing, silently, when there is none or it cannot be read.
     """
+    import psycopg
     from psycopg import sql
 
     from ..registry import TENANTS_TABLE

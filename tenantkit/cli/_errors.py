@@ -7,13 +7,13 @@ never a traceback. Errors we do not know (a bug) keep their traceback.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import IntEnum
 from typing import IO, Any
 
 import click
-import psycopg
 
 from ..errors import (
     DomainExists,
@@ -31,7 +31,14 @@ from ..errors import (
     TenantNotFound,
 )
 
-__all__ = ["CliError", "ExitCode", "sql_error_text", "translated_errors"]
+__all__ = [
+    "CliError",
+    "CliUsageError",
+    "ExitCode",
+    "sql_error_text",
+    "translated_errors",
+    "usage_error",
+]
 
 
 class ExitCode(IntEnum):
@@ -62,6 +69,34 @@ class CliError(click.ClickException):
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.secho(f"error: {self.format_message()}", file=file, err=file is None, fg="red")
+
+
+class CliUsageError(click.UsageError):
+    """A usage error shown as click shows one (the usage line and where to find help), ending
+    in one ``error: message`` line like every other error of the command."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        color = self.ctx.color if self.ctx is not None else None
+        if self.ctx is not None:
+            help_names = self.ctx.command.get_help_option_names(self.ctx)
+            hint = (
+                f"Try '{self.ctx.command_path} {max(help_names, key=len)}' for help.\n"
+                if help_names
+                else ""
+            )
+            click.echo(f"{self.ctx.get_usage()}\n{hint}", file=file, err=file is None, color=color)
+        click.secho(
+            f"error: {self.format_message()}", file=file, err=file is None, fg="red", color=color
+        )
+
+
+def usage_error(exc: click.UsageError) -> CliUsageError:
+    """``exc`` (click's own, or a command's) as a :class:`CliUsageError`."""
+    if isinstance(exc, CliUsageError):
+        return exc
+    error = CliUsageError(exc.format_message(), exc.ctx)
+    setattr(error, "exit_code", exc.exit_code)  # noqa: B010 (a ClassVar in click's stubs)
+    return error
 
 
 def one_line(message: str) -> str:
@@ -99,6 +134,8 @@ _CODES: tuple[tuple[type[BaseException], ExitCode], ...] = (
 def sql_error_text(exc: BaseException) -> str:
     """One line for a failed statement: the server's message, detail and hint, and its
     SQLSTATE (``relation "nope" does not exist (SQLSTATE 42P01)``)."""
+    import psycopg
+
     diag = exc.diag if isinstance(exc, psycopg.Error) else None
     primary = diag.message_primary if diag is not None else None
     if diag is None or not primary:
@@ -112,7 +149,7 @@ def sql_error_text(exc: BaseException) -> str:
     return f"{text} (SQLSTATE {diag.sqlstate})" if diag.sqlstate else text
 
 
-def _connection_message(exc: psycopg.OperationalError) -> str:
+def _connection_message(exc: BaseException) -> str:
     text = one_line(str(exc)).removeprefix("connection failed: ").rstrip(". ")
     end = "" if text.endswith(("?", "!")) else "."
     return (
@@ -128,12 +165,30 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
 )
 
 
-def _cli_message(exc: TenantkitError) -> str:
+#: Library messages name the Python call to make; the command names its own subcommand.
+_HOST_TAKEN = re.compile(r"host '([^']+)' is already registered; remove_domain\(\) it first")
+
+
+def _cli_message(exc: TenantkitError, *, embedded: bool = False) -> str:
     if isinstance(exc, RegistryNotInstalled):
+        if embedded:
+            # `tenantkit init` would install it on a server removed when the command ends.
+            return (
+                "the embedded server is empty and thrown away when the command ends, so there "
+                "are no tenants to work on: start one that lasts with `tenantkit server` and "
+                "pass its DSN, or `tenantkit demo --keep` for one with example tenants"
+            )
         return "the tenant registry is not installed in this database: run `tenantkit init`"
     message = str(exc).replace(
         "use tenantkit.names.schema_name_from() to derive one",
         "`tenantkit create --name 'Display Name'` derives a valid one from a display name",
+    )
+    message = _HOST_TAKEN.sub(
+        lambda m: (
+            f"host '{m[1]}' is already registered: remove it first with "
+            f"`tenantkit domains remove {m[1]}`, or pick another host"
+        ),
+        message,
     )
     for kind, hint in _HINTS:
         if isinstance(exc, kind):
@@ -141,13 +196,18 @@ def _cli_message(exc: TenantkitError) -> str:
     return message
 
 
-def translate(exc: BaseException) -> CliError | None:
-    """The user-facing error for ``exc``, or None when it is not a user error (a bug)."""
+def translate(exc: BaseException, *, embedded: bool = False) -> CliError | None:
+    """The user-facing error for ``exc``, or None when it is not a user error (a bug).
+
+    ``embedded``: the command works on a throw-away ``--embedded`` server (advice differs).
+    """
+    import psycopg
+
     if isinstance(exc, TenantkitError):
         for kind, code in _CODES:
             if isinstance(exc, kind):
-                return CliError(_cli_message(exc), code)
-        return CliError(_cli_message(exc))
+                return CliError(_cli_message(exc, embedded=embedded), code)
+        return CliError(_cli_message(exc, embedded=embedded))
     if isinstance(exc, psycopg.OperationalError) and (
         "connection" in str(exc) or getattr(exc, "sqlstate", None) in (None, "08001", "08006")
     ):
@@ -158,16 +218,23 @@ def translate(exc: BaseException) -> CliError | None:
 
 
 @contextmanager
-def translated_errors() -> Iterator[None]:
-    """Turn tenantkit, psycopg and interrupt errors into :class:`CliError` exits."""
+def translated_errors(*, embedded: bool = False) -> Iterator[None]:
+    """Turn tenantkit, psycopg, click and interrupt errors into :class:`CliError` exits, all
+    printed as ``error: ...`` (click's own print ``Error:``)."""
     try:
         yield
-    except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+    except (CliError, click.exceptions.Exit, click.exceptions.Abort):
         raise
+    except click.UsageError as exc:
+        raise usage_error(exc) from None
+    except click.ClickException as exc:
+        plain = CliError(exc.format_message())
+        setattr(plain, "exit_code", exc.exit_code)  # noqa: B010
+        raise plain from None
     except KeyboardInterrupt:
         raise CliError("interrupted", ExitCode.INTERRUPTED) from None
     except Exception as exc:
-        error = translate(exc)
+        error = translate(exc, embedded=embedded)
         if error is None:
             raise
         raise error from exc

@@ -19,6 +19,7 @@ from .. import inspect as tk_inspect
 from ..catalog import diff_objects, read_catalog
 from ..catalog import drift as catalog_drift
 from ..errors import TenantkitError, TenantNotFound
+from ._migration_state import unknown_migrations
 from ._shell_render import format_bytes, format_duration, table
 
 if TYPE_CHECKING:
@@ -131,12 +132,30 @@ def cmd_tenants(sh: ShellSession, arg: str) -> None:
     sh.say(f"({len(tenants)} tenant{'' if len(tenants) == 1 else 's'}{current})")
 
 
+#: tenantkit's own tables (registry, migration history and journal, spares) start with this;
+#: ``\\dt`` leaves them out unless asked (``\\dtS``, or a pattern naming them).
+INTERNAL_PREFIX = "tenantkit_"
+
+
 def cmd_dt(sh: ShellSession, arg: str) -> None:
+    _list_tables(sh, arg, internal=False)
+
+
+def cmd_dt_all(sh: ShellSession, arg: str) -> None:
+    _list_tables(sh, arg, internal=True)
+
+
+def _list_tables(sh: ShellSession, arg: str, *, internal: bool) -> None:
     schemas = sh.path_schemas()
     with sh.inspection() as conn:
         tables = tk_inspect.list_tables(conn, schemas)
+    hidden = 0
     if arg:
+        # A pattern is an explicit request: it may name tenantkit's own tables.
         tables = tuple(t for t in tables if fnmatch.fnmatchcase(t.name, arg))
+    elif not internal:
+        shown = tuple(t for t in tables if not t.name.startswith(INTERNAL_PREFIX))
+        hidden, tables = len(tables) - len(shown), shown
     seen: set[str] = set()
     rows = []
     for t in tables:
@@ -153,13 +172,15 @@ def cmd_dt(sh: ShellSession, arg: str) -> None:
                 format_bytes(t.size_bytes) if t.kind != "view" else "",
             )
         )
+    own = f"; {hidden} of tenantkit's own not shown (\\dtS shows them)" if hidden else ""
     if not rows:
         what = f" matching {arg}" if arg else ""
-        sh.say(f"no tables{what} in {', '.join(schemas)}")
+        sh.say(f"no tables{what} in {', '.join(schemas)}{own}")
         return
     sh.say(table(("schema", "name", "kind", "rows (est.)", "size"), rows, right=("rows (est.)",)))
     sh.say(
-        f"({len(rows)} relation{'' if len(rows) == 1 else 's'}; sizes include indexes and TOAST)"
+        f"({len(rows)} relation{'' if len(rows) == 1 else 's'}{own}; sizes include indexes "
+        "and TOAST)"
     )
 
 
@@ -344,13 +365,24 @@ def cmd_plan(sh: ShellSession, arg: str) -> None:
             "--migrations DIR (or set TENANTKIT_MIGRATIONS)"
         )
     plan = sh.tenancy.plan()
+    with sh.inspection() as conn:
+        unknown = unknown_migrations(conn, sh.tenancy.shared_schema, str(sh.migrations_dir))
     pending = plan.pending
-    if not pending:
+    if not pending and not unknown:
         sh.say(f"Nothing to migrate ({len(plan.entries)} schemas at the head).")
         return
-    rows = [(e.schema, e.kind, ", ".join(e.pending)) for e in pending]
-    sh.say(table(("schema", "kind", "pending"), rows))
-    sh.say(f"({len(pending)} of {len(plan.entries)} schemas have pending migrations)")
+    if pending:
+        rows = [(e.schema, e.kind, ", ".join(e.pending)) for e in pending]
+        sh.say(table(("schema", "kind", "pending"), rows))
+        sh.say(f"({len(pending)} of {len(plan.entries)} schemas have pending migrations)")
+    if unknown:
+        # Planning compares what exists on disk, so these schemas look up to date there.
+        ahead = [(schema, ", ".join(ids)) for schema, ids in unknown.items()]
+        sh.say(table(("schema", f"applied, not in {sh.migrations_dir}"), ahead))
+        sh.say(
+            f"({len(unknown)} schema{'' if len(unknown) == 1 else 's'} ahead of the "
+            "migrations directory: the code is older than the database)"
+        )
 
 
 def cmd_who(sh: ShellSession, arg: str) -> None:
@@ -430,8 +462,16 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         ("\\dt",),
         "[PATTERN]",
-        "tables of the current tenant and the shared schema, with estimated rows and sizes",
+        "tables of the current tenant and the shared schema, with estimated rows and sizes "
+        "(tenantkit's own tables left out)",
         cmd_dt,
+        "table",
+    ),
+    Command(
+        ("\\dtS", "\\dt+"),
+        "[PATTERN]",
+        "\\dt with tenantkit's own tables too (registry, migration history, journal)",
+        cmd_dt_all,
         "table",
     ),
     Command(

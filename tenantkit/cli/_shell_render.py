@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from rich.console import Console
@@ -13,7 +15,19 @@ from rich.text import Text
 
 from ._errors import sql_error_text
 
-__all__ = ["ResultSet", "error_line", "format_bytes", "format_duration", "table"]
+__all__ = [
+    "OutputFormat",
+    "ResultSet",
+    "error_line",
+    "error_position",
+    "format_bytes",
+    "format_duration",
+    "table",
+]
+
+#: How results print: ``table`` (boxes, for people), ``unaligned`` (psql's ``-A``: one line
+#: per row, fields joined by a separator) or ``csv`` (psql's ``--csv``).
+OutputFormat = Literal["table", "unaligned", "csv"]
 
 #: Type OIDs shown right-aligned (numbers): int2, int4, int8, oid, float4, float8, money,
 #: numeric.
@@ -92,10 +106,32 @@ class ResultSet:
                     row.append(None if value is None else value.decode(encoding, "replace"))
                 self.rows.append(row)
 
-    def render(self, console: Console, *, max_rows: int | None = None) -> None:
-        """Print the rows as a table and their count, or the command status."""
+    def render(
+        self,
+        console: Console,
+        *,
+        max_rows: int | None = None,
+        output: OutputFormat = "table",
+        separator: str = "|",
+    ) -> None:
+        """Print the rows and their count (a table, or unaligned lines), or the command
+        status. CSV prints the header and rows only, ready for another program."""
         if self.columns is None:
             console.print(Text(self.status))
+            return
+        if output == "csv":
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerow(self.columns)
+            writer.writerows(["" if v is None else v for v in row] for row in self.rows)
+            console.out(buffer.getvalue(), end="", highlight=False)
+            return
+        if output == "unaligned":
+            lines = [separator.join(self.columns)]
+            lines += [separator.join("" if v is None else v for v in row) for row in self.rows]
+            count = len(self.rows)
+            lines.append(f"({count} row{'' if count == 1 else 's'})")
+            console.out("\n".join(lines), highlight=False)
             return
         shown = self.rows if max_rows is None else self.rows[:max_rows]
         right = [c for c, num in zip(self.columns, self.numeric, strict=True) if num]
@@ -112,3 +148,32 @@ def error_line(exc: BaseException) -> str:
     diag = exc.diag if isinstance(exc, psycopg.Error) else None
     severity = (diag.severity if diag is not None and diag.message_primary else None) or "ERROR"
     return f"{severity}: {sql_error_text(exc)}"
+
+
+def error_position(statement: str, exc: BaseException) -> list[str]:
+    """Where in ``statement`` the server found the error, as psql shows it: the line with
+    ``LINE n:`` before it and a caret under the spot; empty when the error has no position."""
+    diag = exc.diag if isinstance(exc, psycopg.Error) else None
+    position = diag.statement_position if diag is not None else None
+    if not position or not position.isdigit():
+        return []
+    offset = int(position) - 1  # the server counts characters, from 1
+    if not 0 <= offset <= len(statement):
+        return []
+    start = statement.rfind("\n", 0, offset) + 1
+    end = statement.find("\n", offset)
+    line = statement[start : end if end >= 0 else len(statement)].replace("\t", " ")
+    column = offset - start
+    # A long line is cut around the spot, as psql does, so the caret stays on screen.
+    width = 72
+    if len(line) > width:
+        left = max(0, min(column - width // 2, len(line) - width))
+        shown = line[left : left + width]
+        column -= left
+        if left > 0:
+            shown, column = "..." + shown, column + 3
+        if left + width < len(line):
+            shown += "..."
+        line = shown
+    prefix = f"LINE {statement.count(chr(10), 0, start) + 1}: "
+    return [prefix + line, " " * (len(prefix) + column) + "^"]

@@ -33,7 +33,7 @@ from ..errors import (
 from ..models import Tenant
 from ._context import find_tenant
 from ._shell_commands import CommandError, find_command
-from ._shell_render import ResultSet, error_line
+from ._shell_render import OutputFormat, ResultSet, error_line, error_position
 from ._shell_sql import StatementBuffer, first_words, strip_comments
 
 if TYPE_CHECKING:
@@ -93,8 +93,13 @@ class ShellSession:
         interactive: bool = False,
         stop_on_error: bool = False,
         own_application: str | None = None,
+        output: OutputFormat = "table",
+        separator: str = "|",
     ) -> None:
         self.tenancy = tenancy
+        #: How results print (``-A`` / ``--csv``), and the field separator of unaligned rows.
+        self.output: OutputFormat = output
+        self.separator = separator
         self.out = out
         self.err = err
         self.migrations_dir = migrations_dir
@@ -198,7 +203,7 @@ class ShellSession:
         try:
             self._statement(statement)
         except psycopg.Error as exc:
-            self._sql_failed(exc)
+            self._sql_failed(exc, statement)
             return not self.stop_on_error
         except TenantkitError as exc:
             self._failed(str(exc))
@@ -287,9 +292,12 @@ class ShellSession:
         except BaseException:
             self.after_failure(conn)
             raise
-        limit = INTERACTIVE_MAX_ROWS if self.interactive else None
+        limit = INTERACTIVE_MAX_ROWS if self.interactive and self.output == "table" else None
         for result in results:
-            result.render(self.out, max_rows=limit)
+            self._render(result, limit)
+
+    def _render(self, result: ResultSet, max_rows: int | None = None) -> None:
+        result.render(self.out, max_rows=max_rows, output=self.output, separator=self.separator)
 
     def after_failure(self, conn: psycopg.Connection[Any]) -> None:
         """Clean up after a failed statement: roll back unless inside an explicit
@@ -351,7 +359,7 @@ class ShellSession:
         except BaseException:
             self.after_failure(conn)
             raise
-        result.render(self.out)
+        self._render(result)
 
     def _copy_out(self, statement: str) -> None:
         conn = self.connection()
@@ -384,9 +392,12 @@ class ShellSession:
         """Print to standard output; a string as plain text (never read as rich markup)."""
         self.out.print(Text(output) if isinstance(output, str) else output)
 
-    def _sql_failed(self, exc: psycopg.Error) -> None:
+    def _sql_failed(self, exc: psycopg.Error, statement: str | None = None) -> None:
         self.failures += 1
         self.err.print(Text(error_line(exc)), style="red")
+        # Where it went wrong, as psql shows it: the line and a caret under the spot.
+        for line in error_position(statement, exc) if statement else ():
+            self.err.out(line, highlight=False)
 
     def _failed(self, message: str) -> None:
         self.failures += 1

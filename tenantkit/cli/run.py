@@ -156,7 +156,18 @@ def _print_results(results: list[TenantResult], total: int) -> None:
     click.echo(f"{len(results) - failed} ok, {failed} failed{tail}")
 
 
-@click.command(context_settings={"ignore_unknown_options": False})
+class _RunCommand(click.Command):
+    """Remembers the words given after ``--``: click drops the ``--`` itself, and without it
+    ``run -- "select 1"`` would read the SQL as a tenant name."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["tenantkit.run.sql_words"] = (
+            len(args) - args.index("--") - 1 if "--" in args else None
+        )
+        return super().parse_args(ctx, args)
+
+
+@click.command(cls=_RunCommand, context_settings={"ignore_unknown_options": False})
 @click.argument("words", nargs=-1, metavar="[TENANT] -- SQL...")
 @click.option("--all", "all_tenants", is_flag=True, help="Run in every active tenant.")
 @click.option(
@@ -199,10 +210,20 @@ def run(
     result of each tenant is shown in one table. Exits 1 when any tenant failed.
     """
     args = list(words)
+    after_dashes = ctx.meta.get("tenantkit.run.sql_words")
+    # The words before ``--`` name the tenant; those after it are the SQL.
+    before = args if after_dashes is None else args[: len(args) - after_dashes]
     if not all_tenants:
-        if not args:
-            raise click.UsageError("name a TENANT, or pass --all to run in every tenant")
+        if not before:
+            raise click.UsageError(
+                "no TENANT given: name one before the SQL (tenantkit run acme -- 'select ...'), "
+                "or pass --all to run in every tenant"
+            )
         tenant_name = args.pop(0)
+    elif after_dashes is not None and before:
+        raise click.UsageError(
+            f"--all runs in every tenant: drop the tenant name {before[0]!r}, or drop --all"
+        )
     script = _script(args, file)
     with open_tenancy(ctx, shared_schema=shared_schema, max_size=jobs + 1) as tenancy:
         if all_tenants:

@@ -1,31 +1,39 @@
 """``tenantkit server``: a throw-away PostgreSQL for local development.
 
 ``tenantkit server [OPTIONS]`` runs one in the foreground until Ctrl-C (or, with ``--detach``,
-leaves it running and returns); ``tenantkit server stop DIR`` stops a server left running
-(``--detach``, ``tenantkit demo --keep``, ``pytest --pgtenants-keep``) and removes its
-directory. The stop works as root although the server runs as an unprivileged account: it
-signals the postmaster named in ``postmaster.pid`` after checking it really serves that
-directory.
+leaves it running and returns); ``tenantkit server list`` shows the servers on this machine,
+those left running (``--detach``, ``tenantkit demo --keep``, ``pytest --pgtenants-keep``) and
+those stopped with their data kept (``--keep-data``); ``tenantkit server stop DIR`` stops one
+and removes its directory. The stop works as root although the server runs as an
+unprivileged account: it signals the postmaster named in ``postmaster.pid`` after checking it
+really serves that directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import shlex
 import shutil
 import signal
 import sys
+import tempfile
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
 from ..errors import ServerError
 from ._errors import CliError, ExitCode
 
-__all__ = ["server", "stop_command", "stop_server"]
+__all__ = ["ServerDirectory", "find_servers", "server", "stop_command", "stop_server"]
 
 #: Throw-away server directories are named ``tenantkit-*`` (see tenantkit.server); nothing
 #: else is ever removed by ``tenantkit server stop``.
@@ -176,6 +184,159 @@ def stop_server(directory: str | os.PathLike[str]) -> tuple[Path, int | None]:
     return base, pid
 
 
+# --- tenantkit server list ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerDirectory:
+    """A throw-away server's directory found on this machine.
+
+    ``pid`` is the live postmaster (None: stopped, its data kept); ``watched_by`` the process
+    whose watchdog will stop and remove it when that process ends (None: detached or kept,
+    so only ``tenantkit server stop`` ends it).
+    """
+
+    base_dir: Path
+    pid: int | None
+    port: int | None
+    host: str | None
+    started: datetime | None
+    watched_by: int | None
+    databases: tuple[str, ...] = ()
+
+    @property
+    def state(self) -> str:
+        """``running (detached)``, ``running (in use by pid N)`` or ``stopped, data kept``."""
+        if self.pid is None:
+            return "stopped, data kept"
+        if self.watched_by is not None:
+            return f"running (in use by pid {self.watched_by})"
+        return "running (detached)"
+
+    @property
+    def conninfo(self) -> str | None:
+        """How to connect, while it runs."""
+        from .._cluster import SUPERUSER
+
+        if self.pid is None or self.port is None:
+            return None
+        return f"host={self.host or '127.0.0.1'} port={self.port} user={SUPERUSER} dbname=postgres"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "directory": str(self.base_dir),
+            "state": self.state,
+            "pid": self.pid,
+            "port": self.port,
+            "dsn": self.conninfo,
+            "started": self.started.isoformat() if self.started else None,
+            "watched_by": self.watched_by,
+            "databases": list(self.databases),
+            "stop": stop_command(self.base_dir),
+        }
+
+
+def _search_roots(extra: Iterable[Path] = ()) -> list[Path]:
+    """Where tenantkit puts throw-away servers (tenantkit.server: ``PGTENANTS_TMPDIR``, else
+    /dev/shm, else the temporary directory), plus ``extra``; each once."""
+    roots = [*extra]
+    explicit = os.environ.get("PGTENANTS_TMPDIR")
+    if explicit:
+        roots.append(Path(explicit))
+    roots += [Path("/dev/shm"), Path(tempfile.gettempdir()), Path("/tmp")]
+    seen: dict[Path, None] = {}
+    for root in roots:
+        with contextlib.suppress(OSError):
+            if root.is_dir():
+                seen.setdefault(root.resolve())
+    return list(seen)
+
+
+def _watchdogs() -> dict[Path, int]:
+    """Server directory -> the process owning the watchdog that guards it (Linux /proc)."""
+    found: dict[Path, int] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # ``python -I -S .../tenantkit/_watchdog.py BASE_DIR KEEP`` (see tenantkit.server).
+        script = next((i for i, a in enumerate(args) if a.endswith(b"_watchdog.py")), None)
+        if script is None or len(args) <= script + 1:
+            continue
+        parent = int(stat.rsplit(")", 1)[-1].split()[1])
+        base = Path(os.fsdecode(args[script + 1]))
+        found[base.resolve() if base.exists() else base] = parent
+    return found
+
+
+def _databases(conninfo: str) -> tuple[str, ...]:
+    """The databases of a running server other than ``postgres`` and the templates."""
+    import psycopg
+
+    try:
+        with psycopg.connect(conninfo, connect_timeout=2, autocommit=True) as conn:
+            rows = conn.execute(
+                "select datname from pg_database where not datistemplate "
+                "and datname <> 'postgres' order by 1"
+            ).fetchall()
+    except psycopg.Error:
+        return ()
+    return tuple(r[0] for r in rows)
+
+
+def find_servers(roots: Iterable[Path] = (), *, databases: bool = True) -> list[ServerDirectory]:
+    """Every tenantkit server directory (``tenantkit-*`` holding ``data/PG_VERSION``) in the
+    places tenantkit puts them (and ``roots``), oldest first; with ``databases``, each
+    running server is asked for its databases."""
+    watchdogs = _watchdogs()
+    found: list[ServerDirectory] = []
+    for root in _search_roots([Path(r) for r in roots]):
+        try:
+            candidates = sorted(root.glob(f"{_DIR_PREFIX}*"))
+        except OSError:
+            continue
+        for base in candidates:
+            data = base / "data"
+            try:
+                if not (data / "PG_VERSION").is_file():
+                    continue
+            except OSError:
+                continue  # another account's server (mode 0700): not ours to show
+            pid = _postmaster_pid(data)
+            lines: list[str] = []
+            with contextlib.suppress(OSError):
+                lines = (data / "postmaster.pid").read_text().splitlines()
+            running = pid is not None and _serves(pid, data)
+            started = None
+            if len(lines) > 2 and lines[2].strip().isdigit():
+                started = datetime.fromtimestamp(int(lines[2]), tz=timezone.utc)
+            port = int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None
+            host = lines[5].split(",")[0].strip() if len(lines) > 5 else None
+            entry = ServerDirectory(
+                base_dir=base,
+                pid=pid if running else None,
+                port=port if running else None,
+                host=None if host in (None, "", "*") else host,
+                started=started if running else None,
+                watched_by=watchdogs.get(base.resolve()),
+            )
+            if databases and entry.conninfo is not None:
+                entry = dataclasses.replace(entry, databases=_databases(entry.conninfo))
+            found.append(entry)
+    found.sort(
+        key=lambda x: (x.started is None, x.started or datetime.min.replace(tzinfo=timezone.utc))
+    )
+    return found
+
+
 # --- tenantkit server --------------------------------------------------------------------
 
 
@@ -302,3 +463,57 @@ def stop(directory: Path) -> None:
         click.echo(f"No server was running; removed {base}.")
     else:
         click.echo(f"Stopped PostgreSQL (pid {pid}) and removed {base}.")
+
+
+@server.command("list")
+@click.option(
+    "--dir",
+    "roots",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also look in this directory (repeatable) [PGTENANTS_TMPDIR, /dev/shm, the temp dir].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_servers(roots: tuple[Path, ...], as_json: bool) -> None:
+    """List the throw-away servers on this machine: running ones (detached by --detach,
+    `tenantkit demo --keep` or `pytest --pgtenants-keep`, or in use by a running command or
+    test run) and stopped ones whose data was kept, each with how to connect and to stop it.
+    """
+    found = find_servers(roots)
+    if as_json:
+        click.echo(json.dumps([x.as_dict() for x in found], indent=2))
+        return
+    if not found:
+        click.echo("No tenantkit servers on this machine.")
+        return
+    from ._context import make_console, print_rows
+
+    now = datetime.now(timezone.utc)
+    rows = []
+    for x in found:
+        age = ""
+        if x.started is not None:
+            from ._shell_render import format_duration
+
+            age = format_duration(now - x.started)
+        rows.append(
+            (
+                str(x.base_dir),
+                x.state,
+                "" if x.pid is None else str(x.pid),
+                "" if x.port is None else str(x.port),
+                age,
+                ", ".join(x.databases),
+            )
+        )
+    print_rows(
+        make_console(),
+        ["directory", "state", "pid", "port", "up", "databases"],
+        rows,
+        right=["pid", "port"],
+        wrap=["databases"],
+    )
+    for x in found:
+        if x.conninfo is not None and x.watched_by is None:  # left running for you
+            click.echo(f"{x.base_dir.name}: export PGTENANTS_DSN={shlex.quote(x.conninfo)}")
+    click.echo("Stop one and remove its directory: tenantkit server stop DIRECTORY")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING, cast
 
 import click
 
@@ -21,6 +22,9 @@ from ._context import make_console, open_tenancy
 from ._errors import CliError, ExitCode
 from ._options import migrations_option, shared_schema_option
 from ._shell_session import ShellSession
+
+if TYPE_CHECKING:
+    from ._shell_render import OutputFormat
 
 __all__ = ["shell"]
 
@@ -53,6 +57,28 @@ APPLICATION_NAME = "tenantkit shell {pid}"
     is_flag=True,
     help="In -c and piped input, stop at the first failing statement or command.",
 )
+@click.option(
+    "--csv",
+    "output",
+    flag_value="csv",
+    help="Print query results as CSV (header and rows, no row count), for other programs.",
+)
+@click.option(
+    "-A",
+    "--no-align",
+    "output",
+    flag_value="unaligned",
+    help="Print query results unaligned, one line per row, fields separated by '|' (as psql -A).",
+)
+@click.option(
+    "-F",
+    "--field-separator",
+    "separator",
+    default="|",
+    show_default=True,
+    metavar="TEXT",
+    help="The field separator of unaligned output (-A).",
+)
 @migrations_option(required=False, purpose=", for \\plan and \\drift")
 @shared_schema_option
 @click.pass_context
@@ -62,6 +88,8 @@ def shell(
     tenant_opt: str | None,
     commands: tuple[str, ...],
     stop_on_error: bool,
+    output: str | None,
+    separator: str,
     migrations_dir: str | None,
     shared_schema: str,
 ) -> None:
@@ -73,6 +101,7 @@ def shell(
     \b
       tenantkit shell --tenant acme -c '\\dt' -c 'select count(*) from notes'
       echo 'table notes;' | tenantkit shell acme
+      tenantkit shell acme --csv -c 'select * from notes' > notes.csv
 
     Exits 0, or 1 when a statement or command failed in a script.
     """
@@ -101,6 +130,8 @@ def shell(
             interactive=interactive,
             stop_on_error=stop_on_error,
             own_application=own_application,
+            output=cast("OutputFormat", output or "table"),
+            separator=separator,
         )
         # An unknown tenant raises TenantNotFound here: one line and exit status 3.
         session.use(tenant, hint="`tenantkit list` shows the tenants")

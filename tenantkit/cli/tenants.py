@@ -2,16 +2,20 @@
 ``domains add|remove|primary|list`` and ``clone``.
 
 A tenant is named by its schema name or by one of its hosts (anything with a dot).
+``list`` reads the registry a page at a time (filtered and paged on the server), so a registry
+of 10,000 tenants costs what the page shown costs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 import psycopg
-from psycopg import sql
 
 from ..models import TenantState
 from ._context import (
@@ -22,7 +26,8 @@ from ._context import (
     open_tenancy,
     print_rows,
 )
-from ._errors import CliError
+from ._errors import CliError, ExitCode
+from ._migration_state import applied_migrations, unknown_migrations
 from ._options import migrations_option, shared_schema_option
 
 if TYPE_CHECKING:
@@ -33,6 +38,9 @@ __all__ = ["clone", "create", "domains", "drop", "init", "list_tenants", "rename
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+#: Tenants read and printed at a time by ``list``. Each page costs four queries, one of them
+#: (sizes) a scan of pg_class, so pages are large: 10,000 tenants are two pages.
+PAGE_SIZE = 5000
 
 
 def _state(tenant: Tenant) -> str:
@@ -51,42 +59,29 @@ def human_size(size: int | None) -> str:
     return f"{size} bytes"  # pragma: no cover (the loop always returns)
 
 
-def _migration_heads(
-    conn: psycopg.Connection[Any], shared_schema: str, schemas: Sequence[str]
-) -> dict[str, tuple[int, str | None]]:
-    """Schema -> (migrations applied, last one) from the shared summary, in one query; empty
-    when migrations never ran on this database."""
-    row = conn.execute(
-        "select to_regclass(format('%%I.tenantkit_migration_state', %s::text))", (shared_schema,)
-    ).fetchone()
-    if row is None or row[0] is None:
-        return {}
-    rows = conn.execute(
-        sql.SQL(
-            "select schema, coalesce(cardinality(applied), 0), applied[cardinality(applied)] "
-            "from {} where schema = any(%s)"
-        ).format(sql.Identifier(shared_schema, "tenantkit_migration_state")),
-        (list(schemas),),
-    ).fetchall()
-    return {r[0]: (int(r[1]), r[2]) for r in rows}
-
-
-def _overview(tenancy: Tenancy, tenants: list[Tenant]) -> list[dict[str, Any]]:
-    """JSON-ready facts on ``tenants``: registry row, domains, migration head, size."""
+def _overview(
+    conn: psycopg.Connection[Any],
+    tenancy: Tenancy,
+    tenants: Sequence[Tenant],
+    *,
+    exact_size: bool = False,
+) -> list[dict[str, Any]]:
+    """JSON-ready facts on ``tenants``: registry row, domains, migration head, size; four
+    queries whatever the number of tenants."""
     from ..catalog import schema_sizes
+    from ..registry import domains_of
 
-    # One tenant: its own domains only (not every host of a registry of thousands).
-    found = tenancy.domains(tenants[0].schema) if len(tenants) == 1 else tenancy.domains()
+    if not tenants:
+        return []
     hosts: dict[int, list[str]] = {}
     primary: dict[int, str] = {}
-    for d in sorted(found, key=lambda d: (not d.is_primary, d.host)):
-        hosts.setdefault(d.tenant_id, []).append(d.host)
+    for d in domains_of(conn, tenancy.registry, [t.id for t in tenants]):
+        hosts.setdefault(d.tenant_id, []).append(d.host)  # primary first, then by host
         if d.is_primary:
             primary[d.tenant_id] = d.host
     schemas = [t.schema for t in tenants]
-    with tenancy.admin_connection() as conn:
-        heads = _migration_heads(conn, tenancy.shared_schema, schemas)
-        sizes = schema_sizes(conn, schemas)
+    applied = applied_migrations(conn, tenancy.shared_schema, schemas)
+    sizes = schema_sizes(conn, schemas, exact=exact_size)
     return [
         {
             "id": t.id,
@@ -95,8 +90,8 @@ def _overview(tenancy: Tenancy, tenants: list[Tenant]) -> list[dict[str, Any]]:
             "state": _state(t),
             "domains": hosts.get(t.id, []),
             "primary_domain": primary.get(t.id),
-            "migrations": heads.get(t.schema, (0, None))[0],
-            "head": heads.get(t.schema, (0, None))[1],
+            "migrations": len(applied.get(t.schema, ())),
+            "head": applied[t.schema][-1] if applied.get(t.schema) else None,
             "size": sizes.get(t.schema),
             "created_at": t.created_at.isoformat(),
             "metadata": dict(t.metadata),
@@ -132,42 +127,239 @@ def _parse_meta(pairs: Sequence[str]) -> dict[str, str]:
     return meta
 
 
+def _read_tenant_file(
+    stream: IO[str], name: str, shared_schema: str
+) -> list[tuple[str, list[str]]]:
+    """``SCHEMA [HOST...]`` per line (``#`` starts a comment), every name and host checked
+    before anything is created; a bad line is a usage error naming its line."""
+    from ..errors import InvalidHostname, InvalidSchemaName
+    from ..names import normalize_host, validate_schema_name
+
+    found: list[tuple[str, list[str]]] = []
+    seen: dict[str, int] = {}
+    hosts_seen: dict[str, int] = {}
+    for number, line in enumerate(stream, start=1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        where = f"{name}, line {number}"
+        try:
+            schema = validate_schema_name(words[0], shared_schema=shared_schema)
+            hosts = [normalize_host(h) for h in words[1:]]
+        except (InvalidSchemaName, InvalidHostname) as exc:
+            raise click.UsageError(f"{where}: {exc}") from None
+        if schema in seen:
+            raise click.UsageError(
+                f"{where}: tenant {schema} is listed twice (first on line {seen[schema]})"
+            )
+        for host in hosts:
+            if host in hosts_seen:
+                raise click.UsageError(
+                    f"{where}: host {host} is listed twice (first on line {hosts_seen[host]})"
+                )
+            hosts_seen[host] = number
+        seen[schema] = number
+        found.append((schema, hosts))
+    if not found:
+        raise click.UsageError(f"{name} names no tenant: write one per line, SCHEMA [HOST...]")
+    return found
+
+
+def _say_created_before_error(created: Sequence[Tenant]) -> None:
+    if created:
+        plural = "" if len(created) == 1 else "s"
+        click.echo(
+            f"{len(created)} tenant{plural} created before the error below (each in its own "
+            "transaction); --skip-existing leaves existing ones alone on a re-run",
+            err=True,
+        )
+
+
+def _require_tenant_migrations(migrations_dir: str | None, empty: bool) -> None:
+    """Refuse to create tenants without tables by accident: no migrations configured, or a
+    directory without tenant migrations, needs ``--empty``."""
+    if empty:
+        return
+    if migrations_dir is None:
+        raise CliError(
+            "no migrations given, so the tenant would be an empty schema: pass --migrations "
+            "DIR (or set TENANTKIT_MIGRATIONS) to build its tables, or --empty to create an "
+            "empty schema on purpose",
+            ExitCode.USAGE,
+        )
+    from ..migrations import load_migrations
+
+    if not load_migrations(migrations_dir).tenant:
+        raise CliError(
+            f"{migrations_dir} holds no tenant migrations (in {migrations_dir}/tenant), so the "
+            "tenant would be an empty schema: add them, or pass --empty to create an empty "
+            "schema on purpose",
+            ExitCode.USAGE,
+        )
+
+
 @click.command(
-    short_help="Create a tenant: schema, migrations, registry row and domains, atomically."
+    short_help="Create tenants: schema, migrations, registry row and domains, atomically."
 )
-@click.argument("schema", required=False)
+@click.argument("schemas", nargs=-1, metavar="[SCHEMA]...")
 @click.option("--name", default=None, help="Display name [the schema name].")
 @click.option("--domain", "hosts", multiple=True, help="Host routed to it (repeatable).")
 @click.option("--meta", "metadata", multiple=True, metavar="KEY=VALUE", help="Metadata.")
+@click.option(
+    "--from-file",
+    "from_file",
+    type=click.File("r"),
+    default=None,
+    help="Create the tenants listed in this file, one per line: SCHEMA [HOST...] "
+    "('-' for standard input).",
+)
+@click.option(
+    "--skip-existing",
+    is_flag=True,
+    help="Leave tenants that exist already as they are, instead of stopping there.",
+)
+@click.option(
+    "--empty",
+    is_flag=True,
+    help="Create empty schemas without migrations (refused otherwise, so a missing "
+    "--migrations never yields tenants without tables).",
+)
 @_tenancy_options(": new tenants get the tenant migrations")
 @_json_option
 @click.pass_context
 def create(
     ctx: click.Context,
-    schema: str | None,
+    schemas: tuple[str, ...],
     name: str | None,
     hosts: tuple[str, ...],
     metadata: tuple[str, ...],
+    from_file: IO[str] | None,
+    skip_existing: bool,
+    empty: bool,
     migrations_dir: str | None,
     shared_schema: str,
     as_json: bool,
 ) -> None:
     """Create tenant SCHEMA: schema, migrations, registry row and domains in one transaction.
 
-    Without SCHEMA one is derived from --name. The first --domain is the primary one.
+    Without SCHEMA one is derived from --name. The first --domain is the primary one. Several
+    SCHEMAs, or --from-file, create many tenants in one run (each in its own transaction):
+
+    \b
+      tenantkit create acme globex initech --migrations migrations
+      tenantkit create --from-file tenants.txt --migrations migrations
+
+    Stops at the first tenant that cannot be created (those before it stay), unless
+    --skip-existing and it exists already.
     """
-    if schema is None and name is None:
-        raise click.UsageError("give a SCHEMA or a --name to derive one from")
+    from ..errors import TenantExists
+    from ..names import normalize_host, validate_schema_name
+
+    many = len(schemas) > 1 or from_file is not None
+    if from_file is not None and schemas:
+        raise click.UsageError("give SCHEMA names or --from-file, not both")
+    if many and (name is not None or hosts):
+        raise click.UsageError(
+            "--name and --domain describe one tenant: with several, give the hosts in "
+            "--from-file (SCHEMA HOST... per line) or add them with `tenantkit domains add`"
+        )
+    if not schemas and from_file is None and name is None:
+        raise click.UsageError(
+            "give a SCHEMA, several, --from-file FILE, or a --name to derive one"
+        )
     meta = _parse_meta(metadata)
+    # Every name and host is checked before any SQL, and before asking for migrations.
+    wanted: list[tuple[str | None, list[str]]]
+    if from_file is not None:
+        source = getattr(from_file, "name", "the file")
+        wanted = [*_read_tenant_file(from_file, source, shared_schema)]
+    elif many:
+        if len(set(schemas)) != len(schemas):
+            raise click.UsageError("a SCHEMA is given twice; name each tenant once")
+        wanted = [(validate_schema_name(s, shared_schema=shared_schema), []) for s in schemas]
+    else:  # one tenant, with --name, --domain; its schema may be derived from --name
+        schema = schemas[0] if schemas else None
+        if schema is not None:
+            validate_schema_name(schema, shared_schema=shared_schema)
+        wanted = [(schema, [normalize_host(h) for h in hosts])]
+    _require_tenant_migrations(migrations_dir, empty)
+    started = time.perf_counter()
+    created: list[Tenant] = []
+    skipped: list[str] = []
     with open_tenancy(ctx, migrations_dir=migrations_dir, shared_schema=shared_schema) as t:
-        tenant = t.create_tenant(schema, name=name, domains=list(hosts), metadata=meta)
-        how = getattr(t.provisioner, "last_path", None)
+        for schema, domains_ in wanted:
+            try:
+                tenant = t.create_tenant(schema, name=name, domains=domains_, metadata=meta)
+            except TenantExists:
+                if not skip_existing:
+                    _say_created_before_error(created)
+                    raise
+                skipped.append(str(schema))
+                if not as_json:
+                    click.echo(f"exists already, skipped: {schema}")
+                continue
+            except BaseException:
+                _say_created_before_error(created)
+                raise
+            created.append(tenant)
+            if not as_json:
+                how = getattr(t.provisioner, "last_path", None)
+                via = f" by {how}" if how and not empty else ""
+                on = f" on {', '.join(domains_)}" if domains_ else ""
+                click.echo(f"created tenant {tenant.schema}{via}{on}")
         if as_json:
-            echo_json(_overview(t, [tenant])[0])
+            # A single tenant that existed already (--skip-existing) is shown as it is.
+            shown = created if many or created else [find_tenant(t, str(wanted[0][0]))]
+            with t.admin_connection() as conn:
+                facts = _overview(conn, t, shown)
+            echo_json(facts if many else facts[0])
             return
-    via = f" by {how}" if how else ""
-    on = f" on {', '.join(hosts)}" if hosts else ""
-    click.echo(f"created tenant {tenant.schema}{via}{on}")
+    if many:
+        seconds = time.perf_counter() - started
+        more = f", {len(skipped)} existed already" if skipped else ""
+        plural = "" if len(created) == 1 else "s"
+        click.echo(f"{len(created)} tenant{plural} created in {seconds:.2f} s{more}")
+
+
+def _pages(
+    conn: psycopg.Connection[Any],
+    tenancy: Tenancy,
+    *,
+    state: str | None,
+    pattern: str | None,
+    after: int | None,
+    limit: int | None,
+) -> Iterator[list[dict[str, Any]]]:
+    """The overview of the matching tenants, a page (of at most PAGE_SIZE) at a time."""
+    from ..registry import tenant_page
+
+    left = limit
+    while left is None or left > 0:
+        size = PAGE_SIZE if left is None else min(PAGE_SIZE, left)
+        found = tenant_page(
+            conn, tenancy.registry, state=state, pattern=pattern, after=after, limit=size
+        )
+        if not found:
+            return
+        yield _overview(conn, tenancy, found)
+        if len(found) < size:
+            return
+        after = found[-1].id
+        left = None if left is None else left - len(found)
+
+
+def _stream_json(pages: Iterator[list[dict[str, Any]]]) -> None:
+    """Print the items of ``pages`` as one JSON array, a tenant per line, page by page (the
+    compact encoder is many times faster than an indenting one over 10,000 tenants)."""
+    first = True
+    out = sys.stdout
+    for page in pages:
+        for item in page:
+            out.write("[\n  " if first else ",\n  ")
+            out.write(json.dumps(item, default=str))
+            first = False
+        out.flush()
+    out.write("[]\n" if first else "\n]\n")
 
 
 @click.command("list")
@@ -177,18 +369,61 @@ def create(
     default=None,
     help="Only tenants in this state.",
 )
+@click.option(
+    "--filter",
+    "pattern",
+    metavar="TEXT",
+    default=None,
+    help="Only tenants whose schema, name or a host contains TEXT (any case); with * or ? "
+    "it is a pattern over the whole value (acme*, *.example.com).",
+)
+@click.option("--limit", type=click.IntRange(1), default=None, help="At most N tenants (a page).")
+@click.option(
+    "--after",
+    metavar="TENANT",
+    default=None,
+    help="Start after this tenant: the next page after the last one shown.",
+)
 @shared_schema_option
 @_json_option
 @click.pass_context
-def list_tenants(ctx: click.Context, state: str | None, shared_schema: str, as_json: bool) -> None:
-    """List tenants: state, domains (primary first), migration head and size."""
+def list_tenants(
+    ctx: click.Context,
+    state: str | None,
+    pattern: str | None,
+    limit: int | None,
+    after: str | None,
+    shared_schema: str,
+    as_json: bool,
+) -> None:
+    """List tenants: state, domains (primary first), migration head and size.
+
+    Tenants come in creation order, read a page at a time: --filter and --state select on
+    the server, --limit N shows a page and --after TENANT the next one. Sizes come from the
+    catalog's page counts (one query; `tenantkit show` measures one tenant exactly).
+    """
+    from ..registry import count_tenants
+
     with open_tenancy(ctx, shared_schema=shared_schema) as tenancy:
-        rows = _overview(tenancy, tenancy.tenants(state=state))
-    if as_json:
-        echo_json(rows)
-        return
+        after_id = None if after is None else find_tenant(tenancy, after).id
+        with tenancy.admin_connection() as conn:
+            pages = _pages(conn, tenancy, state=state, pattern=pattern, after=after_id, limit=limit)
+            if as_json:
+                _stream_json(pages)
+                return
+            rows = [row for page in pages for row in page]
+            total = (
+                len(rows)
+                if limit is None or len(rows) < limit
+                else count_tenants(
+                    conn, tenancy.registry, state=state, pattern=pattern, after=after_id
+                )
+            )
     if not rows:
-        click.echo("No tenants yet: `tenantkit create NAME` makes one.")
+        if pattern or state or after:
+            click.echo("No tenants match.")
+        else:
+            click.echo("No tenants yet: `tenantkit create NAME --migrations DIR` makes one.")
         return
     print_rows(
         make_console(),
@@ -207,7 +442,15 @@ def list_tenants(ctx: click.Context, state: str | None, shared_schema: str, as_j
         right=["size"],
         wrap=["name", "domains"],
     )
-    click.echo(f"{len(rows)} tenant{'s' if len(rows) != 1 else ''}")
+    plural = "s" if total != 1 else ""
+    where = f" after {after}" if after else ""
+    if total > len(rows):
+        click.echo(
+            f"{len(rows)} of {total} tenant{plural}{where}; next page: "
+            f"--limit {limit} --after {rows[-1]['schema']}"
+        )
+    else:
+        click.echo(f"{len(rows)} tenant{plural}{where}")
 
 
 @click.command()
@@ -222,20 +465,27 @@ def show(
     shared_schema: str,
     as_json: bool,
 ) -> None:
-    """Show one tenant (schema name or host): registry row, domains, migrations, tables."""
+    """Show one tenant (schema name or host): registry row, domains, migrations, tables.
+
+    With --migrations it lists the pending migrations, and the applied ones missing from the
+    directory (the code is older than the database).
+    """
     with open_tenancy(ctx, migrations_dir=migrations_dir, shared_schema=shared_schema) as t:
         found = find_tenant(t, tenant)
-        info = _overview(t, [found])[0]
-        info["domains"] = [
-            {"host": h, "primary": h == info["primary_domain"]} for h in info["domains"]
-        ]
         with t.admin_connection() as conn:
+            info = _overview(conn, t, [found], exact_size=True)[0]
+            if migrations_dir is not None:
+                unknown = unknown_migrations(conn, t.shared_schema, migrations_dir, [found.schema])
+                info["unknown"] = unknown.get(found.schema, [])
             row = conn.execute(
                 "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace "
                 "where n.nspname = %s and c.relkind in ('r', 'p') "
                 "and c.relname <> 'tenantkit_migrations'",  # tenantkit's own bookkeeping
                 (found.schema,),
             ).fetchone()
+        info["domains"] = [
+            {"host": h, "primary": h == info["primary_domain"]} for h in info["domains"]
+        ]
         info["tables"] = int(row[0]) if row else 0
         if migrations_dir is not None:
             plan = t.plan(schemas=[found.schema], shared=False)
@@ -257,6 +507,14 @@ def show(
     ]
     if "pending" in info:
         lines.append(("pending", ", ".join(info["pending"]) or "none"))
+    if info.get("unknown"):
+        lines.append(
+            (
+                "unknown",
+                f"{', '.join(info['unknown'])}: applied here but not in {migrations_dir}/tenant "
+                "(the code is older than the database)",
+            )
+        )
     lines += [(f"meta {k}", str(v)) for k, v in sorted(info["metadata"].items())]
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
@@ -282,14 +540,24 @@ def rename(ctx: click.Context, tenant: str, new_schema: str, shared_schema: str)
 @shared_schema_option
 @click.pass_context
 def drop(ctx: click.Context, tenant: str, yes: bool, shared_schema: str) -> None:
-    """Drop a tenant: its schema with all its data, its domains and its registry row."""
+    """Drop a tenant: its schema with all its data, its domains and its registry row.
+
+    Asks first on a terminal; without one (a script, a pipe) it needs --yes.
+    """
     from ..catalog import schema_sizes
 
+    if not yes and not sys.stdin.isatty():
+        # A piped "y" is not a person confirming: scripts say --yes explicitly.
+        raise CliError(
+            f"not dropping tenant {tenant} without confirmation: standard input is not a "
+            "terminal to ask on, so pass --yes (-y) to drop it",
+            ExitCode.USAGE,
+        )
     with open_tenancy(ctx, shared_schema=shared_schema) as tenancy:
         found = find_tenant(tenancy, tenant)
         if not yes:
             with tenancy.admin_connection() as conn:
-                size = schema_sizes(conn, [found.schema]).get(found.schema)
+                size = schema_sizes(conn, [found.schema], exact=True).get(found.schema)
             question = f"Drop tenant {found.schema} and all its data ({human_size(size)})?"
             try:
                 confirmed = click.confirm(question, default=False, err=True)

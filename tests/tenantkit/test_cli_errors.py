@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import psycopg
@@ -81,8 +82,8 @@ def test_invalid_host_is_refused(dsn: str, schema_name: str) -> None:
 
 def test_existing_tenant_is_a_conflict(dsn: str, schema_name: str) -> None:
     assert tenantkit("init", dsn=dsn).returncode == 0
-    assert tenantkit("create", schema_name, dsn=dsn).returncode == 0
-    again = tenantkit("create", schema_name, dsn=dsn)
+    assert tenantkit("create", schema_name, "--empty", dsn=dsn).returncode == 0
+    again = tenantkit("create", schema_name, "--empty", dsn=dsn)
     assert again.returncode == ExitCode.CONFLICT
     assert_one_error_line(again.stderr, "already exists")
     assert tenantkit("drop", schema_name, "--yes", dsn=dsn).returncode == 0
@@ -162,3 +163,56 @@ def test_interrupt_cancels_the_query_and_exits_130(
             child.wait()
         with Tenancy(dsn, max_size=1) as tenancy:
             tenancy.drop_tenant(schema_name, cascade=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("nope",), "No such command 'nope'"),
+        (("--bogus",), "No such option '--bogus'"),
+        (("list", "--bogus"), "No such option '--bogus'"),
+        (("list", "--limit", "0"), "--limit"),
+        (("create",), "give a SCHEMA"),
+    ],
+)
+def test_every_error_says_error_in_one_style(
+    dsn: str, args: tuple[str, ...], fragment: str
+) -> None:
+    # click's own errors said "Error:", ours "error:" (issue 16): one style.
+    result = tenantkit(*args, dsn=dsn)
+    assert result.returncode == ExitCode.USAGE
+    assert "Error:" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and fragment in last, result.stderr
+    assert "for help." in result.stderr  # the usage hint stays
+
+
+def test_embedded_server_is_not_told_to_run_init() -> None:
+    # `tenantkit init` on a server removed when the command ends helps nobody (issue 16).
+    result = tenantkit("--embedded", "list")
+    assert result.returncode == ExitCode.NOT_FOUND
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1, result.stderr
+    assert "tenantkit init" not in error[0]
+    assert "embedded server is empty" in error[0] and "tenantkit server" in error[0]
+
+
+def test_version_imports_no_command_and_no_database_driver() -> None:
+    # Start-up is the floor of every command: `--version` loads click and tenantkit.cli only.
+    probe = (
+        "import sys\n"
+        "from tenantkit.cli import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('tenantkit.cli.'))\n"
+        "print(' '.join(loaded))\n"
+        "print('rich' in sys.modules, 'prompt_toolkit' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=cli_env()
+    )
+    modules, heavy = result.stdout.strip().splitlines()[-2:]
+    assert set(modules.split()) <= {"tenantkit.cli._context", "tenantkit.cli._errors"}
+    assert heavy == "False False"

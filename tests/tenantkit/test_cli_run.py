@@ -103,8 +103,11 @@ def test_script_from_standard_input(dsn: str, three: list[str]) -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        ((), "name a TENANT"),
+        ((), "no TENANT given"),
+        # The SQL after -- is not a tenant's name (issue 16: this said "no SQL given").
+        (("--", "select 1"), "no TENANT given"),
         (("--all",), "no SQL given"),
+        (("--all", "acme", "--", "select 1"), "drop the tenant name 'acme'"),
         (("--all", "--file", "-", "--", "select 1"), "not both"),
     ],
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -156,8 +157,48 @@ def test_sql_error_is_one_red_line_and_the_shell_goes_on(
     a, _ = pair
     code, out, err = shell(project, a, input="select * from nope;\nselect 42 as answer;\n")
     assert code == 1  # a script with a failed statement says so
-    assert err == 'ERROR: relation "nope" does not exist (SQLSTATE 42P01)\n'
+    assert err == (
+        'ERROR: relation "nope" does not exist (SQLSTATE 42P01)\n'
+        "LINE 1: select * from nope;\n"
+        "                      ^\n"
+    )
     assert line_with(out, "42")
+
+
+def test_sql_error_shows_where_like_psql(project: str, pair: tuple[str, str]) -> None:
+    # The line of the error and a caret under the spot, from the server's position (issue 16).
+    a, _ = pair
+    statement = "select id,\n       body,\n  nope_column\nfrom notes"
+    code, _, err = shell(project, a, "-c", statement)
+    assert code == 1
+    assert err.splitlines() == [
+        'ERROR: column "nope_column" does not exist (SQLSTATE 42703)',
+        "LINE 3:   nope_column",
+        "          ^",
+    ]
+    # A long line is cut around the spot, so the caret stays on screen.
+    wide = "select " + ", ".join(f"{i} as c{i}" for i in range(40)) + ", nope_column from notes"
+    _, _, err = shell(project, a, "-c", wide)
+    where, caret = err.splitlines()[1:3]
+    assert where.startswith("LINE 1: ...") and len(where) < 100
+    assert where[caret.index("^") :].startswith("nope_column")
+    # Errors without a position (a division by zero) show none.
+    _, _, err = shell(project, a, "-c", "select 1/0")
+    assert err.splitlines() == ["ERROR: division by zero (SQLSTATE 22012)"]
+
+
+def test_csv_and_unaligned_output(project: str, pair: tuple[str, str]) -> None:
+    a, _ = pair
+    fill = "insert into notes (body, author) values ('a, \"b\"', 'x'), ('c|d', 'y')"
+    query = "select body, author, null as missing from notes order by id"
+    out = ok(project, a, "--csv", "-c", fill, "-c", query)
+    assert out == 'INSERT 0 2\nbody,author,missing\n"a, ""b""",x,\nc|d,y,\n'
+    out = ok(project, a, "-A", "-c", query)
+    assert out == 'body|author|missing\na, "b"|x|\nc|d|y|\n(2 rows)\n'
+    out = ok(project, a, "--no-align", "-F", ";", "-c", "select 1 as one, 2 as two")
+    assert out == "one;two\n1;2\n(1 row)\n"
+    # Backslash commands keep their tables; the format is for query results.
+    assert "┃ schema" in ok(project, a, "--csv", "-c", "\\dt")
 
 
 def test_stop_on_error(project: str, pair: tuple[str, str]) -> None:
@@ -274,6 +315,25 @@ def test_dt_lists_tenant_and_shared_tables_with_estimates(
     assert re.search(r"│ +table +│ +5 │ +\d+ kB │", notes[0]), notes[0]
     assert line_with(out, " public ", " plans ", "table")
     assert "(1 relation;" in out
+
+
+def test_dt_leaves_tenantkits_own_tables_out_unless_asked(
+    project: str, pair: tuple[str, str]
+) -> None:
+    # The registry, the migration history and journal are tenantkit's (issue 16).
+    a, _ = pair
+    internal = ("tenantkit_migrations", "tenantkit_tenants", "tenantkit_domains")
+    plain = ok(project, a, "-c", "\\dt")
+    assert " notes " in plain and " plans " in plain
+    assert not any(name in plain for name in internal), plain
+    assert "of tenantkit's own not shown (\\dtS shows them)" in plain
+    for command in ("\\dtS", "\\dt+"):
+        every = ok(project, a, "-c", command)
+        assert line_with(every, f" {a} ", " tenantkit_migrations ")
+        assert line_with(every, " public ", " tenantkit_tenants ")
+        assert "not shown" not in every
+    # A pattern is an explicit request: it may name them.
+    assert line_with(ok(project, a, "-c", "\\dt tenantkit_t*"), " tenantkit_tenants ")
 
 
 def test_d_describes_columns_indexes_constraints_and_foreign_keys(
@@ -396,6 +456,20 @@ def test_plan_needs_and_uses_the_migrations(project: str, pair: tuple[str, str])
     assert code == 1 and "start the shell with --migrations DIR" in err
 
 
+def test_plan_says_which_schemas_are_ahead_of_the_migrations(
+    project: str, pair: tuple[str, str], tmp_path: Path
+) -> None:
+    # The code is older than the database: planning alone saw nothing pending (issue 16).
+    older = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, older)
+    (older / "tenant" / "0002_note_author.sql").unlink()
+    out = ok(project, "--migrations", str(older), "-c", "\\plan")
+    assert not out.startswith("Nothing to migrate")
+    for schema in pair:
+        assert line_with(out, f" {schema} ", "0002_note_author")
+    assert "ahead of the migrations directory: the code is older than the database" in out
+
+
 def test_who_lists_sessions_under_the_tenant_they_hold_locks_in(
     project: str, pair: tuple[str, str]
 ) -> None:
@@ -423,6 +497,7 @@ def test_help_lists_every_command(project: str) -> None:
         "\\public",
         "\\tenants",
         "\\dt",
+        "\\dtS, \\dt+",
         "\\d ",
         "\\sizes",
         "\\diff",
@@ -483,7 +558,14 @@ def test_completion_of_commands_tenants_and_tables() -> None:
         tables=("notes", "plans"),
         columns=("body", "author"),
     )
-    assert set(complete("\\d", names)) == {"\\d", "\\dt", "\\diff", "\\drift"}
+    assert set(complete("\\d", names)) == {
+        "\\d",
+        "\\dt",
+        "\\dtS",
+        "\\dt+",
+        "\\diff",
+        "\\drift",
+    }
     assert complete("\\use ac", names) == ["acme", "acorn", "acme.example.com"]
     assert complete("\\diff acme ac", names) == ["acme", "acorn"]  # hosts only for \use
     assert complete("\\d no", names) == ["notes"]

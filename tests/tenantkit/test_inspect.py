@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tenantkit.catalog import schema_sizes
 from tenantkit.inspect import (
     ColumnInfo,
     describe_table,
@@ -191,3 +192,20 @@ def test_list_sessions_attributes_lock_holders(
         sessions = {s.pid: s for s in list_sessions(conn, [schema])}
         assert sessions[worker.info.backend_pid].schemas == ()
     conn.execute(sql.SQL("drop schema {}").format(sql.Identifier(other)))
+
+
+def test_schema_sizes_from_the_catalog_or_measured(conn: psycopg.Connection, schema: str) -> None:
+    # ``list`` reads page counts from pg_class (one catalog read for any number of tenants);
+    # ``show`` and ``drop`` measure the files of one tenant (issue 17).
+    conn.execute(sql.SQL("vacuum analyze {}").format(sql.Identifier(schema, "authors")))
+    estimated = schema_sizes(conn, [schema, "nope_schema"])
+    exact = schema_sizes(conn, [schema, "nope_schema"], exact=True)
+    assert set(estimated) == set(exact) == {schema}
+    assert 0 < estimated[schema] <= exact[schema]
+    # Tables, their indexes and TOAST: every page counted is a block of the main fork.
+    row = conn.execute(
+        "select sum(pg_relation_size(c.oid)) from pg_class c join pg_namespace n"
+        " on n.oid = c.relnamespace where n.nspname = %s and c.relkind in ('r', 'i')",
+        (schema,),
+    ).fetchone()
+    assert row is not None and estimated[schema] >= int(row[0])
