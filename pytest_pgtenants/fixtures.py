@@ -423,8 +423,10 @@ def assert_tenants_isolated(
         with assert_tenants_isolated(acme):
             client.post("/orders", json={...})
 
-    fails if anything (rows or structure) changed in any *other* registered tenant's schema,
-    or if the shared schema gained a table named like a tenant table.
+    fails on any lasting change outside the acting tenants: rows, sequence positions,
+    structure, owners and privileges, function security and settings, trigger and rule
+    state, row level security in other tenants' schemas; rows or DDL in the template and the
+    spare schemas; schemas or relations appearing elsewhere (the shared schema included).
 
     As a check between tenants::
 
@@ -432,8 +434,8 @@ def assert_tenants_isolated(
 
     fails if a canary row written through one tenant's connection is visible through
     another's (``connect=`` takes your app's own ``tenant -> connection`` factory), or if a
-    foreign key, view, function body, trigger or column default in one tenant's schema
-    references another tenant's schema.
+    foreign key, view, rule, policy, function body, trigger or column default in one tenant's
+    schema references another tenant's schema.
     """
     from .asserts import IsolationAsserter
 

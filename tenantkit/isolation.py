@@ -3,8 +3,9 @@
 Two checks, both built on the system catalogs and plain connections (they need no ORM and no
 knowledge of the application's tables):
 
-* :func:`find_cross_schema_references`: no foreign key, view, column default, owned sequence,
-  trigger or function body in one tenant schema may reference another tenant's schema;
+* :func:`find_cross_schema_references`: no foreign key, view, rule, row level security
+  policy, column default, owned sequence, trigger or function body in one tenant schema may
+  reference another tenant's schema;
 * :func:`check_isolation`: that check, plus canary rows: a row written through tenant A's
   connection (unqualified table names, resolved by A's ``search_path``) must not be visible
   through tenant B's connection.
@@ -44,11 +45,12 @@ application gets one (``Tenancy.connection`` is one)."""
 class SchemaReference:
     """A catalog object in one tenant schema that depends on another tenant's schema.
 
-    ``kind`` is one of ``"foreign key"``, ``"view"``, ``"materialized view"``,
-    ``"column default"``, ``"owned sequence"``, ``"trigger"`` or ``"function body"``.
-    ``detail`` names the constraint, column or trigger (empty for the other kinds); ``name`` is
-    the table, view, sequence or function in ``schema``; ``target`` what it references in
-    ``target_schema`` (empty for a function body, where only the schema name is seen).
+    ``kind`` is one of ``"foreign key"``, ``"view"``, ``"materialized view"``, ``"rule"``,
+    ``"policy"``, ``"column default"``, ``"owned sequence"``, ``"trigger"`` or
+    ``"function body"``. ``detail`` names the constraint, rule, policy, column or trigger
+    (empty for the other kinds); ``name`` is the table, view, sequence or function in
+    ``schema``; ``target`` what it references in ``target_schema`` (empty for a function body,
+    where only the schema name is seen).
     """
 
     kind: str
@@ -67,6 +69,8 @@ class SchemaReference:
             )
         what = {
             "foreign key": f"foreign key {self.detail}",
+            "rule": f"rule {self.detail}",
+            "policy": f"row level security policy {self.detail}",
             "column default": f"default of column {self.detail}",
             "trigger": f"trigger {self.detail} calls function {self.target.removesuffix('()')}",
         }.get(self.kind, self.kind)
@@ -136,7 +140,9 @@ SELECT 'foreign key', k.conname, sn.nspname, sc.relname, tn.nspname, tc.relname
  WHERE k.contype = 'f' AND sn.nspname = ANY(%(s)s) AND tn.nspname = ANY(%(s)s)
    AND sn.nspname <> tn.nspname
 UNION
-SELECT CASE v.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END, '',
+SELECT CASE WHEN r.rulename <> '_RETURN' THEN 'rule'
+            WHEN v.relkind = 'm' THEN 'materialized view' ELSE 'view' END,
+       CASE WHEN r.rulename <> '_RETURN' THEN r.rulename::text ELSE '' END,
        vn.nspname, v.relname, tn.nspname, t.relname
   FROM pg_depend d
   JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid
@@ -144,6 +150,14 @@ SELECT CASE v.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END, '',
   JOIN pg_class t ON d.refclassid = 'pg_class'::regclass AND t.oid = d.refobjid
   JOIN pg_namespace tn ON tn.oid = t.relnamespace
  WHERE vn.nspname = ANY(%(s)s) AND tn.nspname = ANY(%(s)s) AND vn.nspname <> tn.nspname
+UNION
+SELECT 'policy', y.polname::text, cn.nspname, c.relname, tn.nspname, t.relname
+  FROM pg_depend d
+  JOIN pg_policy y ON d.classid = 'pg_policy'::regclass AND y.oid = d.objid
+  JOIN pg_class c ON c.oid = y.polrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
+  JOIN pg_class t ON d.refclassid = 'pg_class'::regclass AND t.oid = d.refobjid
+  JOIN pg_namespace tn ON tn.oid = t.relnamespace
+ WHERE cn.nspname = ANY(%(s)s) AND tn.nspname = ANY(%(s)s) AND cn.nspname <> tn.nspname
 UNION
 SELECT 'column default', a.attname::text, cn.nspname, c.relname, rn.nspname,
        coalesce(rc.relname::text, rp.proname || '()')
@@ -193,7 +207,8 @@ def find_cross_schema_references(
 ) -> list[SchemaReference]:
     """Catalog objects in one of ``schemas`` that reference another of ``schemas``.
 
-    Foreign keys, views, column defaults (sequences, functions), owned sequences and trigger
+    Foreign keys, views, rules (a rule on one tenant's table writing into another's), row level
+    security policies, column defaults (sequences, functions), owned sequences and trigger
     functions are found through the dependency catalog; function bodies (which PostgreSQL does
     not track) by looking for another schema's name used as a qualifier in their source or
     settings. References to schemas outside ``schemas`` (the shared schema) are allowed.

@@ -193,3 +193,26 @@ def test_one_schema_needs_no_canaries(
     assert report.ok
     assert report.canaries == 0
     assert report.schemas == (tenants[0],)
+
+
+def test_rules_and_policies_across_tenants_are_references(
+    conn: psycopg.Connection[Any], dsn: str, tenants: tuple[str, str]
+) -> None:
+    """A rule on b's table writing into a's (it was reported as a "view"), and a row level
+    security policy of b reading a's table, are cross-tenant references, named as such."""
+    a, b = tenants
+    qa, qb = (sql.Identifier(s).as_string(conn) for s in tenants)
+    for statement in [
+        f"create rule copy as on insert to {qb}.items"
+        f" do also insert into {qa}.items (name) values (new.name)",
+        f"create policy peek on {qb}.tags using (exists (select from {qa}.tags))",
+    ]:
+        conn.execute(statement)  # type: ignore[arg-type]
+    found = find_cross_schema_references(conn, tenants)
+    assert [r.message for r in found] == [
+        f"row level security policy peek on {b}.tags references {a}.tags",
+        f"rule copy on {b}.items references {a}.items",
+    ]
+    assert {(r.kind, r.detail) for r in found} == {("rule", "copy"), ("policy", "peek")}
+    report = check_isolation(conn, tenants, _connect_factory(dsn), canaries=False)
+    assert not report.ok
