@@ -12,6 +12,7 @@ import click
 
 from ..errors import MigrationError, RegistryNotInstalled
 from ._context import make_console, print_rows, require_dsn
+from ._errors import CliError, ExitCode
 from ._options import migrations_option, shared_schema_option
 
 __all__ = ["drift", "migrate", "plan"]
@@ -97,7 +98,9 @@ def migrate(
 ) -> None:
     """Apply pending migrations: the shared schema first, then every tenant.
 
-    Exits with status 1 when any schema failed (the others are applied).
+    Exits with status 1 when any schema failed (the others are applied). Ctrl-C or SIGTERM
+    stops gracefully: the schemas in progress roll back, the journal says what was done, the
+    exit status is 130, and the next run resumes.
     """
     from .. import migrations as m
 
@@ -109,12 +112,18 @@ def migrate(
             return
         chosen = executor or ("threads" if jobs > 1 else "sequential")
         report = _run(m, tenancy, scope, jobs, chosen, chunk_size, fail_fast, as_json)
+    except m.MigrationInterrupted as stop:
+        _show_report(stop.report, as_json)
+        counts = stop.report.counts()
+        raise CliError(
+            f"interrupted: run {stop.report.run_id} stopped after migrating "
+            f"{counts['applied']} schemas; the schemas in progress were rolled back. "
+            "Run `tenantkit migrate` again to resume",
+            ExitCode.INTERRUPTED,
+        ) from None
     except (MigrationError, RegistryNotInstalled, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
-    else:
-        _print_report(report)
+    _show_report(report, as_json)
     ctx.exit(0 if report.ok else 1)
 
 
@@ -190,6 +199,13 @@ def _print_plan(plan: Any, as_json: bool) -> None:
     rows = [(e.schema, e.kind, ", ".join(e.pending)) for e in pending]
     print_rows(make_console(), ["schema", "kind", "pending"], rows, wrap=["pending"])
     click.echo(f"{len(pending)} of {len(plan.entries)} schemas have pending migrations.")
+
+
+def _show_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_report(report)
 
 
 def _print_report(report: Any) -> None:

@@ -9,13 +9,21 @@ See docs/migrations.md.
 from __future__ import annotations
 
 from ._loader import Migration, MigrationSet, load_migrations
-from ._report import MigrationReport, Plan, ProgressEvent, SchemaPlan, SchemaResult
+from ._report import (
+    MigrationInterrupted,
+    MigrationReport,
+    Plan,
+    ProgressEvent,
+    SchemaPlan,
+    SchemaResult,
+)
 from ._run import ExecutorName, migrate, plan
 from ._tracking import template_schema_name
 
 __all__ = [
     "ExecutorName",
     "Migration",
+    "MigrationInterrupted",
     "MigrationReport",
     "MigrationSet",
     "Plan",

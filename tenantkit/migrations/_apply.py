@@ -5,24 +5,69 @@ the schema's history rows and its central summary row, under a per-schema
 advisory lock taken before the history is read: a second migrator waits, then sees the rows
 the first committed and applies nothing. A killed backend rolls the whole group back, so a
 schema is always at its old or its new version.
+
+Locks and settings are transaction-scoped (``pg_advisory_xact_lock``, ``set_config(..., true)``),
+so the engine works through a transaction pooler (pgbouncer), which hands each transaction to
+any server connection. The one exception is a non-transactional migration (``CREATE INDEX
+CONCURRENTLY``): it must run outside a transaction, so its lock and search_path can only be
+session-level, and it refuses to run through a pooler (``PoolerDetected``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
 from psycopg import ClientCursor, sql
+from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 
-from ..errors import MigrationChecksumMismatch, MigrationError
+from ..errors import MigrationChecksumMismatch, MigrationError, PoolerDetected
 from ._loader import Migration, migrations_digest
-from ._report import SchemaKind, SchemaResult
+from ._report import SchemaKind, SchemaResult, Status
 from ._tracking import LOCK_NAMESPACE, ensure_tracking_table, schema_lock_key
 
-__all__ = ["apply_schema", "check_checksums", "record_sql", "search_path_value"]
+__all__ = [
+    "INTERRUPTED",
+    "apply_schema",
+    "behind_pooler",
+    "check_checksums",
+    "pooler_error",
+    "record_sql",
+    "search_path_value",
+]
+
+#: ``SchemaResult.error`` of a schema a graceful stop (Ctrl-C, SIGTERM) left unfinished.
+INTERRUPTED = "interrupted"
+
+#: Makes the context manager inside which a statement must not be cancelled.
+Shield = Callable[[], AbstractContextManager[object]]
+
+
+def behind_pooler(conn: psycopg.Connection[Any]) -> bool:
+    """True when ``conn`` reaches PostgreSQL through a connection pooler (pgbouncer...).
+
+    One query: the server process that answers is not the one the connection was opened
+    with (a pooler hands out its own process id and cancel key at login).
+    """
+    row = conn.execute("select pg_catalog.pg_backend_pid()").fetchone()
+    return row is not None and int(row[0]) != conn.pgconn.backend_pid
+
+
+def pooler_error(migration: str) -> PoolerDetected:
+    """The error for a non-transactional migration about to run through a pooler."""
+    return PoolerDetected(
+        f"migration {migration!r} is non-transactional and this connection goes through a "
+        "connection pooler (pgbouncer or similar): it has to run outside a transaction, under "
+        "a session-level lock and search_path, which a transaction pooler would leave on "
+        "another server connection. Run the migrations over a direct connection to "
+        "PostgreSQL: migrate(conninfo=<direct conninfo>), or `tenantkit --dsn <direct DSN> "
+        "migrate` (PostgreSQL's own host and port, not the pooler's)"
+    )
 
 
 def search_path_value(conn: Any, schema: str, shared: str) -> str:
@@ -107,23 +152,37 @@ def apply_schema(
     shared: str,
     migrations: Sequence[Migration],
     hint: Sequence[str] | None = None,
+    stop: Callable[[], bool] | None = None,
+    shield: Shield = contextlib.nullcontext,
 ) -> SchemaResult:
     """Apply what is pending in ``schema`` and return the outcome; never raises for a failure
     of the schema's own migrations (they are reported), only for a broken connection.
 
     ``conn`` must be in autocommit mode: transactional groups open their own transaction and
     non-transactional migrations need to run outside one. ``hint``, the IDs the plan found
-    pending, enables the one-round-trip path.
+    pending, enables the one-round-trip path. ``stop`` (a graceful stop, e.g. Ctrl-C) is asked
+    before each transaction: once it is true no other transaction starts, and a statement
+    cancelled for it (``conn.cancel_safe()`` from another thread) is reported with the error
+    ``"interrupted"``, not as a failure. A non-transactional migration runs inside ``shield()``,
+    during which whoever cancels must not (see :class:`~._executors.Worker`).
     """
     t0 = time.perf_counter()
     applied: list[str] = []
+
+    def interrupted() -> SchemaResult:
+        status: Status = "applied" if applied else "skipped"
+        dur = time.perf_counter() - t0
+        return SchemaResult(schema, kind, status, tuple(applied), dur, error=INTERRUPTED)
+
     try:
         # Spares need their pool row locked as well: they always take the careful path.
         slow = kind == "spare" or (
             _fast_step(conn, schema, kind, shared, migrations, applied, hint) is not None
         )
         while slow:
-            step = _apply_step(conn, schema, kind, shared, migrations, applied)
+            if stop is not None and stop():
+                return interrupted()
+            step = _apply_step(conn, schema, kind, shared, migrations, applied, stop, shield)
             if step is None:
                 break
             if step == "vanished":
@@ -139,6 +198,8 @@ def apply_schema(
         cause = exc.cause
         if isinstance(cause, psycopg.OperationalError) and conn.closed:
             raise cause from None
+        if isinstance(cause, pg_errors.QueryCanceled) and stop is not None and stop():
+            return interrupted()
         return SchemaResult(
             schema,
             kind,
@@ -230,6 +291,8 @@ def _apply_step(
     shared: str,
     migrations: Sequence[Migration],
     applied: list[str],
+    stop: Callable[[], bool] | None,
+    shield: Shield,
 ) -> str | None:
     """Apply the next group of pending migrations; None when nothing is left."""
     current: str | None = None
@@ -271,10 +334,11 @@ def _apply_step(
     except Exception as exc:
         raise _Failure(current, exc) from exc
     try:
-        _run_non_transactional(conn, schema, kind, shared, migrations, non_tx)
+        ran = _run_non_transactional(conn, schema, kind, shared, migrations, non_tx, stop, shield)
     except Exception as exc:
         raise _Failure(non_tx.id, exc) from exc
-    applied.append(non_tx.id)
+    if ran:
+        applied.append(non_tx.id)
     return "more"
 
 
@@ -363,23 +427,40 @@ def _run_non_transactional(
     shared: str,
     migrations: Sequence[Migration],
     migration: Migration,
-) -> None:
-    """Run one non-transactional migration alone, under the session-level schema lock."""
+    stop: Callable[[], bool] | None,
+    shield: Shield,
+) -> bool:
+    """Run one non-transactional migration alone, under the session-level schema lock;
+    False when it did not run (done meanwhile by another migrator, schema gone, a stop).
+
+    Session-level state is only safe on a connection of its own: through a transaction pooler
+    the lock, the search_path and the migration itself would each land on any server
+    connection (the migration in another schema, the lock never released), so this refuses.
+    """
+    if behind_pooler(conn):
+        raise pooler_error(migration.id)
     done = _lock_and_read(conn, schema, kind, shared, xact=False)
     try:
         if done is None:
-            return
+            return False
         ids = [mid for mid, _ in done]
         if migration.id in ids:
-            return
-        t = time.perf_counter()
-        migration.run(conn)
-        dur = (time.perf_counter() - t) * 1000
-        # Not atomic with the migration itself (it cannot be): a crash right here leaves it
-        # applied but unrecorded, and it runs again next time, so such migrations must be
-        # idempotent (CREATE INDEX CONCURRENTLY IF NOT EXISTS ...), as docs/migrations.md says.
-        with conn.transaction():
-            _record(conn, schema, kind, shared, migrations, ids, [migration], [dur])
+            return False
+        # Once started it is not cancelled by a stop: a cancelled CREATE INDEX CONCURRENTLY
+        # leaves an invalid index behind, which "if not exists" then takes for done.
+        with shield():
+            if stop is not None and stop():
+                return False
+            t = time.perf_counter()
+            migration.run(conn)
+            dur = (time.perf_counter() - t) * 1000
+            # Not atomic with the migration itself (it cannot be): a crash right here leaves
+            # it applied but unrecorded, and it runs again next time, so such migrations must
+            # be idempotent (CREATE INDEX CONCURRENTLY IF NOT EXISTS ...), as
+            # docs/migrations.md says.
+            with conn.transaction():
+                _record(conn, schema, kind, shared, migrations, ids, [migration], [dur])
+        return True
     finally:
         if not conn.closed:
             conn.execute(

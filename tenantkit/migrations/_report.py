@@ -1,17 +1,26 @@
-"""Values returned by planning and migrating (frozen dataclasses)."""
+"""Values returned by planning and migrating (frozen dataclasses), and the interruption that
+carries a partial report."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["MigrationReport", "Plan", "ProgressEvent", "SchemaPlan", "SchemaResult"]
+__all__ = [
+    "MigrationInterrupted",
+    "MigrationReport",
+    "Plan",
+    "ProgressEvent",
+    "SchemaPlan",
+    "SchemaResult",
+]
 
 #: What a schema is to the migrator: the shared schema, a registered tenant, a spare schema
 #: waiting to be claimed, or the provisioning template.
 SchemaKind = Literal["shared", "tenant", "spare", "template"]
 #: ``applied``: something ran; ``current``: nothing was pending; ``failed``: rolled back, see
-#: ``error``; ``skipped``: not attempted (fail-fast stop, or the schema vanished meanwhile).
+#: ``error``; ``skipped``: not attempted or rolled back by a stop (``error`` says which: a
+#: fail-fast stop, ``"interrupted"``, or the schema vanished meanwhile).
 Status = Literal["applied", "current", "failed", "skipped"]
 
 
@@ -114,6 +123,9 @@ class MigrationReport:
     resumed_from: int | None = None
     executor: str = "sequential"
     jobs: int = 1
+    #: True when a graceful stop (Ctrl-C, SIGTERM) ended the run early; the schemas it did
+    #: not finish are ``skipped`` with the error ``"interrupted"``, and the next run resumes.
+    interrupted: bool = False
     _index: dict[str, SchemaResult] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -124,8 +136,8 @@ class MigrationReport:
 
     @property
     def ok(self) -> bool:
-        """True when no schema failed."""
-        return not self.failed
+        """True when no schema failed and the run was not interrupted."""
+        return not self.failed and not self.interrupted
 
     @property
     def failed(self) -> tuple[SchemaResult, ...]:
@@ -158,6 +170,7 @@ class MigrationReport:
         """A JSON-ready form (``tenantkit migrate --json``)."""
         return {
             "ok": self.ok,
+            "interrupted": self.interrupted,
             "run_id": self.run_id,
             "resumed_from": self.resumed_from,
             "executor": self.executor,
@@ -166,3 +179,23 @@ class MigrationReport:
             "counts": self.counts(),
             "results": [r.as_dict() for r in self.results],
         }
+
+
+class MigrationInterrupted(KeyboardInterrupt):
+    """Raised by ``migrate()`` when Ctrl-C or SIGTERM (any ``KeyboardInterrupt``) stopped it.
+
+    The stop is graceful: no schema is started after it, the statements in progress are
+    cancelled (those schemas roll back to their old version), and the run's journal is
+    written as ``interrupted`` before this is raised, so the next run resumes it.
+    ``report`` says what was done. A ``KeyboardInterrupt``, so code that does not look for it
+    stops as it would have on Ctrl-C.
+    """
+
+    def __init__(self, report: MigrationReport) -> None:
+        self.report = report
+        counts = report.counts()
+        left = counts["skipped"] + counts["failed"]
+        super().__init__(
+            f"migration run {report.run_id} interrupted: {counts['applied']} schemas migrated, "
+            f"{left} left for the next run"
+        )

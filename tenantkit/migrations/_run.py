@@ -1,24 +1,39 @@
-"""Running a plan: shared migrations first under a global lock, then the tenant schemas
-through an executor (sequential, threads or processes), with a journal and a report."""
+"""Running a plan: the shared schema first, then the tenant schemas through an executor
+(sequential, threads or processes), with a journal and a report.
+
+The calling thread only plans, keeps the journal and waits for results; the schemas are
+migrated by workers (:mod:`._executors`). An interrupt (Ctrl-C, SIGTERM in the CLI) or an
+error from the progress callback therefore always reaches it while it waits: it stops the
+workers, collects what they really did, writes the journal as ``interrupted`` and raises
+``MigrationInterrupted`` (or the error).
+"""
 
 from __future__ import annotations
 
 import math
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any, Literal, Protocol
 
 import psycopg
 from psycopg import sql
 
-from ._apply import apply_schema
+from ._apply import INTERRUPTED, behind_pooler, pooler_error
+from ._executors import ProcessExecutor, ThreadExecutor, connect
+from ._journal import RunOwner, RunStatus, finish_run, start_run
 from ._loader import MigrationSet, load_migrations
 from ._plan import build_plan, normalize_schemas
-from ._report import MigrationReport, Plan, ProgressEvent, SchemaPlan, SchemaResult
-from ._tracking import GLOBAL_LOCK_KEY, LOCK_NAMESPACE, Target, resolve, template_schema_name
+from ._report import (
+    MigrationInterrupted,
+    MigrationReport,
+    Plan,
+    ProgressEvent,
+    SchemaPlan,
+    SchemaResult,
+    Status,
+)
+from ._tracking import Target, resolve, template_schema_name
 
 __all__ = ["ExecutorName", "migrate", "plan"]
 
@@ -33,17 +48,19 @@ def plan(
     tenants: bool = True,
     schemas: Iterable[str] | str | None = None,
     migrations: Any = None,
+    conninfo: str | None = None,
 ) -> Plan:
     """List what is pending where, from one query on the central summary.
 
     ``schemas`` limits the tenant part to those schemas (spares and the template are then left
-    out). ``migrations`` overrides the tenancy's migrations directory. Raises
-    ``MigrationChecksumMismatch`` naming the file when an applied migration was edited.
+    out). ``migrations`` overrides the tenancy's migrations directory, ``conninfo`` its
+    conninfo. Raises ``MigrationChecksumMismatch`` naming the file when an applied migration
+    was edited.
     """
-    target = resolve(tenancy, migrations)
+    target = _target(tenancy, migrations, conninfo)
     mset = load_migrations(target.migrations_dir)
     only = normalize_schemas(schemas, target.shared_schema)
-    with psycopg.connect(target.conninfo, autocommit=True) as conn:
+    with connect(target.conninfo) as conn:
         return build_plan(conn, target, mset, shared=shared, tenants=tenants, schemas=only)
 
 
@@ -59,15 +76,27 @@ def migrate(
     fail_fast: bool = False,
     progress: Progress | None = None,
     migrations: Any = None,
+    conninfo: str | None = None,
 ) -> MigrationReport:
     """Bring the shared schema, then every tenant, spare and template schema, to the head.
 
     Each schema's pending migrations run in one transaction under a per-schema advisory lock;
-    a failing schema is reported and the others continue unless ``fail_fast``. ``jobs`` workers
-    (threads or processes, each with its own connection) take ``chunk_size`` schemas at a time.
-    ``progress`` is called on the calling thread after each schema. A run killed halfway is
-    resumed by running again: each schema's history says what is left, and the journal links
-    the new run to the interrupted one (``MigrationReport.resumed_from``).
+    a failing schema is reported and the others continue unless ``fail_fast`` (the schemas in
+    progress then finish, the others are skipped). ``jobs`` workers (threads or processes, each
+    with its own connection) take ``chunk_size`` schemas at a time. ``progress`` is called on
+    the calling thread after each schema.
+
+    A ``KeyboardInterrupt`` (Ctrl-C; SIGTERM in the CLI) stops the run gracefully: no schema
+    starts after it, the statements in progress are cancelled (those schemas stay at their old
+    version), the journal is written as ``interrupted``, and ``MigrationInterrupted`` is raised
+    with the report. The next run resumes it; so it does a run killed outright, whose journal
+    row still says ``running``: each schema's history says what is left, and the dead run's
+    lease is free (``MigrationReport.resumed_from``).
+
+    Locks and settings are transaction-scoped, so migrations run through pgbouncer in
+    transaction mode; a non-transactional migration cannot, and raises ``PoolerDetected``
+    before anything runs: give ``conninfo``, a direct connection to PostgreSQL, which replaces
+    the tenancy's. ``migrations`` overrides the tenancy's migrations directory.
     """
     if executor not in ("sequential", "threads", "processes"):
         raise ValueError(f"unknown executor {executor!r}: use sequential, threads or processes")
@@ -76,10 +105,10 @@ def migrate(
     if executor == "sequential":
         jobs = 1
     t0 = time.perf_counter()
-    target = resolve(tenancy, migrations)
+    target = _target(tenancy, migrations, conninfo)
     mset = load_migrations(target.migrations_dir)
     only = normalize_schemas(schemas, target.shared_schema)
-    with psycopg.connect(target.conninfo, autocommit=True) as conn:
+    with connect(target.conninfo) as conn:
         if tenants and only is None and not all(m.transactional for m in mset.tenant):
             # New tenants cannot run a non-transactional migration inside their creating
             # transaction, so they are cloned from the template: keep one at the head.
@@ -96,300 +125,234 @@ def migrate(
             return MigrationReport(
                 tuple(current), time.perf_counter() - t0, executor=executor, jobs=jobs
             )
-        pending = the_plan.pending
-        run_id, resumed_from = _start_run(conn, target.shared_schema, len(pending))
-        results: list[SchemaResult] = []
-        done = 0
-
-        def report(result: SchemaResult) -> None:
-            nonlocal done
-            done += 1
-            results.append(result)
-            if progress is not None:
-                progress(ProgressEvent(done, len(pending), result))
-
-        work = [e for e in pending if e.kind != "shared"]
-        shared_entry = next((e for e in pending if e.kind == "shared"), None)
-        if shared_entry is not None:
-            result = _migrate_shared(conn, target, mset, shared_entry.pending)
-            report(result)
-            if result.status == "failed":
-                # Tenant migrations may rely on what the shared ones create: do not start them.
-                for e in work:
-                    report(
-                        SchemaResult(e.schema, e.kind, "skipped", error="shared migrations failed")
-                    )
-                work = []
-        if work:
-            if executor == "sequential" or len(work) == 1:
-                _run_sequential(conn, target, mset, work, fail_fast, report)
-            elif executor == "threads":
-                _run_threads(target, mset, work, fail_fast, report, jobs, chunk_size or 1)
-            else:
-                size = chunk_size or max(1, min(50, math.ceil(len(work) / (jobs * 4))))
-                _run_processes(target, work, fail_fast, report, jobs, size)
-        if conn.closed:
-            # The sequential worker shares this connection, and its backend may have died.
-            with psycopg.connect(target.conninfo, autocommit=True) as again:
-                _finish_run(again, target.shared_schema, run_id, results)
-        else:
-            _finish_run(conn, target.shared_schema, run_id, results)
+        pooled = behind_pooler(conn)
+        if pooled:
+            _refuse_non_transactional(mset, the_plan.pending)
+        with RunOwner(target.conninfo, target.shared_schema, pooled=pooled) as owner:
+            run = _Run(conn, target, mset, owner, the_plan.pending, progress)
+            run.execute(executor, jobs, chunk_size, fail_fast)
     order = {e.schema: i for i, e in enumerate(the_plan.entries)}
-    everything = sorted([*current, *results], key=lambda r: order.get(r.schema, len(order)))
-    return MigrationReport(
-        tuple(everything), time.perf_counter() - t0, run_id, resumed_from, executor, jobs
+    everything = sorted([*current, *run.results], key=lambda r: order.get(r.schema, len(order)))
+    report = MigrationReport(
+        tuple(everything),
+        time.perf_counter() - t0,
+        run.run_id,
+        run.resumed_from,
+        executor,
+        jobs,
+        interrupted=run.stopped is not None,
     )
+    if isinstance(run.stopped, KeyboardInterrupt):
+        raise MigrationInterrupted(report) from run.stopped
+    if run.stopped is not None:
+        raise run.stopped
+    return report
 
 
-def _start_run(conn: psycopg.Connection[Any], shared: str, total: int) -> tuple[int, int | None]:
-    """Open a journal entry; a run left "running" by a dead backend is marked interrupted."""
-    ident = sql.Identifier(shared)
-    row = conn.execute(
-        sql.SQL(
-            "with stale as (update {}.tenantkit_migration_runs set status = 'interrupted', "
-            "finished_at = now() where status = 'running' and backend_pid not in "
-            "(select pid from pg_stat_activity) returning id), "
-            # Summary rows of schemas dropped or renamed since: planning never needs them.
-            "gone as (delete from {}.tenantkit_migration_state st where not exists "
-            "(select from pg_namespace n where n.nspname = st.schema)) "
-            "insert into {}.tenantkit_migration_runs (total, resumed_from) "
-            "select %s, (select max(id) from stale) returning id, resumed_from"
-        ).format(ident, ident, ident),
-        (total,),
-    ).fetchone()
-    assert row is not None
-    return int(row[0]), row[1]
+def _target(tenancy: Any, migrations: Any, conninfo: str | None) -> Target:
+    target = resolve(tenancy, migrations)
+    return target if conninfo is None else replace(target, conninfo=str(conninfo))
 
 
-def _finish_run(
-    conn: psycopg.Connection[Any], shared: str, run_id: int, results: Sequence[SchemaResult]
-) -> None:
-    """Close the journal entry and write its per-schema rows, in one statement.
-
-    Written at the end rather than with each schema, to keep the per-schema transaction to the
-    schema's own history and summary row; what a killed run did is in those histories.
-    """
-    failed = sum(r.status == "failed" for r in results)
-    ident = sql.Identifier(shared)
-    conn.execute(
-        sql.SQL(
-            "with r as (update {}.tenantkit_migration_runs set finished_at = now(), "
-            "status = %(status)s, applied = %(applied)s, failed = %(failed)s "
-            "where id = %(run)s) "
-            "insert into {}.tenantkit_migration_journal "
-            "(run_id, schema, status, migrations, error, duration_ms) "
-            "select %(run)s, s, st, string_to_array(m, ','), e, d from unnest("
-            "%(schemas)s::text[], %(statuses)s::text[], %(migs)s::text[], %(errors)s::text[], "
-            "%(durs)s::float8[]) as u(s, st, m, e, d) "
-            "on conflict (run_id, schema) do nothing"
-        ).format(ident, ident),
-        {
-            "status": "failed" if failed else "done",
-            "applied": sum(r.status == "applied" for r in results),
-            "failed": failed,
-            "run": run_id,
-            "schemas": [r.schema for r in results],
-            "statuses": [r.status for r in results],
-            "migs": [",".join(r.applied) for r in results],
-            "errors": [r.error for r in results],
-            "durs": [r.duration * 1000 for r in results],
-        },
+def _refuse_non_transactional(mset: MigrationSet, pending: Sequence[SchemaPlan]) -> None:
+    """Through a pooler: raise ``PoolerDetected`` before anything runs when a
+    non-transactional migration is pending."""
+    non_tx = {
+        kind: {m.id for m in mset.of(kind) if not m.transactional} for kind in ("shared", "tenant")
+    }
+    hit = next(
+        (
+            mid
+            for e in pending
+            for mid in e.pending
+            if mid in non_tx["shared" if e.kind == "shared" else "tenant"]
+        ),
+        None,
     )
+    if hit is not None:
+        raise pooler_error(hit)
 
 
-def _migrate_shared(
-    conn: psycopg.Connection[Any],
-    target: Target,
-    mset: MigrationSet,
-    hint: tuple[str, ...],
-) -> SchemaResult:
-    # Session-level global lock: two migrators run shared migrations one after the other, and
-    # the second finds them applied.
-    conn.execute("select pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, GLOBAL_LOCK_KEY))
-    try:
-        return apply_schema(
-            conn,
-            schema=target.shared_schema,
-            kind="shared",
-            shared=target.shared_schema,
-            migrations=mset.shared,
-            hint=hint,
-        )
-    finally:
-        if not conn.closed:
-            conn.execute("select pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, GLOBAL_LOCK_KEY))
+class _Executor(Protocol):
+    def next(self) -> SchemaResult | None: ...
+    def stop(self) -> None: ...
+    def abandon(self) -> None: ...
+    def close(self) -> None: ...
 
 
-class _Worker:
-    """One connection applying schemas; reconnects when its backend goes away."""
+#: ``SchemaResult.error`` of schemas whose worker process died before reporting them.
+_WORKER_DIED = "the worker process died before reporting this schema"
+
+
+class _Run:
+    """One run with work to do: its journal row, its results, and how it stopped."""
 
     def __init__(
         self,
+        conn: psycopg.Connection[Any],
         target: Target,
         mset: MigrationSet,
-        conn: psycopg.Connection[Any] | None = None,
-    ):
+        owner: RunOwner,
+        pending: Sequence[SchemaPlan],
+        progress: Progress | None,
+    ) -> None:
+        self.conn = conn
         self.target = target
         self.mset = mset
-        self.conn = conn
-        self.owned = conn is None
+        self.run_id = owner.run_id
+        self.pending = pending
+        self.progress = progress
+        self.results: list[SchemaResult] = []
+        self._seen: set[str] = set()
+        self._replaced = False
+        self._lent = False
+        #: The interrupt (or the progress callback's error) that stopped the run early.
+        self.stopped: BaseException | None = None
+        self.resumed_from = start_run(conn, owner, len(pending))
 
-    def apply(self, entry: SchemaPlan | tuple[str, Any, tuple[str, ...]]) -> SchemaResult:
-        if isinstance(entry, SchemaPlan):
-            schema, kind, hint = entry.schema, entry.kind, entry.pending
-        else:
-            schema, kind, hint = entry
-        t0 = time.perf_counter()
+    def execute(
+        self, executor: ExecutorName, jobs: int, chunk_size: int | None, fail_fast: bool
+    ) -> None:
+        """The shared schema, then the others. The journal is written however this ends; an
+        interrupt or error is kept in :attr:`stopped` for the caller to raise."""
         try:
-            if self.conn is None or self.conn.closed:
-                self.conn = psycopg.connect(self.target.conninfo, autocommit=True)
-                self.owned = True
-            return apply_schema(
-                self.conn,
-                schema=schema,
-                kind=kind,
-                shared=self.target.shared_schema,
-                migrations=self.mset.tenant,
-                hint=hint,
+            work = [e for e in self.pending if e.kind != "shared"]
+            first = next((e for e in self.pending if e.kind == "shared"), None)
+            if first is not None:
+                self._phase(
+                    ThreadExecutor(
+                        self.target,
+                        self.mset,
+                        [first],
+                        jobs=1,
+                        chunk_size=1,
+                        fail_fast=False,
+                        conn=self.conn,
+                    ),
+                    [first],
+                )
+                if self.results[-1].status == "failed":
+                    # Tenant migrations may rely on what the shared ones create.
+                    for e in work:
+                        self._report(_skip(e, "shared migrations failed"))
+                    work = []
+            if work and self.stopped is None:
+                self._phase(self._executor(executor, work, jobs, chunk_size, fail_fast), work)
+        except BaseException as exc:  # outside a phase's wait: still a stop, still journaled
+            if self.stopped is None:
+                self.stopped = exc
+        for e in self.pending:  # what no executor was given: a stop came first
+            if e.schema not in self._seen:
+                self._report(_skip(e, INTERRUPTED), quiet=True)
+        self._finish()
+
+    def _executor(
+        self,
+        name: ExecutorName,
+        work: Sequence[SchemaPlan],
+        jobs: int,
+        chunk_size: int | None,
+        fail_fast: bool,
+    ) -> _Executor:
+        if name == "processes" and len(work) > 1:
+            size = chunk_size or max(1, min(50, math.ceil(len(work) / (jobs * 4))))
+            return ProcessExecutor(
+                self.target, work, jobs=jobs, chunk_size=size, fail_fast=fail_fast
             )
-        except psycopg.OperationalError as exc:
-            # The backend died (terminated, server restart): the open transaction was rolled
-            # back, so the schema is at its old version. Report it; the next schema reconnects.
-            if self.conn is not None and self.owned:
-                self.conn.close()
-            self.conn = None
-            return SchemaResult(
-                schema,
-                kind,
-                "failed",
-                duration=time.perf_counter() - t0,
-                error=f"connection lost: {exc}".strip(),
-            )
+        jobs = jobs if name == "threads" else 1
+        return ThreadExecutor(
+            self.target,
+            self.mset,
+            work,
+            jobs=jobs,
+            chunk_size=chunk_size or 1,
+            fail_fast=fail_fast,
+            conn=self.conn,
+        )
 
-    def close(self) -> None:
-        if self.conn is not None and self.owned:
-            self.conn.close()
+    def _report(self, result: SchemaResult, *, quiet: bool = False) -> None:
+        self._seen.add(result.schema)
+        self.results.append(result)
+        if self.progress is not None and not quiet:
+            self.progress(ProgressEvent(len(self.results), len(self.pending), result))
 
-
-def _run_sequential(
-    conn: psycopg.Connection[Any],
-    target: Target,
-    mset: MigrationSet,
-    work: Sequence[SchemaPlan],
-    fail_fast: bool,
-    report: Callable[[SchemaResult], None],
-) -> None:
-    worker = _Worker(target, mset, conn)
-    stop = False
-    for entry in work:
-        if stop:
-            report(SchemaResult(entry.schema, entry.kind, "skipped", error="fail-fast stop"))
-            continue
-        result = worker.apply(entry)
-        report(result)
-        stop = fail_fast and result.status == "failed"
-    worker.close()
-
-
-def _run_threads(
-    target: Target,
-    mset: MigrationSet,
-    work: Sequence[SchemaPlan],
-    fail_fast: bool,
-    report: Callable[[SchemaResult], None],
-    jobs: int,
-    chunk_size: int,
-) -> None:
-    chunks: queue.SimpleQueue[Sequence[SchemaPlan]] = queue.SimpleQueue()
-    for i in range(0, len(work), chunk_size):
-        chunks.put(work[i : i + chunk_size])
-    results: queue.SimpleQueue[SchemaResult | None] = queue.SimpleQueue()
-    stop = threading.Event()
-
-    def loop() -> None:
-        worker = _Worker(target, mset)
+    def _phase(self, executor: _Executor, entries: Sequence[SchemaPlan]) -> None:
+        """Collect ``executor``'s results. On an interrupt (or an error from the progress
+        callback) stop it and collect what its workers finish or roll back; on a second one,
+        stop waiting. Schemas never reported are read back from the database."""
+        abandoned = False
         try:
-            while True:
-                try:
-                    chunk = chunks.get_nowait()
-                except queue.Empty:
-                    return
-                for entry in chunk:
-                    if stop.is_set():
-                        results.put(
-                            SchemaResult(
-                                entry.schema, entry.kind, "skipped", error="fail-fast stop"
-                            )
-                        )
-                        continue
-                    result = worker.apply(entry)
-                    if fail_fast and result.status == "failed":
-                        stop.set()
-                    results.put(result)
+            while (result := executor.next()) is not None:
+                self._report(result)
+        except BaseException as exc:
+            self.stopped = exc
+            try:
+                executor.stop()
+                while (result := executor.next()) is not None:
+                    self._report(result, quiet=True)
+            except BaseException:
+                abandoned = True
+                executor.abandon()
+                # A worker still running may hold the connection it borrowed from us.
+                self._lent = True
         finally:
-            worker.close()
-            results.put(None)
+            executor.close()
+        missing = [e for e in entries if e.schema not in self._seen]
+        if missing:
+            status: Status = "skipped" if abandoned else "failed"
+            error = INTERRUPTED if abandoned else _WORKER_DIED
+            for result in self._read_back(missing, status, error):
+                self._report(result, quiet=True)
 
-    threads = [threading.Thread(target=loop, daemon=True) for _ in range(min(jobs, len(work)))]
-    for t in threads:
-        t.start()
-    running = len(threads)
-    # Results are reported from the calling thread, so progress callbacks need no locking.
-    while running:
-        item = results.get()
-        if item is None:
-            running -= 1
-        else:
-            report(item)
-    for t in threads:
-        t.join()
+    def _read_back(
+        self, entries: Sequence[SchemaPlan], status: Status, error: str
+    ) -> list[SchemaResult]:
+        """Results for schemas whose worker never said how they ended, from their summary
+        rows (written in the same transaction as their history)."""
+        try:
+            rows = self._connection().execute(
+                sql.SQL(
+                    "select schema, applied from {}.tenantkit_migration_state "
+                    "where schema = any(%s)"
+                ).format(sql.Identifier(self.target.shared_schema)),
+                ([e.schema for e in entries],),
+            )
+            applied = {r[0]: set(r[1]) for r in rows}
+        except psycopg.Error:
+            applied = {}
+        out = []
+        for e in entries:
+            done = tuple(m for m in e.pending if m in applied.get(e.schema, ()))
+            if done:
+                out.append(SchemaResult(e.schema, e.kind, "applied", done))
+            else:
+                out.append(SchemaResult(e.schema, e.kind, status, error=error))
+        return out
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self.conn.closed or self._lent:
+            # Its backend died (terminated, server restart) while the workers ran, or an
+            # abandoned worker may still use it. The caller closes the first connection,
+            # this one closes the replacement.
+            self.conn = connect(self.target.conninfo)
+            self._replaced = True
+            self._lent = False
+        return self.conn
+
+    def _finish(self) -> None:
+        status: RunStatus = "done"
+        if self.stopped is not None:
+            status = "interrupted"
+        elif any(r.status == "failed" for r in self.results):
+            status = "failed"
+        try:
+            finish_run(
+                self._connection(), self.target.shared_schema, self.run_id, self.results, status
+            )
+        finally:
+            if self._replaced:
+                self.conn.close()
 
 
-# Process workers keep one connection and the loaded migrations for their whole life.
-_proc_worker: _Worker | None = None
-
-
-def _proc_init(target: Target) -> None:
-    global _proc_worker
-    _proc_worker = _Worker(target, load_migrations(target.migrations_dir))
-
-
-def _proc_chunk(chunk: Sequence[tuple[str, Any, tuple[str, ...]]]) -> list[SchemaResult]:
-    assert _proc_worker is not None
-    return [_proc_worker.apply((schema, kind, hint)) for schema, kind, hint in chunk]
-
-
-def _run_processes(
-    target: Target,
-    work: Sequence[SchemaPlan],
-    fail_fast: bool,
-    report: Callable[[SchemaResult], None],
-    jobs: int,
-    chunk_size: int,
-) -> None:
-    chunks = [
-        [(e.schema, e.kind, e.pending) for e in work[i : i + chunk_size]]
-        for i in range(0, len(work), chunk_size)
-    ]
-    kinds = {e.schema: e for e in work}
-    with ProcessPoolExecutor(
-        max_workers=min(jobs, len(chunks)), initializer=_proc_init, initargs=(target,)
-    ) as pool:
-        futures: list[Future[list[SchemaResult]]] = [pool.submit(_proc_chunk, c) for c in chunks]
-        pending_chunks = dict(zip(futures, chunks, strict=True))
-        stopped = False
-        for fut in futures:
-            chunk = pending_chunks[fut]
-            if stopped and fut.cancel():
-                for schema, _kind, _hint in chunk:
-                    report(
-                        SchemaResult(schema, kinds[schema].kind, "skipped", error="fail-fast stop")
-                    )
-                continue
-            for result in fut.result():
-                report(result)
-                if fail_fast and result.status == "failed" and not stopped:
-                    # Chunks already running finish; the rest are cancelled.
-                    stopped = True
-                    for other in futures:
-                        other.cancel()
+def _skip(entry: SchemaPlan, reason: str) -> SchemaResult:
+    return SchemaResult(entry.schema, entry.kind, "skipped", error=reason)

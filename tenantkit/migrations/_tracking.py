@@ -32,7 +32,8 @@ __all__ = [
 #: First key of every tenantkit advisory lock (two-int form): hashtext('tenantkit.migrate')
 #: would need a round trip, so the constant is fixed here.
 LOCK_NAMESPACE = 0x7E4A_17C1 - (1 << 31)
-#: Second key of the global lock held while shared migrations run.
+#: Second key reserved for tenantkit-wide locks (schema keys avoid it); ``GLOBAL_LOCK_KEY - 1``
+#: serialises the creation of the bookkeeping tables.
 GLOBAL_LOCK_KEY = 0
 
 
@@ -100,8 +101,11 @@ create table if not exists {shared}.tenantkit_migration_runs (
     total integer not null default 0,
     applied integer not null default 0,
     failed integer not null default 0,
-    resumed_from bigint
+    resumed_from bigint,
+    alive_until timestamptz
 );
+-- Databases set up by earlier development versions have the table without it.
+alter table {shared}.tenantkit_migration_runs add column if not exists alive_until timestamptz;
 create table if not exists {shared}.tenantkit_migration_journal (
     run_id bigint not null,
     schema text not null,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -54,6 +57,112 @@ def history(conn: psycopg.Connection, schema: str) -> list[str]:
     """IDs recorded in ``schema.tenantkit_migrations``."""
     rows = conn.execute(f'select id from "{schema}".tenantkit_migrations order by id').fetchall()
     return [r[0] for r in rows]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name, which is in parentheses and may hold anything.
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+
+
+def children_of(pid: int) -> list[int]:
+    """Live processes forked by ``pid`` and still running its program (multiprocessing
+    workers; not the servers or watchdogs it started), from a /proc scan."""
+    found = []
+    command = _cmdline(pid)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if (
+                fields is not None
+                and fields[1] == str(pid)
+                and fields[0] != "Z"
+                and _cmdline(int(entry.name)) == command
+            ):
+                found.append(int(entry.name))
+    return found
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def kill_all(pids: list[int]) -> None:
+    """SIGKILL what is left of ``pids`` (cleanup after a failed check)."""
+    for pid in pids:
+        if process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def other_backends(conn: psycopg.Connection) -> int:
+    """Backends connected to ``conn``'s database, besides ``conn`` itself."""
+    row = conn.execute(
+        "select count(*) from pg_stat_activity where datname = current_database() "
+        "and pid <> pg_backend_pid()"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def runs(conn: psycopg.Connection, shared: str) -> list[tuple[int, str, int, int | None]]:
+    """The run journal of ``shared``: (id, status, applied, resumed_from), oldest first."""
+    rows = conn.execute(
+        f'select id, status, applied, resumed_from from "{shared}".tenantkit_migration_runs '
+        "order by id"
+    ).fetchall()
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def migrated(conn: psycopg.Connection, schemas: list[str], migration: str) -> list[str]:
+    """Those of ``schemas`` whose own history records ``migration``."""
+    return [s for s in schemas if migration in history(conn, s)]
+
+
+def slow_migration(root: Path, shared: str, seconds: float) -> str:
+    """Add tenant migration ``0003_slow`` (a column, then a sleep) and return its ID.
+
+    The sleep carries ``shared`` in a comment, so :func:`sleeping` finds this test's own
+    statements in pg_stat_activity.
+    """
+    write(
+        root,
+        "tenant/0003_slow.sql",
+        f"alter table items add column note text;\nselect pg_sleep({seconds}) /* {shared} */;\n",
+    )
+    return "0003_slow"
+
+
+def sleeping(conn: psycopg.Connection, shared: str) -> int:
+    """How many of :func:`slow_migration`'s sleeps for ``shared`` run right now."""
+    row = conn.execute(
+        "select count(*) from pg_stat_activity where state = 'active' and query like %s",
+        (f"%pg_sleep(%) /* {shared} */%",),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 @pytest.fixture

@@ -6,11 +6,27 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 from pathlib import Path
 
 import psycopg
-from _cli_support import tenantkit
-from _migrations_support import mig_dir, mig_tenancy, shared_name, write  # noqa: F401
+import pytest
+from _cli_support import cli_env, tenantkit, tenantkit_command
+from _migrations_support import (  # noqa: F401 (fixtures)
+    children_of,
+    kill_all,
+    mig_dir,
+    mig_tenancy,
+    migrated,
+    process_alive,
+    runs,
+    shared_name,
+    sleeping,
+    slow_migration,
+    wait_for,
+    write,
+)
 
 from tenantkit.tenancy import Tenancy
 
@@ -27,6 +43,28 @@ def _run(dsn: str, tenancy: Tenancy, *args: str) -> tuple[int, str]:
     )
     assert "Traceback" not in result.stderr, result.stderr
     return result.returncode, result.stdout + result.stderr
+
+
+def start_migrate(dsn: str, tenancy: Tenancy, *args: str) -> subprocess.Popen[str]:
+    """``tenantkit migrate ARGS...`` on ``tenancy``, running in the background."""
+    return subprocess.Popen(
+        [
+            *tenantkit_command(),
+            "--dsn",
+            dsn,
+            "migrate",
+            "--migrations",
+            str(tenancy.migrations_dir),
+            "--shared-schema",
+            tenancy.shared_schema,
+            *args,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
 
 
 def test_plan_migrate_and_exit_codes(
@@ -106,3 +144,57 @@ def test_drift_needs_migrations_or_a_reference(dsn: str, mig_tenancy: Tenancy) -
     result = tenantkit("drift", "--shared-schema", mig_tenancy.shared_schema, dsn=dsn)
     assert result.returncode == 2
     assert "--reference TENANT" in result.stderr
+
+
+@pytest.mark.parametrize("executor", ["sequential", "threads", "processes"])
+def test_sigterm_stops_with_a_true_journal_and_the_next_run_resumes(
+    dsn: str, mig_tenancy: Tenancy, mig_dir: Path, conn: psycopg.Connection, executor: str
+) -> None:
+    shared = mig_tenancy.shared_schema
+    names = [mig_tenancy.create_tenant(f"{shared}_{i}").schema for i in range(8)]
+    mid = slow_migration(mig_dir, shared, 0.4)
+    proc = start_migrate(
+        dsn, mig_tenancy, "--executor", executor, "--jobs", "2", "--chunk-size", "1", "--json"
+    )
+    workers: list[int] = []
+    try:
+        # Stop it once a first tenant is migrated and others are in progress.
+        assert wait_for(lambda: migrated(conn, names, mid) and sleeping(conn, shared), 30)
+        workers = children_of(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert wait_for(lambda: not any(process_alive(w) for w in workers), 5), workers
+    finally:
+        kill_all(workers)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "again to resume" in err, err
+    # The journal tells the truth: what the tenants' own histories say was done.
+    done = migrated(conn, names, mid)
+    run_id, status, applied, _ = runs(conn, shared)[-1]
+    assert (status, applied) == ("interrupted", len(done))
+    assert 0 < len(done) < len(names)
+    journal = conn.execute(
+        f'select schema, status, migrations from "{shared}".tenantkit_migration_journal '
+        "where run_id = %s order by schema",
+        (run_id,),
+    ).fetchall()
+    assert [s for s, st, m in journal if st == "applied" and m == [mid]] == done
+    assert sorted(s for s, st, _ in journal if st == "skipped") == sorted(set(names) - set(done))
+    report = json.loads(out)
+    assert report["interrupted"] is True and report["counts"]["applied"] == len(done)
+    # The schemas in progress were rolled back whole: no column without its history row.
+    for name in names:
+        cols = conn.execute(
+            "select count(*) from information_schema.columns where table_schema = %s "
+            "and table_name = 'items' and column_name = 'note'",
+            (name,),
+        ).fetchone()
+        assert cols == ((1,) if name in done else (0,)), name
+
+    again = mig_tenancy.migrate(executor="threads", jobs=4)
+    assert again.ok and again.resumed_from == run_id
+    assert sorted(r.schema for r in again.applied) == sorted(set(names) - set(done))
+    assert migrated(conn, names, mid) == names
