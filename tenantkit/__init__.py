@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     )
     from .migrations import (
         Migration,
+        MigrationInterrupted,
         MigrationReport,
         MigrationSet,
         Plan,
@@ -94,6 +95,7 @@ _EXPORTS: dict[str, str] = {
     "Migration": "migrations",
     "MigrationChecksumMismatch": "errors",
     "MigrationError": "errors",
+    "MigrationInterrupted": "migrations",
     "MigrationProvisioner": "provisioning",
     "MigrationReport": "migrations",
     "MigrationSet": "migrations",
@@ -172,6 +174,7 @@ __all__ = [
     "Migration",
     "MigrationChecksumMismatch",
     "MigrationError",
+    "MigrationInterrupted",
     "MigrationProvisioner",
     "MigrationReport",
     "MigrationSet",

@@ -22,6 +22,33 @@ _migrations_option = migrations_option(required=True, purpose="")
 _shared_option = shared_schema_option
 
 
+def _require_migrations(migrations_dir: str) -> None:
+    """Refuse a directory holding no migration: running it would silently do nothing."""
+    from ..migrations import load_migrations
+
+    try:
+        found = load_migrations(migrations_dir)
+    except MigrationError as exc:
+        raise CliError(str(exc), ExitCode.USAGE) from exc
+    if not found.shared and not found.tenant:
+        raise CliError(
+            f"no migrations in {migrations_dir!r} (expected shared/ and tenant/ folders of "
+            "*.sql or *.py files): check --migrations / PGTENANTS_MIGRATIONS",
+            ExitCode.USAGE,
+        )
+
+
+def _unknown(ctx: click.Context, migrations_dir: str, shared_schema: str, plan: Any) -> Any:
+    """Schema -> applied migrations the directory does not hold, for the planned schemas."""
+    import psycopg
+
+    from ._migration_state import unknown_migrations
+
+    schemas = [e.schema for e in plan.entries]
+    with psycopg.connect(require_dsn(ctx), autocommit=True) as conn:
+        return unknown_migrations(conn, shared_schema, migrations_dir, schemas)
+
+
 def _tenancy(ctx: click.Context, migrations_dir: str | None, shared_schema: str) -> Any:
     # The engine needs only these three attributes; no pool is opened for a CLI run.
     return SimpleNamespace(
@@ -105,10 +132,12 @@ def migrate(
     from .. import migrations as m
 
     scope = _scope(shared_only, tenant_only, schemas)
+    _require_migrations(migrations_dir)
     tenancy = _tenancy(ctx, migrations_dir, shared_schema)
     try:
         if plan_only:
-            _print_plan(m.plan(tenancy, **scope), as_json)
+            found = m.plan(tenancy, **scope)
+            _print_plan(found, _unknown(ctx, migrations_dir, shared_schema, found), as_json)
             return
         chosen = executor or ("threads" if jobs > 1 else "sequential")
         report = _run(m, tenancy, scope, jobs, chosen, chunk_size, fail_fast, as_json)
@@ -121,8 +150,9 @@ def migrate(
             "Run `tenantkit migrate` again to resume",
             ExitCode.INTERRUPTED,
         ) from None
-    except (MigrationError, RegistryNotInstalled, ValueError) as exc:
+    except (MigrationError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+    # RegistryNotInstalled goes through: the CLI's handler exits 3 with the `init` hint.
     _show_report(report, as_json)
     ctx.exit(0 if report.ok else 1)
 
@@ -144,13 +174,19 @@ def plan(
     check: bool,
     as_json: bool,
 ) -> None:
-    """List the migrations pending in each schema, without running any (one query)."""
+    """List the migrations pending in each schema, without running any (one query).
+
+    Also lists migrations applied to a schema that the directory does not hold (the code is
+    older than the database); ``--check`` exits 1 for those too.
+    """
     from .. import migrations as m
 
     scope = _scope(shared_only, tenant_only, schemas)
+    _require_migrations(migrations_dir)
     found = m.plan(_tenancy(ctx, migrations_dir, shared_schema), **scope)
-    _print_plan(found, as_json)
-    ctx.exit(1 if check and found.pending else 0)
+    unknown = _unknown(ctx, migrations_dir, shared_schema, found)
+    _print_plan(found, unknown, as_json)
+    ctx.exit(1 if check and (found.pending or unknown) else 0)
 
 
 def _run(
@@ -188,16 +224,23 @@ def _run(
         return m.migrate(tenancy, progress=on_progress, **kw)
 
 
-def _print_plan(plan: Any, as_json: bool) -> None:
+def _print_plan(plan: Any, unknown: dict[str, list[str]], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(plan.as_dict(), indent=2))
+        click.echo(json.dumps({**plan.as_dict(), "unknown": unknown}, indent=2))
         return
     pending = plan.pending
-    if not pending:
+    if pending:
+        rows = [(e.schema, e.kind, ", ".join(e.pending)) for e in pending]
+        print_rows(make_console(), ["schema", "kind", "pending"], rows, wrap=["pending"])
+    if unknown:
+        click.echo(
+            f"{len(unknown)} schema(s) have migrations applied that the migrations directory "
+            "does not hold (the code is older than the database):"
+        )
+        ahead = [(schema, ", ".join(ids)) for schema, ids in sorted(unknown.items())]
+        print_rows(make_console(), ["schema", "applied, not on disk"], ahead)
+    elif not pending:
         click.echo(f"Nothing to migrate ({len(plan.entries)} schemas at the head).")
-        return
-    rows = [(e.schema, e.kind, ", ".join(e.pending)) for e in pending]
-    print_rows(make_console(), ["schema", "kind", "pending"], rows, wrap=["pending"])
     click.echo(f"{len(pending)} of {len(plan.entries)} schemas have pending migrations.")
 
 

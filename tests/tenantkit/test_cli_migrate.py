@@ -140,6 +140,54 @@ def test_plan_command_lists_pending_and_checks(
     assert [p["schema"] for p in json.loads(out)["pending"]] == [names[0]]
 
 
+def test_plan_check_fails_when_applied_migrations_are_missing_from_disk(
+    dsn: str, mig_tenancy: Tenancy, mig_dir: Path
+) -> None:
+    """Issue 16: code older than the database used to plan as "at the head", exit 0."""
+    tenant = mig_tenancy.create_tenant(f"{mig_tenancy.shared_schema}_old").schema
+    applied = sorted(p.name for p in (mig_dir / "tenant").iterdir())
+    newest = applied[-1]
+    (mig_dir / "tenant" / newest).unlink()  # the deployed code lacks a migration the db has
+    code, out = _run(dsn, mig_tenancy, "plan", "--check")
+    assert code == 1, out
+    assert "Nothing to migrate" not in out
+    assert "older than the database" in out
+    row = next(r for r in out.splitlines() if r.split()[:1] == [tenant])
+    assert Path(newest).stem in row
+    code, out = _run(dsn, mig_tenancy, "plan", "--json")
+    assert code == 0  # listing is not failing
+    assert json.loads(out)["unknown"][tenant] == [Path(newest).stem]
+
+
+def test_empty_migrations_directory_is_refused(
+    dsn: str, mig_tenancy: Tenancy, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty"
+    (empty / "shared").mkdir(parents=True)
+    (empty / "tenant").mkdir()
+    for command in ("plan", "migrate"):
+        result = tenantkit(
+            command,
+            "--migrations",
+            str(empty),
+            "--shared-schema",
+            mig_tenancy.shared_schema,
+            dsn=dsn,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "no migrations in" in result.stderr
+
+
+def test_migrate_without_registry_exits_3_with_the_init_hint(
+    dsn: str, mig_dir: Path, shared_name: str
+) -> None:
+    result = tenantkit(
+        "migrate", "--migrations", str(mig_dir), "--shared-schema", shared_name, dsn=dsn
+    )
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "tenantkit init" in result.stderr
+
+
 def test_drift_needs_migrations_or_a_reference(dsn: str, mig_tenancy: Tenancy) -> None:
     result = tenantkit("drift", "--shared-schema", mig_tenancy.shared_schema, dsn=dsn)
     assert result.returncode == 2
