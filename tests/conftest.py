@@ -15,7 +15,14 @@ import psycopg
 import pytest
 from _pgbouncer import ENV_REQUIRE, PgBouncer, PgBouncerMissing, find_pgbouncer
 
+import tenantkit
 from tenantkit.server import temporary_database
+
+# `tenantkit` loads its submodules on first use. pytester's in-process runs restore
+# sys.modules afterwards, dropping modules first imported inside them, so a later run would
+# import a second copy (two `Tenant` classes). Load everything once, before any such run.
+for _name in tenantkit.__all__:
+    getattr(tenantkit, _name)
 
 
 @pytest.fixture(scope="session")
