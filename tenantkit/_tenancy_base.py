@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import select
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import pq
@@ -19,6 +18,11 @@ from .models import Tenant, TenantLike, TenantState, schema_of
 from .names import normalize_host, validate_schema_name
 from .registry import Registry, tenant_from_row
 from .search_path import current_tenant, path_sql, search_path_for
+
+if TYPE_CHECKING:
+    from .catalog import DriftReport
+    from .migrations import ExecutorName, MigrationReport, Plan, ProgressEvent
+    from .provisioning import Spares
 
 
 def _check_shared(name: str) -> str:
@@ -110,7 +114,7 @@ class _TenancyBase:
         )
         self._public: Tenant | None = None
         self._paths: dict[str, bytes] = {}
-        self._spares: Any = None
+        self._spares: Spares | None = None
 
     def _configure_conn(self, conn: _TenantState) -> None:
         conn._tk_configure(
@@ -221,23 +225,74 @@ class _TenancyBase:
             return "the public tenant row is missing: call install()"
         return f"no tenant with {by} {args[0]!r}; list them with tenants()"
 
-    # Thin delegations to the migrations helper's modules, imported on first use so the
-    # core imports (and type-checks) without them.
-    def plan(self, **kw: Any) -> Any:
-        """Plan pending migrations: ``tenantkit.migrations.plan(self, **kw)``."""
-        return importlib.import_module("tenantkit.migrations").plan(self, **kw)
+    # Thin delegations to the migrations and catalog modules, imported on first use so the
+    # core imports without them. Their parameters mirror the functions they call (a test
+    # checks it), so users get real signatures and types.
+    def plan(
+        self,
+        *,
+        shared: bool = True,
+        tenants: bool = True,
+        schemas: Iterable[str] | str | None = None,
+        migrations: Any = None,
+        conninfo: str | None = None,
+    ) -> Plan:
+        """What is pending where, from one query: ``tenantkit.migrations.plan(self, ...)``."""
+        from .migrations import plan
 
-    def migrate(self, **kw: Any) -> Any:
-        """Apply migrations: ``tenantkit.migrations.migrate(self, **kw)``."""
-        return importlib.import_module("tenantkit.migrations").migrate(self, **kw)
+        return plan(
+            self,
+            shared=shared,
+            tenants=tenants,
+            schemas=schemas,
+            migrations=migrations,
+            conninfo=conninfo,
+        )
 
-    def drift(self, **kw: Any) -> Any:
-        """Schema drift report: ``tenantkit.catalog.drift(self, **kw)``."""
-        return importlib.import_module("tenantkit.catalog").drift(self, **kw)
+    def migrate(
+        self,
+        *,
+        shared: bool = True,
+        tenants: bool = True,
+        schemas: Iterable[str] | str | None = None,
+        jobs: int = 1,
+        executor: ExecutorName = "sequential",
+        chunk_size: int | None = None,
+        fail_fast: bool = False,
+        progress: Callable[[ProgressEvent], None] | None = None,
+        migrations: Any = None,
+        conninfo: str | None = None,
+    ) -> MigrationReport:
+        """Apply pending migrations: ``tenantkit.migrations.migrate(self, ...)``."""
+        from .migrations import migrate
+
+        return migrate(
+            self,
+            shared=shared,
+            tenants=tenants,
+            schemas=schemas,
+            jobs=jobs,
+            executor=executor,
+            chunk_size=chunk_size,
+            fail_fast=fail_fast,
+            progress=progress,
+            migrations=migrations,
+            conninfo=conninfo,
+        )
+
+    def drift(
+        self, *, schemas: Sequence[str] | None = None, reference: str | None = None
+    ) -> DriftReport:
+        """Schema drift report: ``tenantkit.catalog.drift(self, ...)``."""
+        from .catalog import drift
+
+        return drift(self, schemas=schemas, reference=reference)
 
     @property
-    def spares(self) -> Any:
+    def spares(self) -> Spares:
         """The warm spare-schema pool, ``tenantkit.provisioning.Spares(self)`` (created once)."""
         if self._spares is None:
-            self._spares = importlib.import_module("tenantkit.provisioning").Spares(self)
+            from .provisioning import Spares
+
+            self._spares = Spares(self)
         return self._spares

@@ -219,7 +219,6 @@ class Registry:
             "SELECT {cols} FROM {t} WHERE (%(state)s::text IS NULL OR state = %(state)s)"
             " AND (%(public)s OR NOT is_public) ORDER BY id"
         )
-        self.lock_by_schema = q("SELECT {cols} FROM {t} WHERE schema = %s FOR UPDATE")
         self.insert = q(
             "INSERT INTO {t} (schema, name, state, metadata) VALUES (%s, %s, %s, %s)"
             " RETURNING {cols}"
