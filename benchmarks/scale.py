@@ -15,6 +15,10 @@ Measured (medians of --repeat):
   (tracemalloc, after a collection);
 * the command: ``tenantkit --version`` (start-up), ``list --json``, ``list --limit 20`` and
   ``plan``, as the console script in a subprocess;
+* applying one pending migration (a column added to ``items``) to every tenant with
+  ``migrate(jobs=--jobs)``, beside the same statement sent bare (each schema in its own
+  transaction, ``SET LOCAL search_path`` and the DDL, ``--jobs`` threads with a connection
+  each): target within 1.3x (DESIGN.md). Each side adds its own column, so both do the same work;
 * catalog growth: the pg_catalog reads of drift (``read_catalog`` over every tenant, and over
   one), of the isolation check (``find_cross_schema_references`` over every tenant) and of
   ``list``'s sizes (from pg_class page counts, and measured exactly per relation).
@@ -38,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
@@ -251,7 +256,53 @@ def measure(tenancy: Tenancy, dsn: str, migrations: str, n: int, repeat: int) ->
     return out
 
 
+NOTE = "alter table items add column {} text;\n"
+
+
+def bare_apply(dsn: str, schemas: Sequence[str], column: str, jobs: int) -> float:
+    """The floor: the statement in its own transaction per schema, ``jobs`` threads."""
+    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(jobs)]
+    statement = NOTE.format(column)
+
+    def work(conn: psycopg.Connection[Any], part: Sequence[str]) -> None:
+        for schema in part:
+            ident = sql.Identifier(schema).as_string(conn)
+            with conn.transaction():
+                conn.execute(f"set local search_path to {ident}, public;\n{statement}".encode())
+
+    parts = [schemas[i::jobs] for i in range(jobs)]
+    threads = [threading.Thread(target=work, args=cp) for cp in zip(conns, parts, strict=True)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    for conn in conns:
+        conn.close()
+    return elapsed
+
+
+def apply_one(tenancy: Tenancy, dsn: str, folder: str, n: int, jobs: int) -> dict[str, float]:
+    """One pending migration applied to all ``n`` tenants: tenantkit, then bare DDL."""
+    schemas = [name(i) for i in range(n)]
+    Path(folder, "tenant", "0002_note.sql").write_text(NOTE.format("note"))
+    print(f"applying one migration to {n} tenants (jobs={jobs})...", file=sys.stderr)
+    started = time.perf_counter()
+    report = tenancy.migrate(jobs=jobs, executor="threads")
+    ours = time.perf_counter() - started
+    assert report.ok, report
+    floor = bare_apply(dsn, schemas, "note_bare", jobs)
+    return {
+        f"apply one migration, jobs={jobs}: tenantkit": ours,
+        f"apply one migration, jobs={jobs}: bare DDL": floor,
+        f"apply one migration, jobs={jobs}: ratio": ours / floor,
+    }
+
+
 def show(value: float, key: str) -> str:
+    if key.endswith(": ratio"):
+        return f"{value:.2f}x"
     if key == "relations in pg_class":
         return f"{value:,.0f}"
     if key == "routing table memory":
@@ -268,6 +319,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=int, default=100)
     parser.add_argument("--batch", type=int, default=100, help="schemas per transaction")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=2, help="parallelism of the apply [2]")
     args = parser.parse_args()
     if not 1 <= args.baseline <= args.tenants:
         parser.error("--baseline must be between 1 and --tenants")
@@ -299,6 +351,7 @@ def main() -> None:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("analyze")  # what autovacuum would have done meanwhile
             big = measure(tenancy, dsn, folder, args.tenants, args.repeat)
+        applied = apply_one(tenancy, dsn, folder, args.tenants, args.jobs)
 
     a, b = args.baseline, args.tenants
     print(f"tenantkit at {a:,} and {b:,} tenants (one small table each), medians of {args.repeat}")
@@ -306,6 +359,8 @@ def main() -> None:
     for key, value in small.items():
         ratio = big[key] / value if value else float("nan")
         print(f"  {key:<46} {show(value, key):>14} {show(big[key], key):>14} {ratio:>7.1f}x")
+    for key, value in applied.items():
+        print(f"  {key:<46} {'':>14} {show(value, key):>14}")
 
 
 if __name__ == "__main__":
