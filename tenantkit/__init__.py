@@ -13,9 +13,10 @@ if TYPE_CHECKING:
     from ._version import __version__
     from .asgi import ASGITenantMiddleware
     from .catalog import Difference, DriftReport, SchemaDrift
-    from .clone import CloneError, clone_schema
+    from .clone import clone_schema
     from .domain_sources import DomainSource, RegistryDomainSource, StaticDomainSource
     from .errors import (
+        CloneError,
         DomainExists,
         DomainNotFound,
         InvalidHostname,
@@ -80,7 +81,7 @@ _EXPORTS: dict[str, str] = {
     "AsyncTenancy": "tenancy",
     "AsyncTenantConnection": "search_path",
     "CanaryLeak": "isolation",
-    "CloneError": "clone",
+    "CloneError": "errors",
     "CloneProvisioner": "provisioning",
     "Difference": "catalog",
     "Domain": "models",

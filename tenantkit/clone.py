@@ -21,14 +21,10 @@ import psycopg
 from psycopg import sql
 
 from .catalog import PLACEHOLDER, Column, SchemaCatalog, Sequence_, read_catalog
-from .errors import SchemaExists, SchemaNotFound, TenantkitError
+from .errors import CloneError, SchemaExists, SchemaNotFound
 from .names import validate_schema_name
 
 __all__ = ["CloneError", "CloneScript", "clone_schema", "clone_script"]
-
-
-class CloneError(TenantkitError, ValueError):
-    """The source schema holds something :func:`clone_schema` cannot reproduce."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ what was wrong and what to do about it.
 from __future__ import annotations
 
 __all__ = [
+    "CloneError",
     "DomainExists",
     "DomainNotFound",
     "InvalidHostname",
@@ -53,6 +54,10 @@ class InvalidHostname(TenantkitError, ValueError):
         self.host = host
         self.reason = reason
         super().__init__(f"invalid hostname {host!r}: {reason}")
+
+
+class CloneError(TenantkitError, ValueError):
+    """The source schema holds something cloning cannot reproduce (partitioned tables)."""
 
 
 class SchemaExists(TenantkitError, ValueError):

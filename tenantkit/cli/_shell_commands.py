@@ -2,7 +2,7 @@
 
 Inspection runs on :meth:`ShellSession.inspection`, a connection bound to the current tenant,
 so types and definitions print as the tenant sees them. Catalog queries live in
-:mod:`tenantkit.inspect` and :mod:`tenantkit.catalog`; this module only presents them.
+:mod:`tenantkit.describe` and :mod:`tenantkit.catalog`; this module only presents them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 
-from .. import inspect as tk_inspect
+from .. import describe as tk_inspect
 from ..catalog import diff_objects, read_catalog
 from ..catalog import drift as catalog_drift
 from ..errors import TenantkitError, TenantNotFound

@@ -25,7 +25,7 @@ from psycopg import pq
 from rich.console import Console, RenderableType
 from rich.text import Text
 
-from .. import inspect as tk_inspect
+from .. import describe as tk_inspect
 from ..errors import (
     RegistryNotInstalled,
     TenantkitError,

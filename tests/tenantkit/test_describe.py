@@ -1,4 +1,4 @@
-"""tenantkit.inspect: tables with estimates and sizes, table descriptions, schema summaries and
+"""tenantkit.describe: tables with estimates and sizes, table descriptions, schema summaries and
 sessions per tenant, against a real server."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from psycopg import sql
 
 from tenantkit.catalog import schema_sizes
-from tenantkit.inspect import (
+from tenantkit.describe import (
     ColumnInfo,
     describe_table,
     list_sessions,

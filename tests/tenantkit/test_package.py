@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import subprocess
 import sys
@@ -33,3 +34,17 @@ def test_import_loads_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_old_inspect_module_still_works_with_a_deprecation_warning() -> None:
+    code = "import warnings; warnings.simplefilter('error'); import tenantkit.inspect"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode != 0 and "tenantkit.describe" in out.stderr
+    old = importlib.import_module("tenantkit.inspect")
+    with pytest.warns(DeprecationWarning, match=r"tenantkit\.describe"):
+        importlib.reload(old)
+    from tenantkit import describe, errors
+    from tenantkit.inspect import list_tables
+
+    assert list_tables is describe.list_tables
+    assert tenantkit.CloneError is errors.CloneError
