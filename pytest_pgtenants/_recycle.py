@@ -21,17 +21,17 @@ recycled, since deleting would lose the seed.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
-__all__ = ["SPARE_PREFIX", "TRACKING_TABLE", "fingerprints", "recycle", "spare_names"]
+if TYPE_CHECKING:
+    from tenantkit.provisioning import Spares
 
-#: The spare schemas' name prefix, as ``tenantkit.provisioning.Spares.fill`` names them.
-SPARE_PREFIX = "_tenantkit_spare_"
+__all__ = ["TRACKING_TABLE", "fingerprints", "recycle"]
+
 #: The per-schema migrations history table (its rows must stay: they say the schema is migrated).
 TRACKING_TABLE = "tenantkit_migrations"
 
@@ -89,17 +89,9 @@ def fingerprints(conn: psycopg.Connection[Any], schemas: Iterable[str]) -> dict[
     return {int(oid): (str(fp), bool(used)) for _name, oid, fp, used, _seqs in rows}
 
 
-def spare_names(conn: psycopg.Connection[Any], shared_schema: str) -> list[str]:
-    """The schemas currently in the spare pool."""
-    rows = conn.execute(
-        sql.SQL("SELECT schema FROM {}.tenantkit_spares").format(sql.Identifier(shared_schema))
-    ).fetchall()
-    return [str(r[0]) for r in rows]
-
-
 def recycle(
     conn: psycopg.Connection[Any],
-    shared_schema: str,
+    spares: Spares,
     holding: str,
     nsp_oid: int,
     baseline: Baseline | None,
@@ -110,16 +102,14 @@ def recycle(
     """
     if baseline is None or baseline[1]:
         return False
-    shared = sql.Identifier(shared_schema)
     try:
         with conn.transaction():
             row = conn.execute(_STATE, {"names": [holding], "tracking": TRACKING_TABLE}).fetchone()
             if row is None or int(row[1]) != nsp_oid or row[2] != baseline[0]:
                 return False
             used: list[str] = list(row[3])
-            spare = SPARE_PREFIX + secrets.token_hex(8)
-            # Everything else in one round trip (the janitor competes with the tests for the
-            # same two cores, so fewer messages matter).
+            # The reset in one round trip (the janitor competes with the tests for the same
+            # two cores, so fewer messages matter), then the adoption in another.
             statements: list[sql.Composable] = []
             if used:
                 # FK order does not matter with triggers off; needs a superuser.
@@ -133,21 +123,9 @@ def recycle(
                         oids=sql.Literal("{" + ",".join(str(o) for o in row[4]) + "}")
                     )
                 )
-            statements.append(
-                sql.SQL(
-                    "ALTER SCHEMA {holding} RENAME TO {spare};"
-                    " UPDATE {shared}.tenantkit_migration_state SET schema = {spare_lit}"
-                    " WHERE schema = {holding_lit};"
-                    " INSERT INTO {shared}.tenantkit_spares (schema) VALUES ({spare_lit})"
-                ).format(
-                    holding=sql.Identifier(holding),
-                    spare=sql.Identifier(spare),
-                    shared=shared,
-                    spare_lit=sql.Literal(spare),
-                    holding_lit=sql.Literal(holding),
-                )
-            )
-            conn.execute(sql.SQL("; ").join(statements))
+            if statements:
+                conn.execute(sql.SQL("; ").join(statements))
+            spares.adopt(holding, conn)
     except psycopg.errors.InsufficientPrivilege:
         return False
     return True

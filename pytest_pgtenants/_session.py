@@ -32,9 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PgTenantsSession", "TestDatabase", "TestScope"]
 
-#: Retired tenant schemas wait under this prefix until the janitor recycles or drops them.
-_HOLDING_PREFIX = "_pgtenants_retired_"
-
 
 @dataclass(frozen=True)
 class TestDatabase:
@@ -355,34 +352,18 @@ class PgTenantsSession:
         name or one of its hosts: that test gets a fresh tenant and the earlier one is retired
         then, so each name ends up holding the state of the last test that used it.
         """
-        from psycopg import sql
+        from tenantkit.errors import TenantNotFound
 
         tenancy = self.tenancy()
-        schemas = [t.schema for t in created]
-        with tenancy.admin_connection() as conn, conn.transaction():
+        hosts: dict[str, set[str]] = {}
+        for tenant in created:
             # The metadata is written after the test, not at creation: the test sees exactly
             # the metadata it asked for, with or without --pgtenants-keep.
-            conn.execute(
-                sql.SQL(
-                    "UPDATE {}.tenantkit_tenants"
-                    " SET metadata = metadata || jsonb_build_object('pgtenants_test', %s::text)"
-                    " WHERE schema = ANY(%s)"
-                ).format(sql.Identifier(tenancy.shared_schema)),
-                [nodeid, schemas],
-            )
-            rows = conn.execute(
-                sql.SQL(
-                    "SELECT t.schema, d.host FROM {}.tenantkit_tenants t"
-                    " LEFT JOIN {}.tenantkit_domains d ON d.tenant_id = t.id"
-                    " WHERE t.schema = ANY(%s)"
-                ).format(
-                    sql.Identifier(tenancy.shared_schema), sql.Identifier(tenancy.shared_schema)
-                ),
-                [schemas],
-            ).fetchall()
-        hosts: dict[str, set[str]] = {}
-        for schema, host in rows:
-            hosts.setdefault(schema, set()).update([host] if host else [])
+            try:
+                tenancy.update_metadata(tenant, {"pgtenants_test": nodeid})
+                hosts[tenant.schema] = {d.host for d in tenancy.domains(tenant)}
+            except TenantNotFound:
+                continue  # the test dropped (or renamed) it itself
         with self._lock:
             for tenant in created:
                 if tenant.schema in hosts:  # else: the test dropped it itself
@@ -450,12 +431,12 @@ class PgTenantsSession:
 
     def _baseline_spares(self) -> None:
         """Fingerprint the spares not fingerprinted yet (they are pristine now)."""
-        from ._recycle import fingerprints, spare_names
+        from ._recycle import fingerprints
 
         conn = self._janitor_connection()
         with self._lock:
             known = set(self._baselines)
-        names = spare_names(conn, self.settings.shared_schema)
+        names = self.tenancy().spares.names(conn)
         found = fingerprints(conn, names)
         with self._lock:
             for oid, baseline in found.items():
@@ -472,17 +453,15 @@ class PgTenantsSession:
 
     def _recycle_or_drop(self, holding: str, nsp_oid: int) -> None:
         """(janitor) Put a retired schema back into the spare pool, or drop it."""
-        from psycopg import sql
-
         from ._recycle import recycle
 
-        conn = self._janitor_connection()
-        shared = self.settings.shared_schema
         recyclable = self.settings.migrations is not None and self.settings.spares > 0
         with self._lock:
             baseline = self._baselines.get(nsp_oid)
         try:
-            recycled = recyclable and recycle(conn, shared, holding, nsp_oid, baseline)
+            recycled = recyclable and recycle(
+                self._janitor_connection(), self.tenancy().spares, holding, nsp_oid, baseline
+            )
         finally:
             with self._lock:
                 self._pending_recycles -= 1
@@ -494,17 +473,9 @@ class PgTenantsSession:
         with self._lock:
             self.stats["dropped"] += 1
             self._baselines.pop(nsp_oid, None)
-        with conn.transaction():
-            conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(holding))
-            )
-            if _has_state_table(conn, shared):
-                conn.execute(
-                    sql.SQL("DELETE FROM {}.tenantkit_migration_state WHERE schema = %s").format(
-                        sql.Identifier(shared)
-                    ),
-                    [holding],
-                )
+        # A lock a test left behind (an open transaction) must not hang the janitor, and with
+        # it the end of the session: give up on that schema after a while.
+        self.tenancy().drop_retired(holding, lock_timeout=5.0)
 
     # -- teardown ----------------------------------------------------------------------------
 
@@ -572,53 +543,14 @@ def psycopg_errors() -> Any:
     return errors
 
 
-def _has_state_table(conn: psycopg.Connection[Any], shared_schema: str) -> bool:
-    row = conn.execute(
-        "SELECT to_regclass(format('%%I.tenantkit_migration_state', %s::text)) IS NOT NULL",
-        [shared_schema],
-    ).fetchone()
-    return bool(row and row[0])
-
-
 def _retire(tenancy: Tenancy, tenant: Tenant) -> tuple[str, int] | None:
-    """Unregister ``tenant`` and rename its schema to a holding name: ``(name, nsp oid)``."""
-    from psycopg import sql
+    """Unregister ``tenant`` and rename its schema to a retired name: ``(name, nsp oid)``."""
+    from tenantkit.errors import TenantNotFound
 
-    shared = sql.Identifier(tenancy.shared_schema)
-    holding = f"{_HOLDING_PREFIX}{uuid.uuid4().hex[:16]}"
-    with tenancy.admin_connection() as conn, conn.transaction():
+    try:
         # A connection the test left open inside a transaction on this tenant's tables would
         # block the rename forever; fail the teardown with a clear message instead.
-        row = conn.execute(
-            sql.SQL(
-                "SELECT t.id, n.oid::bigint,"
-                " to_regclass(format('%%I.tenantkit_migration_state', %s::text)) IS NOT NULL"
-                " FROM {}.tenantkit_tenants t JOIN pg_namespace n ON n.nspname = t.schema"
-                " WHERE t.schema = %s AND set_config('lock_timeout', '10s', true) IS NOT NULL"
-                " FOR UPDATE OF t"
-            ).format(shared),
-            [tenancy.shared_schema, tenant.schema],
-        ).fetchone()
-        if row is None:
-            return None  # the test dropped (or renamed) it itself
-        # Domains go with the tenant row (ON DELETE CASCADE); the registry's trigger notifies
-        # routers as for any drop.
-        statements = [
-            sql.SQL("DELETE FROM {}.tenantkit_tenants WHERE id = {}").format(
-                shared, sql.Literal(row[0])
-            ),
-            sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
-                sql.Identifier(tenant.schema), sql.Identifier(holding)
-            ),
-        ]
-        if row[2]:
-            # The migrations' per-schema state follows the schema: a recycled spare must
-            # still be known to be at the head, and a tenant re-created under the old name
-            # must not collide with a stale row.
-            statements.append(
-                sql.SQL(
-                    "UPDATE {}.tenantkit_migration_state SET schema = {} WHERE schema = {}"
-                ).format(shared, sql.Literal(holding), sql.Literal(tenant.schema))
-            )
-        conn.execute(sql.SQL("; ").join(statements))
-    return holding, int(row[1])
+        retired = tenancy.retire_tenant(tenant, lock_timeout=10.0)
+    except TenantNotFound:
+        return None  # the test dropped (or renamed) it itself
+    return retired.schema, retired.oid

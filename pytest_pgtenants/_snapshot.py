@@ -40,8 +40,7 @@ import psycopg
 from psycopg import sql
 
 from tenantkit.migrations import template_schema_name
-
-from ._recycle import SPARE_PREFIX
+from tenantkit.provisioning import SPARE_PREFIX
 
 __all__ = ["IsolationSnapshot", "TableState", "take_snapshot"]
 

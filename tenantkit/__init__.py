@@ -55,7 +55,7 @@ if TYPE_CHECKING:
         SchemaResult,
         load_migrations,
     )
-    from .models import Domain, Tenant, TenantState
+    from .models import Domain, RetiredSchema, Tenant, TenantState
     from .names import normalize_host, schema_name_from, validate_schema_name
     from .provisioning import CloneProvisioner, MigrationProvisioner, Spares, Template
     from .routing import Outcome, Resolution, RoutingTable, TenantResolver
@@ -106,6 +106,7 @@ _EXPORTS: dict[str, str] = {
     "PoolerDetected": "errors",
     "PostgresNotFound": "errors",
     "ProgressEvent": "migrations",
+    "RetiredSchema": "models",
     "PsycopgUnsupported": "errors",
     "RegistryDomainSource": "domain_sources",
     "RegistryNotInstalled": "errors",
@@ -189,6 +190,7 @@ __all__ = [
     "RegistryDomainSource",
     "RegistryNotInstalled",
     "Resolution",
+    "RetiredSchema",
     "RoutingTable",
     "SchemaDrift",
     "SchemaExists",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import secrets
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from contextvars import Token
@@ -18,13 +19,21 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from ._connection import AsyncTenantConnection, _TenantState
 from ._tenancy_base import _TenancyBase, acheck_alive, aprobe_error
-from .errors import DomainNotFound, RegistryNotInstalled, TenantNotFound
-from .models import Domain, Tenant, TenantLike, TenantState
+from .errors import (
+    DomainNotFound,
+    InvalidSchemaName,
+    RegistryNotInstalled,
+    TenantkitError,
+    TenantNotFound,
+)
+from .models import RETIRED_PREFIX, Domain, RetiredSchema, Tenant, TenantLike, TenantState
 from .names import normalize_host, schema_name_from, validate_schema_name
-from .registry import domain_from_row, tenant_from_row, translated
+from .registry import domain_from_row, retire_statement, tenant_from_row, translated
 from .schema import acreate_schema, adrop_schema, alist_schemas, arename_schema
 from .search_path import _current
 
@@ -492,6 +501,86 @@ class AsyncTenancy(_TenancyBase):
                     if await self._has_migration_state(conn):
                         await conn.execute(self.registry.forget_migrations, (current.schema,))
                     await conn.execute(self.registry.delete, (current.id,))
+
+    async def retire_tenant(
+        self, tenant: TenantLike, *, lock_timeout: float | None = None
+    ) -> RetiredSchema:
+        """Unregister a tenant and keep its schema, tables intact, under a new reserved name.
+
+        In one transaction the registry row and the domains are deleted (routers are notified
+        as for a drop) and the schema is renamed to ``RETIRED_PREFIX`` + random hex, taking
+        its migration state along; the schema name and the hosts are free again at once, and
+        nothing is dropped (dropping a large schema is the slow part of a drop). Then hand the
+        schema to ``Spares.adopt()`` to reuse it, or to :meth:`drop_retired`.
+
+        ``lock_timeout`` (seconds) bounds the wait for locks another connection holds on the
+        tenant (``psycopg.errors.LockNotAvailable`` after it); by default it waits. Raises
+        ``TenantNotFound`` for an unknown tenant.
+        """
+        schema = self._schema_arg(tenant)
+        timeout = None if lock_timeout is None else f"{max(1, round(lock_timeout * 1000))}ms"
+        new_schema = RETIRED_PREFIX + secrets.token_hex(8)
+        async with self.admin_connection() as conn:
+            with translated():
+                async with conn.transaction():
+                    params = {"schema": schema, "timeout": timeout}
+                    cur = await conn.execute(self.registry.retire_lock, params)
+                    row = await cur.fetchone()
+                    if row is None:
+                        raise TenantNotFound(self._not_found("schema", (schema,)))
+                    tenant_id, oid, is_public, has_state = row
+                    if is_public:
+                        raise TenantkitError(
+                            f"the public tenant (shared schema {schema!r}) cannot be retired"
+                        )
+                    await conn.execute(
+                        retire_statement(
+                            self.shared_schema,
+                            int(tenant_id),
+                            schema,
+                            new_schema,
+                            move_state=bool(has_state),
+                        )
+                    )
+        return RetiredSchema(schema=new_schema, oid=int(oid))
+
+    async def drop_retired(self, schema: str, *, lock_timeout: float | None = None) -> None:
+        """Drop a schema :meth:`retire_tenant` left, with its migration state; atomic.
+
+        A schema already gone is fine. ``InvalidSchemaName`` for a name that is not a retired
+        schema's (this never drops a tenant: use :meth:`drop_tenant` for those).
+        ``lock_timeout`` as for :meth:`retire_tenant`.
+        """
+        if not schema.startswith(RETIRED_PREFIX):
+            raise InvalidSchemaName(
+                schema,
+                f"not a retired schema (those start with {RETIRED_PREFIX!r}); "
+                "drop tenants with drop_tenant()",
+            )
+        async with self.admin_connection() as conn:
+            with translated():
+                async with conn.transaction():
+                    if lock_timeout is not None:
+                        await conn.execute(
+                            "SELECT pg_catalog.set_config('lock_timeout', %s, true)",
+                            (f"{max(1, round(lock_timeout * 1000))}ms",),
+                        )
+                    await conn.execute(
+                        sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+                    )
+                    if await self._has_migration_state(conn):
+                        await conn.execute(self.registry.forget_migrations, (schema,))
+
+    async def update_metadata(self, tenant: TenantLike, changes: Mapping[str, Any]) -> Tenant:
+        """Merge ``changes`` into a tenant's metadata (top-level keys replaced); the new tenant."""
+        async with self.admin_connection() as conn:
+            with translated():
+                async with conn.transaction():
+                    current = await self._resolve(conn, tenant)
+                    cur = await conn.execute(
+                        self.registry.merge_metadata, (Jsonb(dict(changes)), current.id)
+                    )
+                    return tenant_from_row(await cur.fetchone() or ())
 
     async def add_domain(self, tenant: TenantLike, host: str, *, primary: bool = False) -> Domain:
         """Register ``host`` (normalised) for a tenant; the first domain becomes primary."""

@@ -12,7 +12,19 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-__all__ = ["Domain", "Tenant", "TenantLike", "TenantState", "schema_of"]
+__all__ = [
+    "RETIRED_PREFIX",
+    "Domain",
+    "RetiredSchema",
+    "Tenant",
+    "TenantLike",
+    "TenantState",
+    "schema_of",
+]
+
+#: Name prefix of the schemas ``Tenancy.retire_tenant()`` leaves behind (a reserved prefix: no
+#: tenant can be called like that).
+RETIRED_PREFIX = "_tenantkit_retired_"
 
 
 class TenantState(str, Enum):
@@ -46,6 +58,18 @@ class Tenant:
 
     def __str__(self) -> str:
         return self.schema
+
+
+@dataclass(frozen=True)
+class RetiredSchema:
+    """A schema ``Tenancy.retire_tenant()`` took out of the registry, tables intact.
+
+    ``schema`` is its new name (``RETIRED_PREFIX`` + random hex); ``oid`` is its namespace oid,
+    which a rename keeps. Hand it to ``Spares.adopt()`` or ``Tenancy.drop_retired()``.
+    """
+
+    schema: str
+    oid: int
 
 
 @dataclass(frozen=True)

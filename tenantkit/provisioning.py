@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from .clone import CloneError, CloneScript, clone_schema, clone_script
-from .errors import MigrationError, SchemaNotEmpty
+from .errors import MigrationError, SchemaNotEmpty, SchemaNotFound
 from .migrations._apply import apply_schema, record_sql, search_path_value, state_digest
 from .migrations._loader import MigrationSet, load_migrations
 from .migrations._tracking import (
@@ -36,7 +36,10 @@ from .migrations._tracking import (
     template_schema_name,
 )
 
-__all__ = ["CloneProvisioner", "MigrationProvisioner", "Spares", "Template"]
+__all__ = ["SPARE_PREFIX", "CloneProvisioner", "MigrationProvisioner", "Spares", "Template"]
+
+#: Name prefix of the spare schemas (``Spares.fill()``, ``Spares.adopt()``), a reserved prefix.
+SPARE_PREFIX = "_tenantkit_spare_"
 
 # One clone script per (database, template, migration head): built from the catalog on first
 # use in a process, then replayed.
@@ -138,7 +141,7 @@ class Template:
             src=sql.Identifier(self.name),
             shared=sql.Identifier(self.target.shared_schema),
             name=sql.Literal(schema),
-            kind=sql.Literal("spare" if schema.startswith("_tenantkit_spare_") else "tenant"),
+            kind=sql.Literal("spare" if schema.startswith(SPARE_PREFIX) else "tenant"),
             tpl=sql.Literal(self.name),
         )
         create = sql.SQL("create schema {}").format(sql.Identifier(schema)).as_string(ctx)
@@ -203,7 +206,7 @@ class Spares:
         head = self.template.migrations().digest("tenant")
         with psycopg.connect(self.target.conninfo, autocommit=True) as conn:
             for _ in range(missing):
-                name = "_tenantkit_spare_" + secrets.token_hex(8)
+                name = SPARE_PREFIX + secrets.token_hex(8)
                 with conn.transaction():
                     self.template.clone_into(conn, name, head)
                     conn.execute(
@@ -211,6 +214,65 @@ class Spares:
                         (name,),
                     )
         return missing
+
+    def names(self, conn: psycopg.Connection[Any] | None = None) -> list[str]:
+        """The schemas in the pool, at the head or not (on ``conn`` when given)."""
+        query = sql.SQL("select schema from {} order by created_at").format(self._table())
+        if conn is not None:
+            return [str(r[0]) for r in conn.execute(query).fetchall()]
+        _ensure_ready(self.target)
+        with psycopg.connect(self.target.conninfo, autocommit=True) as own:
+            return [str(r[0]) for r in own.execute(query).fetchall()]
+
+    def adopt(self, schema: str, conn: psycopg.Connection[Any] | None = None) -> str:
+        """Turn an existing migrated schema into a spare; return its new (spare) name.
+
+        For a schema with tenantkit migration state and no tenant, typically one
+        ``Tenancy.retire_tenant()`` left after its rows were deleted: it is renamed to
+        ``SPARE_PREFIX`` + random hex, its migration state follows, and it joins the pool, so
+        the next tenant claims it without cloning the template. A spare behind the migration
+        head is never claimed (``migrate()`` brings it up). The caller vouches for what is
+        inside (rows are not deleted here). Given ``conn``, it runs in the caller's
+        transaction (which must roll back on an error); else in a transaction of its own.
+        ``SchemaNotFound`` when ``schema`` does not exist, ``MigrationError`` when it has no
+        migration state.
+        """
+        if conn is None:
+            _ensure_ready(self.target)
+            with (
+                psycopg.connect(self.target.conninfo, autocommit=True) as own,
+                own.transaction(),
+            ):
+                return self.adopt(schema, own)
+        spare = SPARE_PREFIX + secrets.token_hex(8)
+        shared = sql.Identifier(self.target.shared_schema)
+        message = sql.SQL(
+            "alter schema {old} rename to {new};\n"
+            "with moved as (update {shared}.tenantkit_migration_state set schema = {new_lit},"
+            " kind = 'spare', updated_at = now() where schema = {old_lit} returning schema)"
+            " insert into {spares} (schema) select schema from moved returning schema"
+        ).format(
+            old=sql.Identifier(schema),
+            new=sql.Identifier(spare),
+            shared=shared,
+            new_lit=sql.Literal(spare),
+            old_lit=sql.Literal(schema),
+            spares=self._table(),
+        )
+        try:
+            cur = conn.execute(message)  # one round trip
+        except psycopg.errors.InvalidSchemaName as exc:
+            raise SchemaNotFound(
+                f"schema {schema!r} does not exist; adopt() takes an existing schema"
+            ) from exc
+        cur.nextset()
+        if cur.fetchone() is None:
+            raise MigrationError(
+                f"schema {schema!r} has no tenantkit migration state, so it is not known "
+                "to be at the migration head; only a migrated schema can become a spare",
+                schema=schema,
+            )
+        return spare
 
     def claim(self, conn: psycopg.Connection[Any], schema: str, head: str | None = None) -> bool:
         """Rename a spare at the head to ``schema`` on ``conn`` (the caller's transaction).

@@ -35,6 +35,7 @@ __all__ = [
     "domain_from_row",
     "domains_of",
     "like_pattern",
+    "retire_statement",
     "tenant_from_row",
     "tenant_page",
     "translated",
@@ -208,6 +209,15 @@ class Registry:
             " ON n.oid = c.relnamespace WHERE n.nspname = {ns} AND c.relname = {rel})"
         ).format(ns=sql.Literal(shared_schema), rel=sql.Literal(MIGRATION_STATE_TABLE))
         self.forget_migrations = sql.SQL("DELETE FROM {} WHERE schema = %s").format(m)
+        # retire_tenant(): lock the row (an optional lock_timeout set in the same statement) and
+        # read the schema's oid and whether the migration summary exists, in one round trip.
+        self.retire_lock = sql.SQL(
+            "SELECT t.id, n.oid::bigint, t.is_public, ({has}) FROM {t} t"
+            " JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema"
+            " WHERE t.schema = %(schema)s AND (%(timeout)s::text IS NULL"
+            " OR pg_catalog.set_config('lock_timeout', %(timeout)s, true) IS NOT NULL)"
+            " FOR UPDATE OF t"
+        ).format(has=self.has_migration_state, t=t)
         self.rename_migrations = sql.SQL("UPDATE {} SET schema = %s WHERE schema = %s").format(m)
         self.select_public = q("SELECT {cols} FROM {t} WHERE is_public")
         self.select_by_schema = q("SELECT {cols} FROM {t} WHERE schema = %s")
@@ -225,6 +235,9 @@ class Registry:
         )
         self.set_state = q("UPDATE {t} SET state = %s WHERE id = %s RETURNING {cols}")
         self.rename = q("UPDATE {t} SET schema = %s WHERE id = %s RETURNING {cols}")
+        self.merge_metadata = q(
+            "UPDATE {t} SET metadata = metadata || %s WHERE id = %s RETURNING {cols}"
+        )
         self.delete = q("DELETE FROM {t} WHERE id = %s")
         self.insert_domain = q(
             "INSERT INTO {d} (host, tenant_id, is_primary) VALUES (%(host)s, %(tid)s,"
@@ -270,6 +283,36 @@ class Registry:
             " JOIN {t} t ON t.id = d.tenant_id WHERE d.tenant_id = ANY(%s)"
             " ORDER BY t.id, NOT d.is_primary, d.host"
         )
+
+
+def retire_statement(
+    shared_schema: str, tenant_id: int, schema: str, new_schema: str, *, move_state: bool
+) -> sql.Composed:
+    """One message unregistering a tenant and renaming its schema (``Tenancy.retire_tenant``).
+
+    The tenant row goes (its domains with it, ON DELETE CASCADE; the trigger notifies routers
+    as for any drop), the schema takes ``new_schema`` and, with ``move_state``, the migration
+    summary follows it, so a retired schema is still known to be at its migration head.
+    """
+    s = sql.Identifier(shared_schema)
+    statements = [
+        sql.SQL("DELETE FROM {}.{} WHERE id = {}").format(
+            s, sql.Identifier(TENANTS_TABLE), sql.Literal(tenant_id)
+        ),
+        sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+            sql.Identifier(schema), sql.Identifier(new_schema)
+        ),
+    ]
+    if move_state:
+        statements.append(
+            sql.SQL("UPDATE {}.{} SET schema = {} WHERE schema = {}").format(
+                s,
+                sql.Identifier(MIGRATION_STATE_TABLE),
+                sql.Literal(new_schema),
+                sql.Literal(schema),
+            )
+        )
+    return sql.SQL("; ").join(statements)
 
 
 def like_pattern(text: str) -> str:

@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from pytest_pgtenants._recycle import SPARE_PREFIX
 from pytest_pgtenants._snapshot_diff import acl_levels, describe_privileges
 from pytest_pgtenants.asserts import (
     IsolationSnapshot,
@@ -21,6 +20,7 @@ from pytest_pgtenants.asserts import (
     take_snapshot,
 )
 from tenantkit.migrations import template_schema_name
+from tenantkit.provisioning import SPARE_PREFIX
 
 LEAKY_APP = '''
 import psycopg

@@ -21,7 +21,9 @@ from _migrations_support import (  # noqa: F401 (fixtures)
 
 from tenantkit import DomainExists
 from tenantkit.catalog import fingerprint
-from tenantkit.provisioning import MigrationProvisioner, Spares, Template
+from tenantkit.errors import InvalidSchemaName, MigrationError, SchemaNotFound
+from tenantkit.models import RETIRED_PREFIX
+from tenantkit.provisioning import SPARE_PREFIX, MigrationProvisioner, Spares, Template
 from tenantkit.tenancy import AsyncTenancy, Tenancy
 
 FULL = ["0001_items", "0002_orders"]
@@ -139,6 +141,89 @@ def test_spares_clear_and_template_drop(mig_tenancy: Tenancy, conn: psycopg.Conn
     tpl = Template(mig_tenancy)
     tpl.drop()
     assert not tpl.is_current(conn)
+
+
+def _nsp_oid(conn: psycopg.Connection, name: str) -> int | None:
+    row = conn.execute(
+        "select oid::bigint from pg_namespace where nspname = %s", (name,)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _state_rows(conn: psycopg.Connection, shared: str, name: str) -> int:
+    row = conn.execute(
+        psycopg.sql.SQL(
+            "select count(*) from {}.tenantkit_migration_state where schema = %s"
+        ).format(psycopg.sql.Identifier(shared)),
+        (name,),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_retired_tenant_is_adopted_as_a_spare(
+    mig_tenancy: Tenancy, conn: psycopg.Connection
+) -> None:
+    """retire_tenant() frees the name and hosts, keeping the migrated schema; Spares.adopt()
+    puts it in the pool, and the next tenant claims it by rename (no clone, no migrations)."""
+    s = mig_tenancy.shared_schema
+    spares = mig_tenancy.spares
+    tenant = mig_tenancy.create_tenant(f"{s}_old", domains=["old.example.com"])
+    oid = _nsp_oid(conn, tenant.schema)
+
+    retired = mig_tenancy.retire_tenant(tenant)
+
+    assert retired.schema.startswith(RETIRED_PREFIX)
+    assert retired.oid == oid == _nsp_oid(conn, retired.schema)
+    assert _nsp_oid(conn, tenant.schema) is None
+    assert [t.schema for t in mig_tenancy.tenants()] == []
+    assert mig_tenancy.domains() == []
+    assert history(conn, retired.schema) == FULL
+    assert _state_rows(conn, s, retired.schema) == 1  # the migration state followed
+    assert _state_rows(conn, s, tenant.schema) == 0
+    # The name and the host are free at once.
+    again = mig_tenancy.create_tenant(f"{s}_old", domains=["old.example.com"])
+    mig_tenancy.drop_tenant(again, cascade=True)
+
+    spare = spares.adopt(retired.schema)
+
+    assert spare.startswith(SPARE_PREFIX)
+    assert spares.names() == [spare] == spares.names(conn)
+    assert spares.count() == 1  # at the head: claimable
+    assert _nsp_oid(conn, retired.schema) is None
+    new = mig_tenancy.create_tenant(f"{s}_new")
+    assert mig_tenancy.provisioner.last_path == "spare"
+    assert _nsp_oid(conn, new.schema) == oid
+    assert spares.count() == 0
+    assert history(conn, new.schema) == FULL
+    assert mig_tenancy.drift().ok
+
+
+def test_adopt_refuses_what_is_not_a_migrated_schema(
+    mig_tenancy: Tenancy, conn: psycopg.Connection
+) -> None:
+    s = mig_tenancy.shared_schema
+    spares = mig_tenancy.spares
+    with pytest.raises(SchemaNotFound, match="does not exist"):
+        spares.adopt(f"{s}_missing")
+    conn.execute(psycopg.sql.SQL("create schema {}").format(psycopg.sql.Identifier(f"{s}_bare")))
+    with pytest.raises(MigrationError, match="no tenantkit migration state") as info:
+        spares.adopt(f"{s}_bare")
+    assert info.value.schema == f"{s}_bare"
+    assert _nsp_oid(conn, f"{s}_bare") is not None  # rolled back: not renamed
+    assert spares.names() == []
+
+
+def test_drop_retired(mig_tenancy: Tenancy, conn: psycopg.Connection) -> None:
+    s = mig_tenancy.shared_schema
+    retired = mig_tenancy.retire_tenant(mig_tenancy.create_tenant(f"{s}_gone"))
+    mig_tenancy.drop_retired(retired.schema, lock_timeout=5.0)
+    assert _nsp_oid(conn, retired.schema) is None
+    assert _state_rows(conn, s, retired.schema) == 0
+    mig_tenancy.drop_retired(retired.schema)  # already gone: fine
+    keep = mig_tenancy.create_tenant(f"{s}_keep")
+    with pytest.raises(InvalidSchemaName, match="not a retired schema"):
+        mig_tenancy.drop_retired(keep.schema)
+    assert _nsp_oid(conn, keep.schema) is not None
 
 
 async def test_async_tenancy_uses_the_same_paths(

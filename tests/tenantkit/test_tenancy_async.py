@@ -29,7 +29,7 @@ from tenantkit.errors import (
     TenantkitError,
     TenantNotFound,
 )
-from tenantkit.models import Tenant, TenantState
+from tenantkit.models import RETIRED_PREFIX, Tenant, TenantState
 from tenantkit.search_path import current_tenant, tenant_context
 from tenantkit.tenancy import AsyncSchemaProvisioner, AsyncTenancy
 
@@ -89,6 +89,69 @@ async def test_lifecycle(atk: AsyncTenancy) -> None:
     assert await atk.tenants() == []
     with pytest.raises(TenantNotFound):
         await atk.get_tenant(host="shop.example.com")
+
+
+async def test_retire_tenant(atk: AsyncTenancy, conn: psycopg.Connection[Any]) -> None:
+    """The registry rows go and the schema stays, tables intact, under a reserved name."""
+    acme = await atk.create_tenant(uniq("acme"), domains=["acme.example.com", "acme.example.org"])
+    conn.execute(
+        psycopg.sql.SQL("CREATE TABLE {} (id int)").format(psycopg.sql.Identifier(acme.schema, "t"))
+    )
+    oid = conn.execute(
+        "SELECT oid::bigint FROM pg_namespace WHERE nspname = %s", (acme.schema,)
+    ).fetchone()
+
+    retired = await atk.retire_tenant(acme.schema)
+
+    assert retired.schema.startswith(RETIRED_PREFIX)
+    assert oid == (retired.oid,)
+    assert conn.execute(
+        psycopg.sql.SQL("SELECT count(*) FROM {}").format(
+            psycopg.sql.Identifier(retired.schema, "t")
+        )
+    ).fetchone() == (0,)
+    assert await leftovers(conn, atk, acme.schema) == []
+    with pytest.raises(TenantNotFound):
+        await atk.get_tenant(host="acme.example.org")
+    # Name and hosts are free again at once.
+    again = await atk.create_tenant(acme.schema, domains=["acme.example.com"])
+    assert again.id != acme.id
+    with pytest.raises(TenantNotFound):
+        await atk.retire_tenant(uniq("nobody"))
+    with pytest.raises(TenantkitError, match="cannot be retired"):
+        await atk.retire_tenant(atk.shared_schema)
+    await atk.drop_retired(retired.schema)
+    assert not conn.execute(
+        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (retired.schema,)
+    ).fetchone()
+    with pytest.raises(InvalidSchemaName):
+        await atk.drop_retired(again.schema)
+
+
+async def test_retire_tenant_lock_timeout(atk: AsyncTenancy, dsn: str) -> None:
+    """A transaction left open on the tenant's row makes retire_tenant give up, not hang."""
+    acme = await atk.create_tenant(uniq("acme"))
+    with psycopg.connect(dsn) as other:
+        other.execute(
+            psycopg.sql.SQL("SELECT 1 FROM {} WHERE schema = %s FOR UPDATE").format(
+                psycopg.sql.Identifier(atk.shared_schema, "tenantkit_tenants")
+            ),
+            (acme.schema,),
+        )
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            await atk.retire_tenant(acme, lock_timeout=0.05)
+        other.rollback()
+    assert (await atk.get_tenant(acme.schema)).id == acme.id  # nothing changed
+    await atk.retire_tenant(acme, lock_timeout=5)
+
+
+async def test_update_metadata(atk: AsyncTenancy) -> None:
+    acme = await atk.create_tenant(uniq("acme"), metadata={"plan": "free", "seats": 3})
+    updated = await atk.update_metadata(acme, {"plan": "pro", "note": "x"})
+    assert dict(updated.metadata) == {"plan": "pro", "seats": 3, "note": "x"}
+    assert dict((await atk.get_tenant(acme.schema)).metadata) == dict(updated.metadata)
+    with pytest.raises(TenantNotFound):
+        await atk.update_metadata(uniq("nobody"), {})
 
 
 async def test_domain_changes(atk: AsyncTenancy) -> None:

@@ -30,7 +30,7 @@ from tenantkit.errors import (
     TenantkitError,
     TenantNotFound,
 )
-from tenantkit.models import Tenant, TenantState
+from tenantkit.models import RETIRED_PREFIX, Tenant, TenantState
 from tenantkit.search_path import current_tenant, tenant_context
 from tenantkit.tenancy import SchemaProvisioner, Tenancy
 
@@ -90,6 +90,67 @@ def test_lifecycle(tk: Tenancy) -> None:
     assert tk.tenants() == []
     with pytest.raises(TenantNotFound):
         tk.get_tenant(host="shop.example.com")
+
+
+def test_retire_tenant(tk: Tenancy, conn: psycopg.Connection[Any]) -> None:
+    """The registry rows go and the schema stays, tables intact, under a reserved name."""
+    acme = tk.create_tenant(uniq("acme"), domains=["acme.example.com", "acme.example.org"])
+    conn.execute(
+        psycopg.sql.SQL("CREATE TABLE {} (id int)").format(psycopg.sql.Identifier(acme.schema, "t"))
+    )
+    oid = conn.execute(
+        "SELECT oid::bigint FROM pg_namespace WHERE nspname = %s", (acme.schema,)
+    ).fetchone()
+    retired = tk.retire_tenant(acme.schema)
+    assert retired.schema.startswith(RETIRED_PREFIX)
+    assert oid == (retired.oid,)
+    assert conn.execute(
+        psycopg.sql.SQL("SELECT count(*) FROM {}").format(
+            psycopg.sql.Identifier(retired.schema, "t")
+        )
+    ).fetchone() == (0,)
+    assert leftovers(conn, tk, acme.schema) == []
+    with pytest.raises(TenantNotFound):
+        tk.get_tenant(host="acme.example.org")
+    # Name and hosts are free again at once.
+    again = tk.create_tenant(acme.schema, domains=["acme.example.com"])
+    assert again.id != acme.id
+    with pytest.raises(TenantNotFound):
+        tk.retire_tenant(uniq("nobody"))
+    with pytest.raises(TenantkitError, match="cannot be retired"):
+        tk.retire_tenant(tk.shared_schema)
+    tk.drop_retired(retired.schema)
+    assert not conn.execute(
+        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (retired.schema,)
+    ).fetchone()
+    with pytest.raises(InvalidSchemaName):
+        tk.drop_retired(again.schema)
+
+
+def test_retire_tenant_lock_timeout(tk: Tenancy, dsn: str) -> None:
+    """A transaction left open on the tenant's row makes retire_tenant give up, not hang."""
+    acme = tk.create_tenant(uniq("acme"))
+    with psycopg.connect(dsn) as other:
+        other.execute(
+            psycopg.sql.SQL("SELECT 1 FROM {} WHERE schema = %s FOR UPDATE").format(
+                psycopg.sql.Identifier(tk.shared_schema, "tenantkit_tenants")
+            ),
+            (acme.schema,),
+        )
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            tk.retire_tenant(acme, lock_timeout=0.05)
+        other.rollback()
+    assert tk.get_tenant(acme.schema).id == acme.id  # nothing changed
+    tk.retire_tenant(acme, lock_timeout=5)
+
+
+def test_update_metadata(tk: Tenancy) -> None:
+    acme = tk.create_tenant(uniq("acme"), metadata={"plan": "free", "seats": 3})
+    updated = tk.update_metadata(acme, {"plan": "pro", "note": "x"})
+    assert dict(updated.metadata) == {"plan": "pro", "seats": 3, "note": "x"}
+    assert dict(tk.get_tenant(acme.schema).metadata) == dict(updated.metadata)
+    with pytest.raises(TenantNotFound):
+        tk.update_metadata(uniq("nobody"), {})
 
 
 def test_domain_changes(tk: Tenancy) -> None:
