@@ -14,9 +14,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-__all__ = ["STATE_TABLE", "applied_migrations", "unknown_migrations"]
+from ..registry import MIGRATION_STATE_TABLE as STATE_TABLE
 
-STATE_TABLE = "tenantkit_migration_state"
+__all__ = ["STATE_TABLE", "applied_migrations", "unknown_migrations"]
 
 
 def _has_state(conn: psycopg.Connection[Any], shared_schema: str) -> bool:
