@@ -54,7 +54,7 @@ from psycopg.pq.abc import PGconn, PGresult
 from psycopg.rows import AsyncRowFactory, Row, RowFactory, tuple_row
 
 from ._psycopg_contract import PostgresQuery, PrepareManager, check_instance, execute_gen
-from .errors import NoTenantSelected, PoolerDetected, TenantkitError
+from .errors import HookNotRun, NoTenantSelected, PoolerDetected
 
 __all__ = ["AsyncTenantConnection", "AsyncTenantCursor", "TenantConnection", "TenantCursor"]
 
@@ -82,10 +82,6 @@ class _PathPrepareManager(PrepareManager):
 
     def key(self, query: PostgresQuery) -> Any:  # type: ignore[override]
         return (query.query, query.types, self.path)
-
-
-class HookNotRun(TenantkitError, RuntimeError):
-    """psycopg started a transaction without tenantkit's hook: the path is unknown."""
 
 
 class _TenantState(psycopg.BaseConnection[Any]):
@@ -180,6 +176,17 @@ class _TenantState(psycopg.BaseConnection[Any]):
                 "pgbouncer=True (safe in every pooling mode), or connect to PostgreSQL directly"
             )
 
+    def _tk_exchange(self, message: bytes) -> PQGen[list[PGresult]]:
+        """Send one simple-query message (several statements) and collect its results;
+        raise the first error."""
+        self._check_connection_ok()
+        self.pgconn.send_query(message)
+        results: list[PGresult] = yield from execute_gen(self.pgconn)
+        for result in results:
+            if result.status == _FATAL:
+                raise pgerrors.error_from_result(result, encoding=self.info.encoding)
+        return results
+
     def _tk_send(self, parts: list[bytes], check_pid: bool) -> PQGen[PGresult | None]:
         """Send ``parts`` as one simple-query message; check the pooler PID if asked."""
         if self._pipeline:
@@ -188,12 +195,7 @@ class _TenantState(psycopg.BaseConnection[Any]):
             for part in parts:
                 yield from super()._exec_command(part)
             return None
-        self._check_connection_ok()
-        self.pgconn.send_query(b"; ".join(parts))
-        results: list[PGresult] = yield from execute_gen(self.pgconn)
-        for result in results:
-            if result.status == _FATAL:
-                raise pgerrors.error_from_result(result, encoding=self.info.encoding)
+        results = yield from self._tk_exchange(b"; ".join(parts))
         if check_pid and results and results[-1].status == _TUPLES_OK:
             value = results[-1].get_value(0, 0)
             if value is not None and int(value) != self.pgconn.backend_pid:
@@ -305,12 +307,7 @@ class _TenantState(psycopg.BaseConnection[Any]):
         if discard and self.pgconn.transaction_status == _INTRANS and not self._pipeline:
             # pgbouncer mode: temp objects must not outlive the transaction, as the next one
             # may run on another server connection. One message, no extra round trip.
-            self._check_connection_ok()
-            self.pgconn.send_query(_DISCARD + b"; " + command)
-            results: list[PGresult] = yield from execute_gen(self.pgconn)
-            for res in results:
-                if res.status == _FATAL:
-                    raise pgerrors.error_from_result(res, encoding=self.info.encoding)
+            results = yield from self._tk_exchange(_DISCARD + b"; " + command)
             result = results[-1] if results else None
         else:
             result = yield from super()._exec_command(command)

@@ -11,6 +11,7 @@ __all__ = [
     "CloneError",
     "DomainExists",
     "DomainNotFound",
+    "HookNotRun",
     "InvalidHostname",
     "InvalidSchemaName",
     "MigrationChecksumMismatch",
@@ -125,6 +126,13 @@ class PoolerDetected(TenantkitError, RuntimeError):
     the tenancy with ``pgbouncer=True``, or connect to PostgreSQL directly. Also raised by a
     routing resolver built with ``require_listen=True`` whose LISTEN goes through a transaction
     pooler (notifications never arrive): give it a direct ``listen_conninfo``.
+    """
+
+
+class HookNotRun(TenantkitError, RuntimeError):
+    """psycopg started a transaction without tenantkit's hook, so the tenant's path is unknown.
+
+    Raised before any statement of that transaction runs; see :mod:`tenantkit._psycopg_contract`.
     """
 
 

@@ -361,7 +361,8 @@ def test_use_tenant_switch_discards_temp_objects(tk: Tenancy) -> None:
 
 def test_transaction_started_without_the_hook_raises(dsn: str, schema_name: str) -> None:
     """If psycopg ever starts a transaction without calling tenantkit's hook, fail closed."""
-    from tenantkit._connection import HookNotRun, TenantConnection
+    from tenantkit._connection import TenantConnection
+    from tenantkit.errors import HookNotRun
 
     class Bypassing(TenantConnection[Any]):
         def _exec_command(self, command: Any, result_format: pq.Format = pq.Format.TEXT) -> Any:
