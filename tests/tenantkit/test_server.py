@@ -183,6 +183,11 @@ _CHILD = textwrap.dedent(
 )
 
 
+def _default_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def run_child(*args: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     process = subprocess.Popen(
         [sys.executable, "-c", _CHILD, *args],
@@ -190,6 +195,10 @@ def run_child(*args: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
         stderr=subprocess.PIPE,
         text=True,
         env={k: v for k, v in os.environ.items() if k != "PGTENANTS_DSN"},
+        # Start the child with the dispositions a user's process has: a SIGINT ignored by
+        # whatever ran the test suite would otherwise be inherited, and the child would sleep
+        # through the signal under test (seen once in CI). test_cli_errors does the same.
+        preexec_fn=_default_signals,
     )
     assert process.stdout is not None
     line = process.stdout.readline()
