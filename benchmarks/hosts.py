@@ -2,7 +2,7 @@
 
 Routing normalises each distinct raw Host value once (the resolver caches the result), so this
 cost is paid on a cold host: the first request for a host, and every request of a flood of
-random hosts. The baseline is ``tenantkit/names.py`` as of a git revision (``--baseline``,
+random hosts. The baseline is ``tenantkit/core/names.py`` as of a git revision (``--baseline``,
 default ``HEAD``), loaded next to the working tree's, and both run the same inputs in
 alternating rounds (AB BA ...), so load from other processes hits both sides alike. A host one
 side rejects and the other accepts is still timed (the call either way).
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from tenantkit import names as current
+from tenantkit.core import names as current
 from tenantkit.errors import InvalidHostname
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,9 +43,9 @@ KINDS: dict[str, Callable[[int], str]] = {
 
 
 def load_baseline(rev: str) -> ModuleType:
-    """``tenantkit.names`` as of ``rev``, imported as a sibling module of the package."""
+    """``tenantkit.core.names`` as of ``rev``, imported as a sibling module of the package."""
     source = subprocess.run(
-        ["git", "show", f"{rev}:tenantkit/names.py"],
+        ["git", "show", f"{rev}:tenantkit/core/names.py"],
         cwd=ROOT,
         check=True,
         capture_output=True,
@@ -82,7 +82,7 @@ def main() -> None:
     sides = {"baseline": baseline.normalize_host, "current": current.normalize_host}
     print(
         f"normalize_host, ns per call: median of {args.rounds} alternating rounds of "
-        f"{args.calls} calls; baseline = tenantkit/names.py at {args.baseline}"
+        f"{args.calls} calls; baseline = tenantkit/core/names.py at {args.baseline}"
     )
     print(f"{'kind':<30} {'baseline':>9} {'current':>9} {'ratio':>6}")
     for kind, make in KINDS.items():

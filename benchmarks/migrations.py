@@ -31,11 +31,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from tenantkit.core.tenancy import Tenancy
 from tenantkit.migrations import load_migrations, migrate, plan
 from tenantkit.migrations._loader import migrations_digest
 from tenantkit.provisioning import MigrationProvisioner, Template
 from tenantkit.server import EmbeddedServer, ExternalServer, temporary_database
-from tenantkit.tenancy import Tenancy
 
 WORKLOAD = Path(__file__).parent / "workload" / "migrations"
 T0001 = (WORKLOAD / "tenant" / "0001_shop.sql").read_text()

@@ -111,7 +111,7 @@ def class_tenant(tenancy_for_classes):
 
 @pytest.fixture(scope="session")
 def tenancy_for_classes(pgtenants_database, pgtenants_settings):
-    from tenantkit.tenancy import Tenancy
+    from tenantkit.core.tenancy import Tenancy
 
     with Tenancy(pgtenants_database.conninfo, migrations=pgtenants_settings.migrations) as t:
         yield t
@@ -315,8 +315,8 @@ def snapshot_costs(dsn: str, counts: list[int], spares: int, repeat: int) -> Non
     test where every other registered tenant is snapshotted): the largest N first, then
     tenants are dropped down to the next.
     """
+    from tenantkit.core.tenancy import Tenancy
     from tenantkit.server import temporary_database
-    from tenantkit.tenancy import Tenancy
 
     most = max(counts)
     results: dict[int, tuple[float, float, float]] = {}

@@ -46,13 +46,13 @@ from typing import Any
 
 from psycopg import sql
 
-from tenantkit.asgi import ASGITenantMiddleware, Message, Receive, Scope, Send
-from tenantkit.domain_sources import RegistryDomainSource
-from tenantkit.models import Tenant
-from tenantkit.routing import TenantResolver
+from tenantkit.core.models import Tenant
+from tenantkit.core.tenancy import AsyncTenancy, Tenancy
 from tenantkit.server import server_conninfo_from_env, temporary_database
-from tenantkit.tenancy import AsyncTenancy, Tenancy
-from tenantkit.wsgi import WSGITenantMiddleware
+from tenantkit.web.asgi import ASGITenantMiddleware, Message, Receive, Scope, Send
+from tenantkit.web.routing import TenantResolver
+from tenantkit.web.sources import RegistryDomainSource
+from tenantkit.web.wsgi import WSGITenantMiddleware
 
 QUERY = "SELECT id, v FROM items WHERE id = 1"
 TARGET = 0.10
@@ -334,7 +334,7 @@ def bench_scale(dsn: str, n: int) -> dict[str, float]:
         out["warm lookup, host:port"] = lookup_seconds(resolver, [h + ":8443" for h in hosts])
         reload_entries = getattr(resolver, "reload_entries", None)
         if callable(reload_entries):
-            from tenantkit.domain_sources import Change
+            from tenantkit.web.sources import Change
 
             change = Change(hosts=frozenset({hosts[len(hosts) // 2]}))
             out["entry reload (one domain)"] = seconds(lambda: reload_entries(change), 21)

@@ -49,8 +49,8 @@ from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
+from tenantkit.core.tenancy import Tenancy
 from tenantkit.server import temporary_database, with_dbname
-from tenantkit.tenancy import Tenancy
 
 QUERY = "SELECT id, v FROM items WHERE id = 1"
 N_TENANTS = 100

@@ -21,8 +21,8 @@ from .fixtures import _close_middleware, _rollback, _serve, _Served, tenancy_set
 if TYPE_CHECKING:
     import psycopg
 
-    from tenantkit.models import Tenant
-    from tenantkit.tenancy import AsyncTenancy, Tenancy
+    from tenantkit.core.models import Tenant
+    from tenantkit.core.tenancy import AsyncTenancy, Tenancy
 
     from .client import AsyncTenantClient
 
@@ -77,7 +77,7 @@ async def atenant_conn(
     """
     import psycopg
 
-    from tenantkit.search_path import ause_tenant
+    from tenantkit.core.context import ause_tenant
 
     settings = tenancy_settings(request)
     conn = await psycopg.AsyncConnection.connect(pgtenants_database.conninfo)

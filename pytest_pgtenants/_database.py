@@ -109,7 +109,7 @@ def _drop(conn: psycopg.Connection, dbname: str) -> None:
 
 def _populate(conninfo: str, settings: Settings) -> None:
     """Install the registry, apply the migrations and fill the spares in a new database."""
-    from tenantkit.tenancy import Tenancy
+    from tenantkit.core.tenancy import Tenancy
 
     tenancy = Tenancy(
         conninfo,

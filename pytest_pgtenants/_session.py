@@ -25,8 +25,8 @@ from ._options import Settings
 if TYPE_CHECKING:
     import psycopg
 
-    from tenantkit.models import Tenant
-    from tenantkit.tenancy import Tenancy
+    from tenantkit.core.models import Tenant
+    from tenantkit.core.tenancy import Tenancy
 
     from ._server import ServerHandle
 
@@ -214,7 +214,7 @@ class PgTenantsSession:
         with self._lock:
             found = self._tenancies.get(strict)
             if found is None:
-                from tenantkit.tenancy import Tenancy
+                from tenantkit.core.tenancy import Tenancy
 
                 found = Tenancy(
                     self.database.conninfo,
@@ -288,7 +288,7 @@ class PgTenantsSession:
             # Built just now (the pool was empty): pristine, so fingerprint it for recycling.
             self._baseline_schema(tenant.schema)
         if hosts:
-            from tenantkit.names import normalize_host
+            from tenantkit.core.names import normalize_host
 
             self.hosts[tenant.schema] = normalize_host(hosts[0])
         self._maybe_refill_spares(tenancy)
@@ -371,8 +371,8 @@ class PgTenantsSession:
 
     def _release_kept(self, schema: str, hosts: Iterable[str]) -> None:
         """(keep mode) Retire kept tenants holding ``schema`` or one of ``hosts``."""
+        from tenantkit.core.names import normalize_host
         from tenantkit.errors import InvalidHostname
-        from tenantkit.names import normalize_host
 
         wanted: set[str] = set()
         for host in hosts:

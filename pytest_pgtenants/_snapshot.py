@@ -19,8 +19,8 @@ database by name:
   wrote their catalog rows (cloning writes them all in one transaction; any later DDL, GRANT
   or ALTER writes rows with a new one) and the contents of their tables that are not empty.
   When a fingerprint changed, the later snapshot reads that schema and a sibling that did not
-  change as comparable definitions (:func:`tenantkit.catalog.read_catalog`): they are clones
-  of each other, so the differences are what was done;
+  change as comparable definitions (:func:`tenantkit.introspection.catalog.read_catalog`):
+  they are clones of each other, so the differences are what was done;
 * every other non-system **schema** by name, with the names of its relations, so that schemas
   and relations appearing elsewhere (a copy of a tenant's rows in a new schema, a table
   created in the shared schema) are seen too.
@@ -638,14 +638,14 @@ def _describe_reserved(
     """For the reserved schemas whose fingerprint changed since ``since``, record their objects
     and those of an unchanged sibling (the template, else a spare) in ``snap.reserved_views``.
 
-    Tokens hold object ids, which differ between two copies of a schema: here they are
-    replaced by the definitions :func:`tenantkit.catalog.read_catalog` normalises for comparing
+    Tokens hold object ids, which differ between two copies of a schema: here they are replaced by
+    the definitions :func:`tenantkit.introspection.catalog.read_catalog` normalises for comparing
     schemas (objects it does not read, rules and policies, compare by name and attributes).
     """
     changed = sorted(s for s, fp in snap.reserved.items() if since.reserved.get(s, fp) != fp)
     if not changed:
         return
-    from tenantkit.catalog import read_catalog
+    from tenantkit.introspection.catalog import read_catalog
 
     unchanged = sorted(
         (s != snap.template, s)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from tenantkit.catalog import PLACEHOLDER
+from tenantkit.introspection.catalog import PLACEHOLDER
 
 from ._recycle import TRACKING_TABLE
 from ._snapshot import EMPTY_TABLE, TABLE_KINDS, TOKEN, IsolationSnapshot, ObjectKey, TableState

@@ -17,8 +17,8 @@ knowledge of the application's tables):
 * :func:`check_between`: canary rows written through tenant A's connection must not be visible
   through tenant B's connection, and no foreign key, view, rule, function body, trigger or
   column default in one tenant schema may reference another tenant's schema. The database work
-  lives in :mod:`tenantkit.isolation` (usable without pytest); this module turns it into
-  assertions.
+  lives in :mod:`tenantkit.introspection.isolation` (usable without pytest); this module
+  turns it into assertions.
 
 Failures raise :class:`TenantIsolationError` (an ``AssertionError``) whose message names the
 schema, the object and what changed or leaked, one line each.
@@ -31,7 +31,11 @@ from typing import Any
 
 import psycopg
 
-from tenantkit.isolation import TenantConnect, check_isolation, find_cross_schema_references
+from tenantkit.introspection.isolation import (
+    TenantConnect,
+    check_isolation,
+    find_cross_schema_references,
+)
 
 from ._snapshot import IsolationSnapshot, TableState, take_snapshot
 from ._snapshot_diff import compare_snapshots
@@ -89,7 +93,7 @@ def assert_unchanged(
 
 def cross_schema_references(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> list[str]:
     """Catalog objects in one of ``schemas`` that reference another of ``schemas``, one line
-    each (see :func:`tenantkit.isolation.find_cross_schema_references`)."""
+    each (see :func:`tenantkit.introspection.isolation.find_cross_schema_references`)."""
     return [r.message for r in find_cross_schema_references(conn, schemas)]
 
 
@@ -105,7 +109,7 @@ def check_between(
     ``admin`` is any connection to the database (catalog reads). ``connect(schema)`` returns a
     context manager giving a connection bound to that tenant, the way the application gets one
     (by default ``tenancy.connection``). Cross-schema references and canary rows, as
-    :func:`tenantkit.isolation.check_isolation` does; one line per problem.
+    :func:`tenantkit.introspection.isolation.check_isolation` does; one line per problem.
     """
     return list(check_isolation(admin, schemas, connect, canaries=canaries).problems)
 

@@ -37,8 +37,8 @@ def _build() -> dict[str, Any]:
     from psycopg import sql
     from psycopg.rows import dict_row
 
-    from tenantkit.models import Domain, Tenant
-    from tenantkit.search_path import current_tenant
+    from tenantkit.core.context import current_tenant
+    from tenantkit.core.models import Domain, Tenant
 
     from ._runtime import current_scope
 

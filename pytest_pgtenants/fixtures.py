@@ -21,8 +21,8 @@ from ._session import PgTenantsSession, TestDatabase, TestScope
 if TYPE_CHECKING:
     import psycopg
 
-    from tenantkit.models import Tenant
-    from tenantkit.tenancy import Tenancy
+    from tenantkit.core.models import Tenant
+    from tenantkit.core.tenancy import Tenancy
 
     from ._server import ServerHandle
     from .asserts import IsolationAsserter
@@ -169,7 +169,7 @@ class TenantFactory:
     ) -> Tenant:
         session = self._scope.session
         if schema is None and name is not None:
-            from tenantkit.names import schema_name_from
+            from tenantkit.core.names import schema_name_from
 
             schema = schema_name_from(name, shared_schema=session.settings.shared_schema)
         tenant = session.create_tenant(
@@ -272,10 +272,10 @@ def tenant_url(pgtenants_session: PgTenantsSession, tenancy: Tenancy) -> Callabl
 
 def _wrap(app: Any, tenancy: Tenancy, asgi: bool) -> Any:
     if asgi:
-        from tenantkit.asgi import ASGITenantMiddleware
+        from tenantkit.web.asgi import ASGITenantMiddleware
 
         return ASGITenantMiddleware(app, tenancy)
-    from tenantkit.wsgi import WSGITenantMiddleware
+    from tenantkit.web.wsgi import WSGITenantMiddleware
 
     return WSGITenantMiddleware(app, tenancy)
 
@@ -444,8 +444,8 @@ def assert_tenants_isolated(
 
 def validate_markers(item: pytest.Item, settings: Settings) -> None:
     """Fail the test early, with a clear message, when one of our markers is misused."""
+    from tenantkit.core.names import validate_schema_name
     from tenantkit.errors import InvalidSchemaName
-    from tenantkit.names import validate_schema_name
 
     for marker in item.iter_markers("tenants"):
         problems: list[str] = []

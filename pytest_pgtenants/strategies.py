@@ -3,11 +3,11 @@
 ``hypothesis`` is an optional dependency (extra ``hypothesis``); it is imported when a
 strategy is first built, so importing this module is free.
 
-* :func:`schema_names` - names :func:`tenantkit.names.validate_schema_name` accepts.
+* :func:`schema_names` - names :func:`tenantkit.core.names.validate_schema_name` accepts.
 * :func:`hostile_schema_names` - names it must reject (quotes, semicolons, NUL, upper case,
   non-ASCII, 64+ bytes, ``pg_`` and tenantkit's internal prefixes, reserved names...).
 * :func:`hostnames` - valid DNS hostnames, already normalised.
-* :func:`hostile_hosts` - Host header values :func:`tenantkit.names.normalize_host` must
+* :func:`hostile_hosts` - Host header values :func:`tenantkit.core.names.normalize_host` must
   reject, near misses of valid hosts included (a bad port, one invisible character...).
 * :func:`host_spellings` - ``(spelling, canonical)``: other spellings of one host (case, a
   trailing dot, a port, Unicode or A-labels) and the one form they must normalise to.
@@ -43,7 +43,7 @@ __all__ = [
 def schema_names(*, shared_schema: str = "public", max_size: int = 63) -> SearchStrategy[str]:
     """Valid tenant schema names: ``[a-z_][a-z0-9_]*``, at most ``max_size`` bytes, not reserved."""
     st = require("hypothesis.strategies")
-    from tenantkit.names import is_valid_schema_name
+    from tenantkit.core.names import is_valid_schema_name
 
     size = max(1, min(max_size, 63))
     pattern = rf"[a-z_][a-z0-9_]{{0,{size - 1}}}"
@@ -63,7 +63,7 @@ def hostile_schema_names(*, shared_schema: str = "public") -> SearchStrategy[str
     and the reserved names (``public``, ``information_schema``, the shared schema).
     """
     st = require("hypothesis.strategies")
-    from tenantkit.names import is_valid_schema_name
+    from tenantkit.core.names import is_valid_schema_name
 
     valid = st.from_regex(r"[a-z_][a-z0-9_]{0,20}", fullmatch=True)
     bad_chars = st.sampled_from(['"', "'", ";", "\\", "\x00", "\n", " ", "-", ".", "$", "é", "Ä"])
@@ -115,7 +115,7 @@ def hostile_schema_names(*, shared_schema: str = "public") -> SearchStrategy[str
 def hostnames(*, max_labels: int = 4) -> SearchStrategy[str]:
     """Valid, normalised DNS hostnames (lower case, no port, no trailing dot)."""
     st = require("hypothesis.strategies")
-    from tenantkit.names import normalize_host
+    from tenantkit.core.names import normalize_host
 
     label = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
     tld = st.from_regex(r"[a-z]{2,10}", fullmatch=True)

@@ -44,7 +44,7 @@ class InvalidSchemaName(TenantkitError, ValueError):
         super().__init__(
             f"invalid schema name {name!r}: {reason}. Schema names must match "
             "[a-z_][a-z0-9_]*, be at most 63 bytes, not start with 'pg_' and not be a "
-            "reserved schema; use tenantkit.names.schema_name_from() to derive one."
+            "reserved schema; use tenantkit.core.names.schema_name_from() to derive one."
         )
 
 
@@ -132,7 +132,8 @@ class PoolerDetected(TenantkitError, RuntimeError):
 class HookNotRun(TenantkitError, RuntimeError):
     """psycopg started a transaction without tenantkit's hook, so the tenant's path is unknown.
 
-    Raised before any statement of that transaction runs; see :mod:`tenantkit._psycopg_contract`.
+    Raised before any statement of that transaction runs; see
+    :mod:`tenantkit.core._psycopg_contract`.
     """
 
 

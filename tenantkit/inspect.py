@@ -1,16 +1,14 @@
-"""Deprecated alias of :mod:`tenantkit.describe` (this name shadowed the standard library's
-``inspect`` module inside the package). Import from ``tenantkit.describe``; this alias goes
-away in the next release."""
+"""Deprecated path of :mod:`tenantkit.introspection.describe` (``inspect`` shadowed the
+standard library module).
+
+Import from ``tenantkit.introspection.describe`` (or the name from ``tenantkit``); this alias goes
+away in the release after next (see :mod:`tenantkit._moved`).
+"""
 
 from __future__ import annotations
 
-import warnings
+from ._moved import alias
+from .introspection.describe import *  # noqa: F403
+from .introspection.describe import __all__ as __all__
 
-from .describe import *  # noqa: F403
-from .describe import __all__ as __all__
-
-warnings.warn(
-    "tenantkit.inspect is renamed tenantkit.describe; the old name goes away in the next release",
-    DeprecationWarning,
-    stacklevel=2,
-)
+alias(__name__)

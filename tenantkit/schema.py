@@ -1,36 +1,13 @@
-"""Schema lifecycle: create, drop, rename, exists, list (sync, and async twins prefixed ``a``).
+"""Deprecated path of :mod:`tenantkit.core.schema`.
 
-Usable without the registry. Every name is validated with
-:func:`tenantkit.names.validate_schema_name` *before* any SQL is composed, then quoted with
-``psycopg.sql.Identifier``. The functions run on the connection as given: inside the caller's
-transaction when there is one, so they compose into atomic operations such as tenant creation.
-
-The asyncio functions (:mod:`tenantkit._schema_async`) are the source; the sync ones
-(:mod:`tenantkit._schema_sync`) are generated from them by ``tools/async_to_sync.py``, so the
-two cannot drift apart. The pure parts (validation, SQL, error translation) are shared from
-:mod:`tenantkit._schema_base`.
+Import from ``tenantkit.core.schema`` (or the name from ``tenantkit``); this alias goes
+away in the release after next (see :mod:`tenantkit._moved`).
 """
 
 from __future__ import annotations
 
-from ._schema_async import (
-    acreate_schema,
-    adrop_schema,
-    alist_schemas,
-    arename_schema,
-    aschema_exists,
-)
-from ._schema_sync import create_schema, drop_schema, list_schemas, rename_schema, schema_exists
+from ._moved import alias
+from .core.schema import *  # noqa: F403
+from .core.schema import __all__ as __all__
 
-__all__ = [
-    "acreate_schema",
-    "adrop_schema",
-    "alist_schemas",
-    "arename_schema",
-    "aschema_exists",
-    "create_schema",
-    "drop_schema",
-    "list_schemas",
-    "rename_schema",
-    "schema_exists",
-]
+alias(__name__)

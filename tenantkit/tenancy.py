@@ -1,24 +1,13 @@
-"""``Tenancy`` and ``AsyncTenancy``: the registry, tenant lifecycle and tenant-bound pools.
+"""Deprecated path of :mod:`tenantkit.core.tenancy`.
 
-Both are bound to a conninfo (a ``psycopg_pool`` pool is created when that package is
-installed, else one connection per use) or to a pool you built with
-``connection_class=TenantConnection`` (``AsyncTenantConnection`` for asyncio).
-
-The asyncio API (:mod:`tenantkit._tenancy_async`) is the source; the sync API
-(:mod:`tenantkit._tenancy_sync`) is generated from it by ``tools/async_to_sync.py``, so the
-two cannot drift apart.
+Import from ``tenantkit.core.tenancy`` (or the name from ``tenantkit``); this alias goes
+away in the release after next (see :mod:`tenantkit._moved`).
 """
 
 from __future__ import annotations
 
-from ._tenancy_async import AsyncProvisioner, AsyncSchemaProvisioner, AsyncTenancy
-from ._tenancy_sync import Provisioner, SchemaProvisioner, Tenancy
+from ._moved import alias
+from .core.tenancy import *  # noqa: F403
+from .core.tenancy import __all__ as __all__
 
-__all__ = [
-    "AsyncProvisioner",
-    "AsyncSchemaProvisioner",
-    "AsyncTenancy",
-    "Provisioner",
-    "SchemaProvisioner",
-    "Tenancy",
-]
+alias(__name__)

@@ -12,7 +12,7 @@ own configuration and port, so pytest-xdist workers each run their own.
   trusts local connections, and a password in the server's conninfo goes to pgbouncer's
   server login, never to a file other tests could read.
 * pgbouncer refuses to run as root; as root it runs as the same unprivileged account as the
-  embedded PostgreSQL (``tenantkit._cluster.run_account``).
+  embedded PostgreSQL (``tenantkit.server._cluster.run_account``).
 * A watchdog process stops pgbouncer and removes the directory when the test process dies
   without calling :meth:`stop` (SIGKILL), like the embedded server's watchdog.
 """
@@ -34,7 +34,7 @@ from types import TracebackType
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tenantkit._cluster import account_kwargs, chown, free_port, run_account, tmp_root
+from tenantkit.server._cluster import account_kwargs, chown, free_port, run_account, tmp_root
 
 __all__ = ["PgBouncer", "PgBouncerMissing", "find_pgbouncer"]
 

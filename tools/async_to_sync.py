@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: async source -> generated sync module (paths relative to the repository root).
 MODULES: dict[str, str] = {
-    "tenantkit/_schema_async.py": "tenantkit/_schema_sync.py",
-    "tenantkit/_tenancy_async.py": "tenantkit/_tenancy_sync.py",
+    "tenantkit/core/_schema_async.py": "tenantkit/core/_schema_sync.py",
+    "tenantkit/core/_tenancy_async.py": "tenantkit/core/_tenancy_sync.py",
     "tests/tenantkit/test_schema_async.py": "tests/tenantkit/test_schema_sync.py",
     "tests/tenantkit/test_tenancy_async.py": "tests/tenantkit/test_tenancy_sync.py",
 }

@@ -19,8 +19,8 @@ from ._errors import CliError, ExitCode
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ..models import Tenant
-    from ..tenancy import Tenancy
+    from ..core.models import Tenant
+    from ..core.tenancy import Tenancy
 
 __all__ = [
     "complete_tenant",
@@ -50,7 +50,7 @@ def dsn_option_value(ctx: click.Context) -> str | None:
     if isinstance(value, str) and value:
         return value
     if obj.get("embedded"):
-        from ..server import EmbeddedServer
+        from ..server.embedded import EmbeddedServer
 
         root = ctx.find_root()
         server = root.with_resource(EmbeddedServer())
@@ -97,7 +97,7 @@ def open_tenancy(
     max_size: int = 2,
 ) -> Iterator[Tenancy]:
     """A :class:`~tenantkit.Tenancy` on the command's database, closed afterwards."""
-    from ..tenancy import Tenancy
+    from ..core.tenancy import Tenancy
 
     dsn = require_dsn(ctx)
     check_reachable(dsn)
@@ -192,7 +192,7 @@ def complete_tenant(ctx: click.Context, param: click.Parameter, incomplete: str)
     import psycopg
     from psycopg import sql
 
-    from ..registry import TENANTS_TABLE
+    from ..core.registry import TENANTS_TABLE
 
     root = ctx.find_root()
     dsn = root.params.get("dsn")

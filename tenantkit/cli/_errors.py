@@ -180,7 +180,7 @@ def _cli_message(exc: TenantkitError, *, embedded: bool = False) -> str:
             )
         return "the tenant registry is not installed in this database: run `tenantkit init`"
     message = str(exc).replace(
-        "use tenantkit.names.schema_name_from() to derive one",
+        "use tenantkit.core.names.schema_name_from() to derive one",
         "`tenantkit create --name 'Display Name'` derives a valid one from a display name",
     )
     message = _HOST_TAKEN.sub(

@@ -2,7 +2,8 @@
 
 Inspection runs on :meth:`ShellSession.inspection`, a connection bound to the current tenant,
 so types and definitions print as the tenant sees them. Catalog queries live in
-:mod:`tenantkit.describe` and :mod:`tenantkit.catalog`; this module only presents them.
+:mod:`tenantkit.introspection.describe` and :mod:`tenantkit.introspection.catalog`; this
+module only presents them.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 
-from .. import describe as tk_inspect
-from ..catalog import diff_objects, read_catalog
-from ..catalog import drift as catalog_drift
 from ..errors import TenantkitError, TenantNotFound
+from ..introspection import describe as tk_inspect
+from ..introspection.catalog import diff_objects, read_catalog
+from ..introspection.catalog import drift as catalog_drift
 from ._migration_state import unknown_migrations
 from ._shell_render import format_bytes, format_duration, table
 

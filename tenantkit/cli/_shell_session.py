@@ -25,19 +25,19 @@ from psycopg import pq
 from rich.console import Console, RenderableType
 from rich.text import Text
 
-from .. import describe as tk_inspect
+from ..core.models import Tenant
 from ..errors import (
     RegistryNotInstalled,
     TenantkitError,
 )
-from ..models import Tenant
+from ..introspection import describe as tk_inspect
 from ._context import find_tenant
 from ._shell_commands import CommandError, find_command
 from ._shell_render import OutputFormat, ResultSet, error_line, error_position
 from ._shell_sql import StatementBuffer, first_words, strip_comments
 
 if TYPE_CHECKING:
-    from ..tenancy import Tenancy
+    from ..core.tenancy import Tenancy
 
 __all__ = ["CompletionNames", "ShellSession"]
 

@@ -2,11 +2,11 @@
 
 Without a DSN it starts an embedded server; with one (global ``--dsn``, ``PGTENANTS_DSN`` or
 ``DATABASE_URL``) it works in a database of its own that it drops afterwards. It installs the
-registry, migrates the packaged example project (:mod:`tenantkit._demo`), creates tenants the
-three ways tenantkit can (replaying migrations, cloning the template, claiming a warm spare),
-routes requests by Host through :class:`~tenantkit.wsgi.WSGITenantMiddleware`, checks
-isolation with :mod:`tenantkit.isolation`, prints a summary and cleans up. ``--keep`` leaves it
-all running instead and prints how to explore it and the one command that removes it.
+registry, migrates the packaged example project (:mod:`tenantkit._demo`), creates tenants the three
+ways tenantkit can (replaying migrations, cloning the template, claiming a warm spare), routes
+requests by Host through :class:`~tenantkit.web.wsgi.WSGITenantMiddleware`, checks isolation with
+:mod:`tenantkit.introspection.isolation`, prints a summary and cleans up. ``--keep`` leaves it all
+running instead and prints how to explore it and the one command that removes it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from ..server import EmbeddedServer, with_dbname
+from ..server.embedded import EmbeddedServer, with_dbname
 from ._context import check_reachable, make_console
 from ._errors import CliError, ExitCode
 from .server import stop_command
@@ -37,7 +37,7 @@ from .server import stop_command
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ..tenancy import Tenancy
+    from ..core.tenancy import Tenancy
 
 __all__ = ["demo"]
 
@@ -325,7 +325,7 @@ def _create_tenants(console: Console, tenancy: Tenancy) -> list[tuple[str, str, 
     from rich.live import Live
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
-    from ..provisioning import Template
+    from ..provisioning.provisioners import Template
 
     table = _table(["tenant", "name", "host", "provisioned by", "time"], right=["time"])
     progress = Progress(
@@ -379,8 +379,8 @@ def _route(console: Console, tenancy: Tenancy) -> list[tuple[str, str, str, str]
     response) per request."""
     from rich.text import Text
 
-    from ..routing import TenantResolver
-    from ..wsgi import WSGITenantMiddleware
+    from ..web.routing import TenantResolver
+    from ..web.wsgi import WSGITenantMiddleware
 
     hosts = [f"{schema}.{_BASE_DOMAIN}" for schema, _ in _TENANTS]
     hosts += [f"ACME.{_BASE_DOMAIN}.:8000", _BASE_DOMAIN, f"unknown.{_BASE_DOMAIN}", "bad host!"]
@@ -407,7 +407,7 @@ def _route(console: Console, tenancy: Tenancy) -> list[tuple[str, str, str, str]
 
 def _check_isolation(console: Console, tenancy: Tenancy) -> bool:
     """Each tenant sees only its own rows; no tenant object references another tenant."""
-    from ..isolation import check_isolation
+    from ..introspection.isolation import check_isolation
 
     ok = True
     seen: list[str] = []
@@ -446,7 +446,7 @@ def _check_isolation(console: Console, tenancy: Tenancy) -> bool:
 def _run(console: Console, conninfo: str) -> bool:
     """Every step of the demo on ``conninfo``; True when everything checked out."""
     from .. import _demo
-    from ..tenancy import Tenancy
+    from ..core.tenancy import Tenancy
 
     began = time.perf_counter()
     with Tenancy(conninfo, migrations=_demo.MIGRATIONS, max_size=4) as tenancy:

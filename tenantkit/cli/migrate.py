@@ -293,8 +293,8 @@ def drift(
 
     Exits with status 1 when any tenant drifted.
     """
-    from ..catalog import drift as run_drift
-    from ..names import validate_schema_name
+    from ..core.names import validate_schema_name
+    from ..introspection.catalog import drift as run_drift
 
     if migrations_dir is None and reference is None:
         raise click.UsageError(

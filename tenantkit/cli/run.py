@@ -22,7 +22,7 @@ from ._errors import CliError, ExitCode, sql_error_text
 from ._options import shared_schema_option
 
 if TYPE_CHECKING:
-    from ..tenancy import Tenancy
+    from ..core.tenancy import Tenancy
 
 __all__ = ["TenantResult", "run", "run_in_tenants"]
 

@@ -216,7 +216,7 @@ class ServerDirectory:
     @property
     def conninfo(self) -> str | None:
         """How to connect, while it runs."""
-        from .._cluster import SUPERUSER
+        from ..server._cluster import SUPERUSER
 
         if self.pid is None or self.port is None:
             return None
@@ -389,7 +389,7 @@ def server(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from ..server import EmbeddedServer
+    from ..server.embedded import EmbeddedServer
 
     parsed = _parse_settings(settings)
     if ctx.get_parameter_source("bin_dir") is click.core.ParameterSource.ENVIRONMENT:

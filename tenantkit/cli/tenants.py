@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 import click
 import psycopg
 
-from ..models import TenantState
+from ..core.models import TenantState
 from ._context import (
     complete_tenant,
     echo_json,
@@ -31,8 +31,8 @@ from ._migration_state import applied_migrations, unknown_migrations
 from ._options import migrations_option, shared_schema_option
 
 if TYPE_CHECKING:
-    from ..models import Domain, Tenant
-    from ..tenancy import Tenancy
+    from ..core.models import Domain, Tenant
+    from ..core.tenancy import Tenancy
 
 __all__ = ["clone", "create", "domains", "drop", "init", "list_tenants", "rename", "show"]
 
@@ -68,8 +68,8 @@ def _overview(
 ) -> list[dict[str, Any]]:
     """JSON-ready facts on ``tenants``: registry row, domains, migration head, size; four
     queries whatever the number of tenants."""
-    from ..catalog import schema_sizes
-    from ..registry import domains_of
+    from ..core.registry import domains_of
+    from ..introspection.catalog import schema_sizes
 
     if not tenants:
         return []
@@ -132,8 +132,8 @@ def _read_tenant_file(
 ) -> list[tuple[str, list[str]]]:
     """``SCHEMA [HOST...]`` per line (``#`` starts a comment), every name and host checked
     before anything is created; a bad line is a usage error naming its line."""
+    from ..core.names import normalize_host, validate_schema_name
     from ..errors import InvalidHostname, InvalidSchemaName
-    from ..names import normalize_host, validate_schema_name
 
     found: list[tuple[str, list[str]]] = []
     seen: dict[str, int] = {}
@@ -252,8 +252,8 @@ def create(
     Stops at the first tenant that cannot be created (those before it stay), unless
     --skip-existing and it exists already.
     """
+    from ..core.names import normalize_host, validate_schema_name
     from ..errors import TenantExists
-    from ..names import normalize_host, validate_schema_name
 
     many = len(schemas) > 1 or from_file is not None
     if from_file is not None and schemas:
@@ -331,7 +331,7 @@ def _pages(
     limit: int | None,
 ) -> Iterator[list[dict[str, Any]]]:
     """The overview of the matching tenants, a page (of at most PAGE_SIZE) at a time."""
-    from ..registry import tenant_page
+    from ..core.registry import tenant_page
 
     left = limit
     while left is None or left > 0:
@@ -402,7 +402,7 @@ def list_tenants(
     the server, --limit N shows a page and --after TENANT the next one. Sizes come from the
     catalog's page counts (one query; `tenantkit show` measures one tenant exactly).
     """
-    from ..registry import count_tenants
+    from ..core.registry import count_tenants
 
     with open_tenancy(ctx, shared_schema=shared_schema) as tenancy:
         after_id = None if after is None else find_tenant(tenancy, after).id
@@ -544,7 +544,7 @@ def drop(ctx: click.Context, tenant: str, yes: bool, shared_schema: str) -> None
 
     Asks first on a terminal; without one (a script, a pipe) it needs --yes.
     """
-    from ..catalog import schema_sizes
+    from ..introspection.catalog import schema_sizes
 
     if not yes and not sys.stdin.isatty():
         # A piped "y" is not a person confirming: scripts say --yes explicitly.

@@ -9,8 +9,8 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
+from ..core.names import validate_schema_name
 from ..errors import RegistryNotInstalled
-from ..names import validate_schema_name
 from ._apply import check_checksums
 from ._loader import MigrationSet
 from ._report import Plan, SchemaKind, SchemaPlan

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tenantkit.wsgi import WSGITenantMiddleware
+from tenantkit.web.wsgi import WSGITenantMiddleware
 
 
 @pytest.fixture

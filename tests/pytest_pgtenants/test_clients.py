@@ -263,8 +263,8 @@ def test_clients_close_the_middleware_they_build(inner) -> None:
     inner.pytester.makepyfile(
         """
         from apps import flask_app, starlette_app
-        from tenantkit.asgi import ASGITenantMiddleware
-        from tenantkit.wsgi import WSGITenantMiddleware
+        from tenantkit.web.asgi import ASGITenantMiddleware
+        from tenantkit.web.wsgi import WSGITenantMiddleware
 
         BUILT = []
         CLOSED = set()

@@ -11,7 +11,7 @@ def test_factory_boy(inner) -> None:
         """
         import factory
         import pytest
-        from tenantkit.search_path import tenant_context
+        from tenantkit.core.context import tenant_context
         from pytest_pgtenants.factories import DomainFactory, TenantFactory, TenantRowFactory
 
         class OrderFactory(TenantRowFactory):

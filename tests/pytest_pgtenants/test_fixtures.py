@@ -29,7 +29,7 @@ def test_tenant_fixtures(inner) -> None:
         """
         import re
         import pytest
-        from tenantkit.models import TenantState
+        from tenantkit.core.models import TenantState
 
         SEEN = {}
 

@@ -25,7 +25,7 @@ from tenantkit.provisioning import SPARE_PREFIX
 LEAKY_APP = '''
 import psycopg
 from psycopg import sql
-from tenantkit.search_path import current_tenant
+from tenantkit.core.context import current_tenant
 
 class LeakyApp:
     """The django-tenants bug: the search_path is cached per connection and only set when

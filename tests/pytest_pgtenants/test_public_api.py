@@ -98,10 +98,10 @@ def test_plugin_uses_public_tenantkit_api_only(path: Path) -> None:
 @pytest.mark.parametrize(
     "source",
     [
-        "from tenantkit._connection import TenantConnection",
+        "from tenantkit.core._connection import TenantConnection",
         "from tenantkit.migrations._tracking import TRACKING_DDL",
-        "from tenantkit.search_path import _current",
-        "import tenantkit._cluster",
+        "from tenantkit.core.context import _current",
+        "import tenantkit.server._cluster",
         "conn._tk_state = None",
         "self.tenancy()._pool",
         "tenancy._public",
@@ -120,7 +120,7 @@ def test_the_check_catches(source: str) -> None:
 def test_the_check_allows_public_use() -> None:
     source = (
         "from tenantkit.provisioning import SPARE_PREFIX, Spares\n"
-        "from tenantkit.tenancy import Tenancy\n"
+        "from tenantkit.core.tenancy import Tenancy\n"
         "self._lock\n"
         "retired = tenancy.retire_tenant(tenant, lock_timeout=10.0)\n"
         "conn.execute('SELECT 1 FROM pg_namespace')\n"

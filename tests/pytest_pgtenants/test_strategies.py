@@ -1,4 +1,4 @@
-"""The hypothesis strategies produce what they promise (checked against tenantkit.names)."""
+"""The hypothesis strategies produce what they promise (checked against tenantkit.core.names)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pytest_pgtenants.strategies import (
     lookalike_hosts,
     schema_names,
 )
+from tenantkit.core.names import normalize_host, validate_schema_name
 from tenantkit.errors import InvalidHostname, InvalidSchemaName
-from tenantkit.names import normalize_host, validate_schema_name
 
 
 @settings(max_examples=200)

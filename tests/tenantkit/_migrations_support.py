@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tenantkit.tenancy import Tenancy
+from tenantkit.core.tenancy import Tenancy
 
 SHARED_0001 = "create table plans (id int primary key, name text not null);\n"
 TENANT_0001 = (

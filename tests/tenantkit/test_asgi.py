@@ -1,4 +1,4 @@
-"""Tests of tenantkit.asgi.ASGITenantMiddleware."""
+"""Tests of tenantkit.web.asgi.ASGITenantMiddleware."""
 
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ from starlette.responses import JSONResponse, PlainTextResponse, StreamingRespon
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from tenantkit.asgi import ASGITenantMiddleware, Message, Receive, Scope, Send
-from tenantkit.domain_sources import RegistryDomainSource, StaticDomainSource
-from tenantkit.models import Tenant, TenantState
-from tenantkit.routing import TenantResolver
-from tenantkit.search_path import current_tenant
-from tenantkit.tenancy import AsyncTenancy, Tenancy
+from tenantkit.core.context import current_tenant
+from tenantkit.core.models import Tenant, TenantState
+from tenantkit.core.tenancy import AsyncTenancy, Tenancy
+from tenantkit.web.asgi import ASGITenantMiddleware, Message, Receive, Scope, Send
+from tenantkit.web.routing import TenantResolver
+from tenantkit.web.sources import RegistryDomainSource, StaticDomainSource
 
 
 def tenant(schema: str, *, public: bool = False) -> Tenant:

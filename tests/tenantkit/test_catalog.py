@@ -10,8 +10,8 @@ from _migrations_support import mig_dir, mig_tenancy, shared_name  # noqa: F401 
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from tenantkit.catalog import Difference, diff_objects, rewrite_schema, schema_sizes
-from tenantkit.tenancy import Tenancy
+from tenantkit.core.tenancy import Tenancy
+from tenantkit.introspection.catalog import Difference, diff_objects, rewrite_schema, schema_sizes
 
 
 def test_rewrite_schema_only_touches_qualified_references() -> None:

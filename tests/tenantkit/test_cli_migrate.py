@@ -28,7 +28,7 @@ from _migrations_support import (  # noqa: F401 (fixtures)
     write,
 )
 
-from tenantkit.tenancy import Tenancy
+from tenantkit.core.tenancy import Tenancy
 
 
 def _run(dsn: str, tenancy: Tenancy, *args: str) -> tuple[int, str]:

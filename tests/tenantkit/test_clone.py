@@ -9,16 +9,15 @@ import psycopg
 import pytest
 
 from tenantkit import (
-    DomainExists,
     InvalidSchemaName,
-    SchemaExists,
     Tenancy,
     TenantkitError,
     TenantNotFound,
     _demo,
 )
-from tenantkit.catalog import fingerprint, read_catalog
-from tenantkit.clone import CloneError, clone_schema, clone_script
+from tenantkit.errors import DomainExists, SchemaExists
+from tenantkit.introspection.catalog import fingerprint, read_catalog
+from tenantkit.provisioning.clone import CloneError, clone_schema, clone_script
 
 SOURCE_DDL = """
 create type {s}.mood as enum ('sad', 'ok', 'happy');

@@ -1,5 +1,5 @@
-"""tenantkit.describe: tables with estimates and sizes, table descriptions, schema summaries and
-sessions per tenant, against a real server."""
+"""tenantkit.introspection.describe: tables with estimates and sizes, table descriptions,
+schema summaries and sessions per tenant, against a real server."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tenantkit.catalog import schema_sizes
-from tenantkit.describe import (
+from tenantkit.introspection.catalog import schema_sizes
+from tenantkit.introspection.describe import (
     ColumnInfo,
     describe_table,
     list_sessions,

@@ -1,4 +1,5 @@
-"""tenantkit.isolation: cross-schema references and canary rows, with negative controls.
+"""tenantkit.introspection.isolation: cross-schema references and canary rows, with negative
+controls.
 
 (Not test_isolation.py: that basename is the plugin's, in tests/pytest_pgtenants.)
 """
@@ -13,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tenantkit.isolation import (
+from tenantkit.introspection.isolation import (
     CanaryLeak,
     IsolationReport,
     SchemaReference,

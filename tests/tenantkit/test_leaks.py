@@ -23,8 +23,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tenantkit.search_path import ause_tenant, current_tenant, use_tenant
-from tenantkit.tenancy import AsyncTenancy, Tenancy
+from tenantkit.core.context import ause_tenant, current_tenant, use_tenant
+from tenantkit.core.tenancy import AsyncTenancy, Tenancy
 
 SWITCHES = int(os.environ.get("PGTENANTS_LEAK_SWITCHES", "1000"))
 N_TENANTS = 50

@@ -37,9 +37,9 @@ from _migrations_support import (  # noqa: F401 (fixtures)
     write,
 )
 
-from tenantkit import MigrationChecksumMismatch, PoolerDetected
+from tenantkit.core.tenancy import Tenancy
+from tenantkit.errors import MigrationChecksumMismatch, PoolerDetected
 from tenantkit.migrations import MigrationInterrupted, migrate, plan
-from tenantkit.tenancy import Tenancy
 
 
 def _tenants(tenancy: Tenancy, n: int) -> list[str]:

@@ -19,8 +19,8 @@ from _migrations_support import (  # noqa: F401 (fixtures)
 )
 
 from tenantkit import MigrationError
+from tenantkit.core.tenancy import Tenancy
 from tenantkit.migrations import load_migrations, migrate, plan
-from tenantkit.tenancy import Tenancy
 
 
 def test_load_orders_by_name_and_reads_markers(tmp_path: Path) -> None:

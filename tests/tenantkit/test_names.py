@@ -1,4 +1,4 @@
-"""Property tests for the pure name helpers (tenantkit.names), and the few places where the
+"""Property tests for the pure name helpers (tenantkit.core.names), and the few places where the
 names meet the database (reserved internal schemas, Unicode domains stored and routed)."""
 
 # Fixtures come from _migrations_support (imported by name, so pytest sees them).
@@ -17,10 +17,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from pytest_pgtenants.strategies import host_spellings, hostile_hosts, lookalike_hosts
-from tenantkit.domain_sources import StaticDomainSource
-from tenantkit.errors import InvalidHostname, InvalidSchemaName
-from tenantkit.migrations import template_schema_name
-from tenantkit.names import (
+from tenantkit.core.names import (
     MAX_IDENTIFIER_BYTES,
     RESERVED_PREFIXES,
     _normalize_host_slow,
@@ -30,8 +27,11 @@ from tenantkit.names import (
     schema_name_from,
     validate_schema_name,
 )
-from tenantkit.routing import Outcome, TenantResolver
-from tenantkit.tenancy import Tenancy
+from tenantkit.core.tenancy import Tenancy
+from tenantkit.errors import InvalidHostname, InvalidSchemaName
+from tenantkit.migrations import template_schema_name
+from tenantkit.web.routing import Outcome, TenantResolver
+from tenantkit.web.sources import StaticDomainSource
 
 labels = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
 # The last label has a letter: an all-numeric name is read as an IPv4 address.

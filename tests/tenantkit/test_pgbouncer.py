@@ -44,7 +44,7 @@ from psycopg import sql
 
 from tenantkit import AsyncTenancy, Tenancy, TenantResolver, current_tenant
 from tenantkit.errors import PoolerDetected, TenantkitError
-from tenantkit.wsgi import WSGITenantMiddleware
+from tenantkit.web.wsgi import WSGITenantMiddleware
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment

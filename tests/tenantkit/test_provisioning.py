@@ -19,12 +19,11 @@ from _migrations_support import (  # noqa: F401 (fixtures)
     write,
 )
 
-from tenantkit import DomainExists
-from tenantkit.catalog import fingerprint
-from tenantkit.errors import InvalidSchemaName, MigrationError, SchemaNotFound
-from tenantkit.models import RETIRED_PREFIX
+from tenantkit.core.models import RETIRED_PREFIX
+from tenantkit.core.tenancy import AsyncTenancy, Tenancy
+from tenantkit.errors import DomainExists, InvalidSchemaName, MigrationError, SchemaNotFound
+from tenantkit.introspection.catalog import fingerprint
 from tenantkit.provisioning import SPARE_PREFIX, MigrationProvisioner, Spares, Template
-from tenantkit.tenancy import AsyncTenancy, Tenancy
 
 FULL = ["0001_items", "0002_orders"]
 

@@ -10,6 +10,14 @@ from typing import Any
 import psycopg
 import pytest
 
+from tenantkit.core.registry import (
+    NOTIFY_CHANNEL,
+    count_tenants,
+    domains_of,
+    like_pattern,
+    tenant_page,
+)
+from tenantkit.core.tenancy import Tenancy
 from tenantkit.errors import (
     DomainExists,
     DomainNotFound,
@@ -17,14 +25,6 @@ from tenantkit.errors import (
     RegistryNotInstalled,
     TenantNotFound,
 )
-from tenantkit.registry import (
-    NOTIFY_CHANNEL,
-    count_tenants,
-    domains_of,
-    like_pattern,
-    tenant_page,
-)
-from tenantkit.tenancy import Tenancy
 
 
 def uniq() -> str:

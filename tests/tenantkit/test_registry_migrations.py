@@ -13,7 +13,7 @@ from _migrations_support import (  # noqa: F401 (fixtures)
     shared_name,
 )
 
-from tenantkit.tenancy import AsyncTenancy, Tenancy
+from tenantkit.core.tenancy import AsyncTenancy, Tenancy
 
 FULL = ["0001_items", "0002_orders"]
 

@@ -1,4 +1,4 @@
-"""Tests of tenantkit.routing (pure resolution) and the registry listener."""
+"""Tests of tenantkit.web.routing (pure resolution) and the registry listener."""
 
 from __future__ import annotations
 
@@ -18,8 +18,13 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from pytest_pgtenants.strategies import hostile_hosts, hostnames
-from tenantkit import _routing_table, routing
-from tenantkit.domain_sources import (
+from tenantkit.web import _routing_table, routing
+from tenantkit.core.models import Tenant, TenantState
+from tenantkit.core.names import is_valid_hostname, normalize_host
+from tenantkit.core.tenancy import Tenancy
+from tenantkit.errors import InvalidHostname, PoolerDetected
+from tenantkit.web.routing import Outcome, RoutingTable, TenantResolver
+from tenantkit.web.sources import (
     REGISTRY_CHANNEL,
     Change,
     RegistryDomainSource,
@@ -27,11 +32,6 @@ from tenantkit.domain_sources import (
     Routes,
     StaticDomainSource,
 )
-from tenantkit.errors import InvalidHostname, PoolerDetected
-from tenantkit.models import Tenant, TenantState
-from tenantkit.names import is_valid_hostname, normalize_host
-from tenantkit.routing import Outcome, RoutingTable, TenantResolver
-from tenantkit.tenancy import Tenancy
 
 
 def tenant(schema: str, *, state: TenantState = TenantState.ACTIVE, public: bool = False) -> Tenant:

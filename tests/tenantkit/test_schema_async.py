@@ -18,15 +18,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tenantkit.errors import InvalidSchemaName, SchemaExists, SchemaNotEmpty, SchemaNotFound
-from tenantkit.names import MAX_IDENTIFIER_BYTES
-from tenantkit.schema import (
+from tenantkit.core.names import MAX_IDENTIFIER_BYTES
+from tenantkit.core.schema import (
     acreate_schema,
     adrop_schema,
     alist_schemas,
     arename_schema,
     aschema_exists,
 )
+from tenantkit.errors import InvalidSchemaName, SchemaExists, SchemaNotEmpty, SchemaNotFound
 
 #: Accepted names: [a-z_][a-z0-9_]*, at most 63 bytes, no pg_ prefix, not reserved. A random
 #: suffix keeps them unique across examples and xdist workers.

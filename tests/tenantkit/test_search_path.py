@@ -14,9 +14,7 @@ import psycopg
 import pytest
 from psycopg import pq
 
-from tenantkit.errors import InvalidSchemaName, NoTenantSelected
-from tenantkit.models import Tenant, TenantState
-from tenantkit.search_path import (
+from tenantkit.core.context import (
     ause_tenant,
     current_tenant,
     path_sql,
@@ -26,7 +24,9 @@ from tenantkit.search_path import (
     tenant_context,
     use_tenant,
 )
-from tenantkit.tenancy import AsyncTenancy, Tenancy
+from tenantkit.core.models import Tenant, TenantState
+from tenantkit.core.tenancy import AsyncTenancy, Tenancy
+from tenantkit.errors import InvalidSchemaName, NoTenantSelected
 
 
 def uniq() -> str:
@@ -361,7 +361,7 @@ def test_use_tenant_switch_discards_temp_objects(tk: Tenancy) -> None:
 
 def test_transaction_started_without_the_hook_raises(dsn: str, schema_name: str) -> None:
     """If psycopg ever starts a transaction without calling tenantkit's hook, fail closed."""
-    from tenantkit._connection import TenantConnection
+    from tenantkit.core._connection import TenantConnection
     from tenantkit.errors import HookNotRun
 
     class Bypassing(TenantConnection[Any]):
@@ -385,7 +385,7 @@ def test_transaction_started_without_the_hook_raises(dsn: str, schema_name: str)
 
 
 def test_psycopg_contract_check_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tenantkit import _psycopg_contract
+    from tenantkit.core import _psycopg_contract
     from tenantkit.errors import PsycopgUnsupported
 
     _psycopg_contract.check()  # the installed psycopg fits

@@ -27,8 +27,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-import tenantkit._cluster as cluster_module
-from tenantkit._binaries import bundled_bin_dir, find_pg_bin
+import tenantkit.server._cluster as cluster_module
 from tenantkit.errors import PostgresNotFound, ServerError
 from tenantkit.server import (
     EmbeddedServer,
@@ -36,6 +35,7 @@ from tenantkit.server import (
     conninfo_to_url,
     server_conninfo_from_env,
 )
+from tenantkit.server._binaries import bundled_bin_dir, find_pg_bin
 
 IS_ROOT = os.geteuid() == 0
 
@@ -363,7 +363,7 @@ def test_owner_killed_with_forked_children_stops_the_server(how: str, private_tm
 _DYING_OWNER = textwrap.dedent(
     """
     import os, signal, subprocess, sys
-    import tenantkit._cluster
+    import tenantkit.server._cluster
     from tenantkit.server import EmbeddedServer
 
     def die() -> None:
@@ -381,9 +381,9 @@ _DYING_OWNER = textwrap.dedent(
 
         subprocess.Popen = DieAfterSpawn
     elif when == "booting":  # the watchdog was told, the server is not ready yet
-        tenantkit._cluster.cluster_class().wait_booting = lambda self: die()
+        tenantkit.server._cluster.cluster_class().wait_booting = lambda self: die()
     elif when == "ready":  # the server accepts connections, start() has not returned
-        cluster = tenantkit._cluster.cluster_class()
+        cluster = tenantkit.server._cluster.cluster_class()
         real_wait = cluster.wait_booting
 
         def wait_then_die(self):
@@ -487,7 +487,7 @@ def test_env_bin_dir_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_nothing_found_lists_every_place(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import tenantkit._binaries as binaries
+    import tenantkit.server._binaries as binaries
 
     monkeypatch.delenv("PGTENANTS_PG_BIN", raising=False)
     monkeypatch.setattr(
@@ -511,7 +511,7 @@ def test_nothing_found_lists_every_place(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 
 def test_discovery_order_ends_with_bundled_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tenantkit._binaries as binaries
+    import tenantkit.server._binaries as binaries
 
     monkeypatch.delenv("PGTENANTS_PG_BIN", raising=False)
     where = [w for w, _ in binaries._candidates()]

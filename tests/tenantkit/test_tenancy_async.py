@@ -17,6 +17,9 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from tenantkit import AsyncTenantConnection
+from tenantkit.core.context import current_tenant, tenant_context
+from tenantkit.core.models import RETIRED_PREFIX, Tenant, TenantState
+from tenantkit.core.tenancy import AsyncSchemaProvisioner, AsyncTenancy
 from tenantkit.errors import (
     DomainExists,
     InvalidHostname,
@@ -29,9 +32,6 @@ from tenantkit.errors import (
     TenantkitError,
     TenantNotFound,
 )
-from tenantkit.models import RETIRED_PREFIX, Tenant, TenantState
-from tenantkit.search_path import current_tenant, tenant_context
-from tenantkit.tenancy import AsyncSchemaProvisioner, AsyncTenancy
 
 
 def uniq(prefix: str = "t") -> str:
@@ -366,7 +366,8 @@ def test_delegations_mirror_the_functions_they_call(name: str) -> None:
     the functions they call (minus the tenancy), so a new option cannot be left out."""
     import inspect
 
-    from tenantkit import catalog, migrations
+    from tenantkit import migrations
+    from tenantkit.introspection import catalog
 
     target = getattr(catalog if name == "drift" else migrations, name)
     expected = list(inspect.signature(target).parameters.values())[1:]

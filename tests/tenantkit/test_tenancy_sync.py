@@ -19,6 +19,9 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from tenantkit import TenantConnection
+from tenantkit.core.context import current_tenant, tenant_context
+from tenantkit.core.models import RETIRED_PREFIX, Tenant, TenantState
+from tenantkit.core.tenancy import SchemaProvisioner, Tenancy
 from tenantkit.errors import (
     DomainExists,
     InvalidHostname,
@@ -30,9 +33,6 @@ from tenantkit.errors import (
     TenantkitError,
     TenantNotFound,
 )
-from tenantkit.models import RETIRED_PREFIX, Tenant, TenantState
-from tenantkit.search_path import current_tenant, tenant_context
-from tenantkit.tenancy import SchemaProvisioner, Tenancy
 
 
 def uniq(prefix: str = "t") -> str:
@@ -354,7 +354,8 @@ def test_delegations_mirror_the_functions_they_call(name: str) -> None:
     the functions they call (minus the tenancy), so a new option cannot be left out."""
     import inspect
 
-    from tenantkit import catalog, migrations
+    from tenantkit import migrations
+    from tenantkit.introspection import catalog
 
     target = getattr(catalog if name == "drift" else migrations, name)
     expected = list(inspect.signature(target).parameters.values())[1:]

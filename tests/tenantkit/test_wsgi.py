@@ -1,4 +1,4 @@
-"""Tests of tenantkit.wsgi.WSGITenantMiddleware."""
+"""Tests of tenantkit.web.wsgi.WSGITenantMiddleware."""
 
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tenantkit.domain_sources import RegistryDomainSource, StaticDomainSource
-from tenantkit.models import Tenant, TenantState
-from tenantkit.routing import Outcome, TenantResolver
-from tenantkit.search_path import current_tenant
-from tenantkit.tenancy import Tenancy
-from tenantkit.wsgi import WSGITenantMiddleware
+from tenantkit.core.context import current_tenant
+from tenantkit.core.models import Tenant, TenantState
+from tenantkit.core.tenancy import Tenancy
+from tenantkit.web.routing import Outcome, TenantResolver
+from tenantkit.web.sources import RegistryDomainSource, StaticDomainSource
+from tenantkit.web.wsgi import WSGITenantMiddleware
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

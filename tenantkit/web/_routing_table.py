@@ -1,8 +1,8 @@
 """The routing table: its values, how it is built from a source's rows, and patched by entry.
 
-Pure: no I/O. :class:`~tenantkit.routing.TenantResolver` feeds a :class:`TableBuilder` what its
+Pure: no I/O. :class:`~tenantkit.web.routing.TenantResolver` feeds a :class:`TableBuilder` what its
 source loaded and answers requests from the resulting :class:`RoutingTable`;
-:mod:`tenantkit.routing` and :mod:`tenantkit.domain_sources` re-export the public values.
+:mod:`tenantkit.web.routing` and :mod:`tenantkit.web.sources` re-export the public values.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import InvalidHostname
-from .names import is_valid_hostname, normalize_host
+from ..core.names import is_valid_hostname, normalize_host
+from ..errors import InvalidHostname
 
 if TYPE_CHECKING:
-    from .models import Tenant
+    from ..core.models import Tenant
 
-logger = logging.getLogger("tenantkit.routing")
+logger = logging.getLogger("tenantkit.web.routing")
 
 # Hosts that are certainly their own normalisation (plain lower-case ASCII labels, no A-label,
 # a last label starting with a letter, at most 253 characters): a table load takes them as

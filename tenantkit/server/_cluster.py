@@ -24,7 +24,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .errors import ServerError
+from ..errors import ServerError
 
 __all__ = [
     "SHM_MIN_FREE",

@@ -5,7 +5,7 @@ transaction. It takes the fastest valid path:
 
 1. claim a spare schema (already at the head) by renaming it: a few milliseconds;
 2. else clone the template, if it is exactly at the head, by replaying its DDL script
-   (generated in Python from the catalog once per process, see :mod:`tenantkit.clone`);
+   (generated in Python from the catalog once per process, see :mod:`tenantkit.provisioning.clone`);
 3. else apply the tenant migrations one by one.
 
 A template or spare that is behind the migration files is never used. ``migrate()`` brings the
@@ -23,11 +23,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .clone import CloneError, CloneScript, clone_schema, clone_script
-from .errors import MigrationError, SchemaNotEmpty, SchemaNotFound
-from .migrations._apply import apply_schema, record_sql, search_path_value, state_digest
-from .migrations._loader import MigrationSet, load_migrations
-from .migrations._tracking import (
+from ..errors import MigrationError, SchemaNotEmpty, SchemaNotFound
+from ..migrations._apply import apply_schema, record_sql, search_path_value, state_digest
+from ..migrations._loader import MigrationSet, load_migrations
+from ..migrations._tracking import (
     TRACKING_DDL,
     Target,
     ensure_shared_tables,
@@ -35,6 +34,7 @@ from .migrations._tracking import (
     resolve,
     template_schema_name,
 )
+from .clone import CloneError, CloneScript, clone_schema, clone_script
 
 __all__ = ["SPARE_PREFIX", "CloneProvisioner", "MigrationProvisioner", "Spares", "Template"]
 
@@ -594,10 +594,10 @@ class CloneProvisioner:
     """Provisions a new tenant as a copy of tenant schema ``source`` (used by
     ``Tenancy.clone_tenant``).
 
-    The structure is rebuilt from the catalog (:func:`tenantkit.clone.clone_schema`); ``data``
-    copies the rows too. The copy starts at the source's migration history, so ``migrate()``
-    later treats it exactly like its source: the history rows in the schema and the summary
-    row in the shared schema are copied along, in the creating transaction.
+    The structure is rebuilt from the catalog (:func:`tenantkit.provisioning.clone.clone_schema`);
+    ``data`` copies the rows too. The copy starts at the source's migration history, so
+    ``migrate()`` later treats it exactly like its source: the history rows in the schema and the
+    summary row in the shared schema are copied along, in the creating transaction.
     """
 
     def __init__(self, shared_schema: str, source: str, *, data: bool = False) -> None:

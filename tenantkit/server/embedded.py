@@ -43,6 +43,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ..errors import ServerError
 from ._binaries import bundled_bin_dir, find_pg_bin, is_pg_bin_dir
 from ._cluster import (
     SUPERUSER,
@@ -54,7 +55,6 @@ from ._cluster import (
     run_account,
     tmp_root,
 )
-from .errors import ServerError
 
 __all__ = [
     "DEFAULT_SETTINGS",

@@ -1,8 +1,8 @@
 """Pure helpers shared by the schema functions: validation, SQL composition, error translation.
 
-No I/O here: :mod:`tenantkit._schema_async` (the source) and its generated sync twin
-:mod:`tenantkit._schema_sync` run these statements on the connection they are given. Every
-name is validated with :func:`tenantkit.names.validate_schema_name` *before* any SQL is
+No I/O here: :mod:`tenantkit.core._schema_async` (the source) and its generated sync twin
+:mod:`tenantkit.core._schema_sync` run these statements on the connection they are given. Every
+name is validated with :func:`tenantkit.core.names.validate_schema_name` *before* any SQL is
 composed, then quoted with ``psycopg.sql.Identifier``.
 """
 
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from .errors import SchemaExists, SchemaNotEmpty, SchemaNotFound
+from ..errors import SchemaExists, SchemaNotEmpty, SchemaNotFound
 from .names import validate_schema_name
 
 EXISTS = sql.SQL("SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %s)")

@@ -12,17 +12,17 @@ import psycopg
 from psycopg import pq
 from psycopg.types.json import Jsonb
 
+from ..errors import DomainExists, NoTenantSelected, TenantkitError
 from ._connection import _TenantState
-from .errors import DomainExists, NoTenantSelected, TenantkitError
+from .context import current_tenant, path_sql, search_path_for
 from .models import Tenant, TenantLike, TenantState, schema_of
 from .names import normalize_host, validate_schema_name
 from .registry import Registry, tenant_from_row
-from .search_path import current_tenant, path_sql, search_path_for
 
 if TYPE_CHECKING:
-    from .catalog import DriftReport
-    from .migrations import ExecutorName, MigrationReport, Plan, ProgressEvent
-    from .provisioning import Spares
+    from ..introspection.catalog import DriftReport
+    from ..migrations import ExecutorName, MigrationReport, Plan, ProgressEvent
+    from ..provisioning.provisioners import Spares
 
 
 def _check_shared(name: str) -> str:
@@ -238,7 +238,7 @@ class _TenancyBase:
         conninfo: str | None = None,
     ) -> Plan:
         """What is pending where, from one query: ``tenantkit.migrations.plan(self, ...)``."""
-        from .migrations import plan
+        from ..migrations import plan
 
         return plan(
             self,
@@ -264,7 +264,7 @@ class _TenancyBase:
         conninfo: str | None = None,
     ) -> MigrationReport:
         """Apply pending migrations: ``tenantkit.migrations.migrate(self, ...)``."""
-        from .migrations import migrate
+        from ..migrations import migrate
 
         return migrate(
             self,
@@ -283,8 +283,8 @@ class _TenancyBase:
     def drift(
         self, *, schemas: Sequence[str] | None = None, reference: str | None = None
     ) -> DriftReport:
-        """Schema drift report: ``tenantkit.catalog.drift(self, ...)``."""
-        from .catalog import drift
+        """Schema drift report: ``tenantkit.introspection.catalog.drift(self, ...)``."""
+        from ..introspection.catalog import drift
 
         return drift(self, schemas=schemas, reference=reference)
 
@@ -292,7 +292,7 @@ class _TenancyBase:
     def spares(self) -> Spares:
         """The warm spare-schema pool, ``tenantkit.provisioning.Spares(self)`` (created once)."""
         if self._spares is None:
-            from .provisioning import Spares
+            from ..provisioning.provisioners import Spares
 
             self._spares = Spares(self)
         return self._spares

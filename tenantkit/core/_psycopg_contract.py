@@ -1,6 +1,6 @@
 """The one module that touches psycopg's private names, and the check that they still fit.
 
-:mod:`tenantkit._connection` overrides a handful of psycopg internals so that a tenant's
+:mod:`tenantkit.core._connection` overrides a handful of psycopg internals so that a tenant's
 ``search_path`` rides on the transaction start (no extra round trip). Those internals are not
 public API: a psycopg release may rename or reshape them, and a hook that silently stops being
 called would run a tenant's queries on whatever path the connection had, i.e. possibly another
@@ -9,7 +9,7 @@ tenant's. So tenantkit *fails closed*:
 * at import, :func:`check` verifies that every private name used here exists with the shape we
   rely on, and raises :class:`~tenantkit.errors.PsycopgUnsupported` naming the supported
   psycopg range when one does not;
-* at run time, :mod:`tenantkit._connection` raises when a transaction starts without its hook
+* at run time, :mod:`tenantkit.core._connection` raises when a transaction starts without its hook
   having run (see ``_TenantState._tk_check_began``).
 
 Nothing else in tenantkit imports ``psycopg._*`` or reads a private psycopg attribute; add a
@@ -28,7 +28,7 @@ from psycopg._cursor_base import BaseCursor
 from psycopg._preparing import PrepareManager
 from psycopg._queries import PostgresQuery
 
-from .errors import PsycopgUnsupported
+from ..errors import PsycopgUnsupported
 
 __all__ = [
     "SUPPORTED",
@@ -82,7 +82,7 @@ def _params(func: Callable[..., Any]) -> tuple[str, ...]:
 def check() -> None:
     """Verify psycopg's private names used by tenantkit; raise ``PsycopgUnsupported`` if not.
 
-    Runs once at import of :mod:`tenantkit._connection` (microseconds: signature reads only).
+    Runs once at import of :mod:`tenantkit.core._connection` (microseconds: signature reads only).
     """
     for (owner, name), expected in _METHODS.items():
         func = getattr(owner, name, None)

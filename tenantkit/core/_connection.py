@@ -36,7 +36,7 @@ How it works (the reasons behind :class:`TenantConnection`):
   tenant path keeps each tenant's plan cached (correctness never depends on this). ``pgbouncer``
   mode turns server-side prepared statements off (pgbouncer < 1.21 cannot route them).
 
-The hooks override psycopg internals listed and checked in :mod:`tenantkit._psycopg_contract`
+The hooks override psycopg internals listed and checked in :mod:`tenantkit.core._psycopg_contract`
 (``_start_query`` and ``_exec_command``, the only places where psycopg starts and ends
 transactions). If psycopg ever starts a transaction without calling them, the first query
 raises instead of running on an unknown path.
@@ -53,8 +53,8 @@ from psycopg.abc import PQGen
 from psycopg.pq.abc import PGconn, PGresult
 from psycopg.rows import AsyncRowFactory, Row, RowFactory, tuple_row
 
+from ..errors import HookNotRun, NoTenantSelected, PoolerDetected
 from ._psycopg_contract import PostgresQuery, PrepareManager, check_instance, execute_gen
-from .errors import HookNotRun, NoTenantSelected, PoolerDetected
 
 __all__ = ["AsyncTenantConnection", "AsyncTenantCursor", "TenantConnection", "TenantCursor"]
 
@@ -214,7 +214,7 @@ class _TenantState(psycopg.BaseConnection[Any]):
             raise HookNotRun(
                 f"psycopg {psycopg.__version__} started a transaction without tenantkit's "
                 "hook, so the tenant's search_path is unknown: nothing was run. Install a "
-                "psycopg release supported by tenantkit (see tenantkit._psycopg_contract)"
+                "psycopg release supported by tenantkit (see tenantkit.core._psycopg_contract)"
             )
         local = self._tk_local
         if local is not None and self.pgconn.transaction_status == _INTRANS:
@@ -343,7 +343,7 @@ class AsyncTenantCursor(psycopg.AsyncCursor[Row]):
 class TenantConnection(_TenantState, psycopg.Connection[Row]):
     """A ``psycopg.Connection`` that applies the bound tenant's path at transaction start.
 
-    Pools built by :class:`~tenantkit.tenancy.Tenancy` use it; pass
+    Pools built by :class:`~tenantkit.core.tenancy.Tenancy` use it; pass
     ``connection_class=TenantConnection`` to a pool of your own to get the same zero round
     trip switching.
     """

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import PostgresNotFound
+from ..errors import PostgresNotFound
 
 __all__ = ["REQUIRED_PROGRAMS", "bundled_bin_dir", "find_pg_bin", "is_pg_bin_dir"]
 

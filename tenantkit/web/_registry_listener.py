@@ -2,9 +2,9 @@
 
 :class:`RegistryListener` holds one dedicated connection that LISTENs on ``tenantkit_registry``
 (the registry's triggers NOTIFY it with the tenant id or host of every changed row), turns
-bursts of notifications into :class:`~tenantkit.domain_sources.Change` values, and checks that
+bursts of notifications into :class:`~tenantkit.web.sources.Change` values, and checks that
 notifications really arrive (a transaction pooler such as pgbouncer swallows them). Re-exported
-by :mod:`tenantkit.domain_sources`, whose :class:`~tenantkit.domain_sources.RegistryDomainSource`
+by :mod:`tenantkit.web.sources`, whose :class:`~tenantkit.web.sources.RegistryDomainSource`
 starts it.
 """
 
@@ -25,12 +25,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ..core.registry import DOMAINS_TABLE, NOTIFY_CHANNEL, TENANTS_TABLE
 from ._routing_table import Change
-from .registry import DOMAINS_TABLE, NOTIFY_CHANNEL, TENANTS_TABLE
 
 __all__ = ["APPLICATION_NAME", "REGISTRY_CHANNEL", "RegistryListener"]
 
-logger = logging.getLogger("tenantkit.routing")
+logger = logging.getLogger("tenantkit.web.routing")
 
 #: The channel the registry triggers NOTIFY on every tenants/domains change.
 REGISTRY_CHANNEL = NOTIFY_CHANNEL

@@ -3,7 +3,7 @@
 One source for both APIs: the asyncio module of this pair is written by hand, and
 ``tools/async_to_sync.py`` generates the sync one from it (CI fails when it is stale). Where
 the two must differ, an ``if True:  # ASYNC`` block holds the asyncio code and its ``else``
-branch the sync code. Import both classes from :mod:`tenantkit.tenancy`.
+branch the sync code. Import both classes from :mod:`tenantkit.core.tenancy`.
 """
 
 from __future__ import annotations
@@ -22,20 +22,20 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ._connection import AsyncTenantConnection, _TenantState
-from ._tenancy_base import _TenancyBase, acheck_alive, aprobe_error
-from .errors import (
+from ..errors import (
     DomainNotFound,
     InvalidSchemaName,
     RegistryNotInstalled,
     TenantkitError,
     TenantNotFound,
 )
+from ._connection import AsyncTenantConnection, _TenantState
+from ._tenancy_base import _TenancyBase, acheck_alive, aprobe_error
+from .context import _current
 from .models import RETIRED_PREFIX, Domain, RetiredSchema, Tenant, TenantLike, TenantState
 from .names import normalize_host, schema_name_from, validate_schema_name
 from .registry import domain_from_row, retire_statement, tenant_from_row, translated
 from .schema import acreate_schema, adrop_schema, alist_schemas, arename_schema
-from .search_path import _current
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -258,7 +258,7 @@ class AsyncTenancy(_TenancyBase):
         """
         if self._provisioner is None:
             if self.migrations_dir is not None:
-                from .provisioning import MigrationProvisioner  # type: ignore[import-not-found,unused-ignore]
+                from ..provisioning.provisioners import MigrationProvisioner  # type: ignore[import-not-found,unused-ignore]
 
                 self._provisioner = MigrationProvisioner(self)
             else:
@@ -412,7 +412,7 @@ class AsyncTenancy(_TenancyBase):
             ``TenantNotFound`` for an unknown source, ``CloneError`` for structures cloning
             cannot reproduce (partitioned tables), and what :meth:`create_tenant` raises.
             """
-            from .provisioning import CloneProvisioner
+            from ..provisioning.provisioners import CloneProvisioner
 
             validate_schema_name(schema, shared_schema=self.shared_schema)
             with self.admin_connection() as conn:

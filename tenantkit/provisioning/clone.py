@@ -1,0 +1,210 @@
+"""Copy a schema's structure (and optionally its data) to a new schema, in Python.
+
+The DDL is generated from the catalog (:mod:`tenantkit.introspection.catalog`), so nothing is
+installed in the user's database (no plpgsql clone function). References to the source schema inside
+definitions (sequence defaults, foreign keys, views, triggers, enum-typed columns) are rewritten to
+the target; references to other schemas (the shared one) are kept. Identity columns get their own
+sequences under the same names; serial sequences are re-created and re-owned.
+
+Not copied: grants and owners (objects belong to the role that clones), comments, row-level
+security policies, partitioned tables (:class:`CloneError`), domains and composite types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ..core.names import validate_schema_name
+from ..errors import CloneError, SchemaExists, SchemaNotFound
+from ..introspection.catalog import PLACEHOLDER, Column, SchemaCatalog, Sequence_, read_catalog
+
+__all__ = ["CloneError", "CloneScript", "clone_schema", "clone_script"]
+
+
+@dataclass(frozen=True)
+class CloneScript:
+    """The DDL that recreates a schema, with the schema's name left as a placeholder.
+
+    Generated once from the catalog and replayed for every new schema, so cloning N schemas
+    costs one catalog read and N single-message scripts.
+    """
+
+    source: str
+    statements: tuple[str, ...]
+
+    def render(self, conn: psycopg.Connection[Any], target: str) -> bytes:
+        """The script for ``target``, as one multi-statement message."""
+        quoted = sql.Identifier(target).as_string(conn)
+        return ";\n".join(self.statements).replace(PLACEHOLDER, quoted).encode()
+
+    def apply(self, conn: psycopg.Connection[Any], target: str) -> None:
+        """Create the objects in the (existing, empty) schema ``target`` on ``conn``."""
+        if self.statements:
+            conn.execute(self.render(conn, target))
+
+
+def clone_script(conn: psycopg.Connection[Any], source: str) -> CloneScript:
+    """Read ``source`` from the catalog and build its :class:`CloneScript`."""
+    exists = conn.execute(
+        "select exists (select from pg_namespace where nspname = %s)", (source,)
+    ).fetchone()
+    if not exists or not exists[0]:
+        raise SchemaNotFound(f"schema {source!r} does not exist; nothing to clone")
+    return _build(conn, read_catalog(conn, [source])[source])
+
+
+def clone_schema(
+    conn: psycopg.Connection[Any],
+    source: str,
+    target: str,
+    *,
+    data: bool = False,
+    script: CloneScript | None = None,
+) -> None:
+    """Create schema ``target`` with the structure of ``source`` (and its rows with ``data``).
+
+    Runs in one transaction (a savepoint inside the caller's transaction). ``script`` reuses a
+    script built earlier by :func:`clone_script` instead of reading the catalog again.
+    """
+    validate_schema_name(target, shared_schema="")
+    with conn.transaction():
+        if script is None:
+            script = clone_script(conn, source)
+        try:
+            conn.execute(sql.SQL("create schema {}").format(sql.Identifier(target)))
+        except psycopg.errors.DuplicateSchema as exc:
+            raise SchemaExists(f"schema {target!r} already exists; pick another name") from exc
+        script.apply(conn, target)
+        if data:
+            _copy_data(conn, read_catalog(conn, [source])[source], source, target)
+
+
+def _build(conn: psycopg.Connection[Any], cat: SchemaCatalog) -> CloneScript:
+    def q(name: str) -> str:
+        return sql.Identifier(name).as_string(conn)
+
+    def lit(value: str) -> str:
+        return sql.Literal(value).as_string(conn)
+
+    def rel(name: str) -> str:
+        return f"{PLACEHOLDER}.{q(name)}"
+
+    out: list[str] = []
+    if cat.functions:
+        # Function bodies may mention tables created later in the script.
+        out.append("set local check_function_bodies = off")
+    for name, labels in cat.enums:
+        out.append(f"create type {rel(name)} as enum ({', '.join(lit(x) for x in labels)})")
+    identity = {s.owner: s for s in cat.sequences if s.dep == "i" and s.owner}
+    for s in cat.sequences:
+        if s.dep != "i":
+            out.append(f"create sequence {rel(s.name)} as {s.type} {s.options()}")
+    kinds = {name: kind for name, kind, _ in cat.tables}
+    inline = {(t, n) for t, n, k, d in cat.constraints if k != "f" and "NOT VALID" not in d}
+    deferred_defaults: list[str] = []
+    for table, kind, persistence in cat.tables:
+        if kind == "p":
+            raise CloneError(
+                f"table {table!r} in schema {cat.schema!r} is partitioned, which clone_schema "
+                "does not reproduce; create such tenants by migrations"
+            )
+        cols = [
+            _column(c, identity.get((table, c.name)), rel, q, deferred_defaults, table)
+            for c in cat.columns.get(table, ())
+        ]
+        cols += [
+            f"constraint {q(n)} {d}"
+            for t, n, _k, d in cat.constraints
+            if (t, n) in inline and t == table
+        ]
+        unlogged = "unlogged " if persistence == "u" else ""
+        out.append(f"create {unlogged}table {rel(table)} ({', '.join(cols)})")
+    for t, n, _k, d in cat.constraints:
+        if (t, n) not in inline:
+            out.append(f"alter table {rel(t)} add constraint {q(n)} {d}")
+    late_indexes: list[str] = []
+    for t, _n, d in cat.indexes:
+        (out if t in kinds else late_indexes).append(d)
+    for s in cat.sequences:
+        if s.dep == "a" and s.owner:
+            out.append(f"alter sequence {rel(s.name)} owned by {rel(s.owner[0])}.{q(s.owner[1])}")
+    out.extend(d for _sig, d in cat.functions)
+    out.extend(deferred_defaults)
+    for name, kind, definition in cat.views:
+        body = definition.strip().rstrip(";")
+        if kind == "m":
+            out.append(f"create materialized view {rel(name)} as {body} with no data")
+        else:
+            out.append(f"create view {rel(name)} as {body}")
+    out.extend(late_indexes)
+    out.extend(d for _t, _n, d in cat.triggers)
+    return CloneScript(cat.schema, tuple(out))
+
+
+def _column(
+    c: Column,
+    identity: Sequence_ | None,
+    rel: Callable[[str], str],
+    q: Callable[[str], str],
+    deferred: list[str],
+    table: str,
+) -> str:
+    parts = [q(c.name), c.type]
+    if c.collation:
+        parts.append(f"collate {c.collation}")
+    if c.generated:
+        parts.append(f"generated always as ({c.default}) stored")
+    elif c.default is not None:
+        if PLACEHOLDER in c.default and not c.default.startswith("nextval("):
+            # A default calling one of the schema's own functions: set it once they exist.
+            deferred.append(
+                f"alter table {rel(table)} alter column {q(c.name)} set default {c.default}"
+            )
+        else:
+            parts.append(f"default {c.default}")
+    if c.identity:
+        mode = "always" if c.identity == "a" else "by default"
+        opts = f" (sequence name {rel(identity.name)} {identity.options()})" if identity else ""
+        parts.append(f"generated {mode} as identity{opts}")
+    if c.not_null:
+        parts.append("not null")
+    return " ".join(parts)
+
+
+def _copy_data(conn: psycopg.Connection[Any], cat: SchemaCatalog, source: str, target: str) -> None:
+    dst = sql.Identifier(target).as_string(conn)
+    for table, _kind, _p in cat.tables:
+        cols = [c for c in cat.columns.get(table, ()) if not c.generated]
+        if not cols:
+            continue
+        # Values of the schema's own types (enums) are cast through text to the target's type;
+        # the type text comes from the catalog (format_type), not from user input.
+        exprs = [
+            sql.SQL("{}::text::{}").format(
+                sql.Identifier(c.name),
+                sql.SQL(c.type.replace(PLACEHOLDER, dst)),
+            )
+            if PLACEHOLDER in c.type
+            else sql.Identifier(c.name)
+            for c in cols
+        ]
+        conn.execute(
+            sql.SQL("insert into {} ({}) overriding system value select {} from {}").format(
+                sql.Identifier(target, table),
+                sql.SQL(", ").join(sql.Identifier(c.name) for c in cols),
+                sql.SQL(", ").join(exprs),
+                sql.Identifier(source, table),
+            )
+        )
+    for s in cat.sequences:
+        conn.execute(
+            sql.SQL("select setval(%s::regclass, last_value, is_called) from {}").format(
+                sql.Identifier(source, s.name)
+            ),
+            (sql.Identifier(target, s.name).as_string(conn),),
+        )
