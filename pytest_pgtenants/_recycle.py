@@ -27,13 +27,15 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
+from tenantkit.core.storage import HISTORY_TABLE
+
 if TYPE_CHECKING:
     from tenantkit.provisioning import Spares
 
 __all__ = ["TRACKING_TABLE", "fingerprints", "recycle"]
 
 #: The per-schema migrations history table (its rows must stay: they say the schema is migrated).
-TRACKING_TABLE = "tenantkit_migrations"
+TRACKING_TABLE = HISTORY_TABLE
 
 # One pass over the schema's pg_class rows (materialised), then index lookups by relation oid;
 # only pg_proc and pg_type are scanned by namespace. Besides the fingerprint it returns the

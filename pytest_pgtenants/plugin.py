@@ -53,6 +53,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
+#: Fixture modules of the integrations: (module, what must be importable for it).
+_INTEGRATIONS = (("_sqlalchemy", "sqlalchemy"),)
+
+
+def _register_integrations(config: pytest.Config) -> None:
+    """Register the fixtures of each integration whose library is installed (imported only
+    then, so a project without SQLAlchemy pays nothing)."""
+    import importlib
+    import importlib.util
+
+    for name, needs in _INTEGRATIONS:
+        if importlib.util.find_spec(needs) is None:
+            continue
+        module = importlib.import_module(f"pytest_pgtenants.{name}")
+        if config.pluginmanager.is_registered(module):
+            continue
+        # pytest_configure is a historic hook: pluggy calls the module's own on registration.
+        config.pluginmanager.register(module, f"pytest_pgtenants.{name}")
+
+
 def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
@@ -65,6 +85,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if not config.pluginmanager.is_registered(_async):
         config.pluginmanager.register(_async, "pytest_pgtenants._async")
+    _register_integrations(config)
     settings = resolve_settings(config)
     if settings.migrations is not None and not settings.migrations.is_dir():
         source = settings.sources["migrations"]

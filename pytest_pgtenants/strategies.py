@@ -64,6 +64,7 @@ def hostile_schema_names(*, shared_schema: str = "public") -> SearchStrategy[str
     """
     st = require("hypothesis.strategies")
     from tenantkit.core.names import is_valid_schema_name
+    from tenantkit.core.storage import INTERNAL_PREFIX, TEMPLATE_PREFIX
 
     valid = st.from_regex(r"[a-z_][a-z0-9_]{0,20}", fullmatch=True)
     bad_chars = st.sampled_from(['"', "'", ";", "\\", "\x00", "\n", " ", "-", ".", "$", "é", "Ä"])
@@ -78,7 +79,7 @@ def hostile_schema_names(*, shared_schema: str = "public") -> SearchStrategy[str
     pg_prefixed = valid.map(lambda s: "pg_" + s)
     internal = st.builds(
         lambda prefix, s: prefix + s,
-        st.sampled_from(["_tenantkit_", "__tenantkit_", "_pgtenants_", "_tenantkit_template_"]),
+        st.sampled_from([INTERNAL_PREFIX, "_" + INTERNAL_PREFIX, "_pgtenants_", TEMPLATE_PREFIX]),
         st.from_regex(r"[a-z0-9_]{0,20}", fullmatch=True),
     )
     digit_first = st.builds(lambda d, s: str(d) + s, st.integers(0, 9), valid)

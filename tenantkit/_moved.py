@@ -26,7 +26,7 @@ MOVED: dict[str, str] = {
     "tenantkit.isolation": "tenantkit.introspection.isolation",
     "tenantkit.models": "tenantkit.core.models",
     "tenantkit.names": "tenantkit.core.names",
-    "tenantkit.registry": "tenantkit.core.registry",
+    "tenantkit.registry": "tenantkit.core.storage",
     "tenantkit.routing": "tenantkit.web.routing",
     "tenantkit.schema": "tenantkit.core.schema",
     "tenantkit.search_path": "tenantkit.core.context",

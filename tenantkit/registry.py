@@ -1,13 +1,13 @@
-"""Deprecated path of :mod:`tenantkit.core.registry`.
+"""Deprecated path of :mod:`tenantkit.core.storage`.
 
-Import from ``tenantkit.core.registry`` (or the name from ``tenantkit``); this alias goes
+Import from ``tenantkit.core.storage`` (or the name from ``tenantkit``); this alias goes
 away in the release after next (see :mod:`tenantkit._moved`).
 """
 
 from __future__ import annotations
 
 from ._moved import alias
-from .core.registry import *  # noqa: F403
-from .core.registry import __all__ as __all__
+from .core.storage import *  # noqa: F403
+from .core.storage import __all__ as __all__
 
 alias(__name__)

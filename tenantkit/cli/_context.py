@@ -192,7 +192,7 @@ def complete_tenant(ctx: click.Context, param: click.Parameter, incomplete: str)
     import psycopg
     from psycopg import sql
 
-    from ..core.registry import TENANTS_TABLE
+    from ..core.storage import TENANTS_TABLE
 
     root = ctx.find_root()
     dsn = root.params.get("dsn")

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..core.registry import MIGRATION_STATE_TABLE as STATE_TABLE
+from ..core.storage import MIGRATION_STATE_TABLE as STATE_TABLE
 
 __all__ = ["STATE_TABLE", "applied_migrations", "unknown_migrations"]
 

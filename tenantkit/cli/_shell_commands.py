@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 
+from ..core.storage import TABLE_PREFIX
 from ..errors import TenantkitError, TenantNotFound
 from ..introspection import describe as tk_inspect
 from ..introspection.catalog import diff_objects, read_catalog
@@ -135,7 +136,7 @@ def cmd_tenants(sh: ShellSession, arg: str) -> None:
 
 #: tenantkit's own tables (registry, migration history and journal, spares) start with this;
 #: ``\\dt`` leaves them out unless asked (``\\dtS``, or a pattern naming them).
-INTERNAL_PREFIX = "tenantkit_"
+INTERNAL_PREFIX = TABLE_PREFIX
 
 
 def cmd_dt(sh: ShellSession, arg: str) -> None:

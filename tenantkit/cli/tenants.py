@@ -68,7 +68,7 @@ def _overview(
 ) -> list[dict[str, Any]]:
     """JSON-ready facts on ``tenants``: registry row, domains, migration head, size; four
     queries whatever the number of tenants."""
-    from ..core.registry import domains_of
+    from ..core.storage import domains_of
     from ..introspection.catalog import schema_sizes
 
     if not tenants:
@@ -331,7 +331,7 @@ def _pages(
     limit: int | None,
 ) -> Iterator[list[dict[str, Any]]]:
     """The overview of the matching tenants, a page (of at most PAGE_SIZE) at a time."""
-    from ..core.registry import tenant_page
+    from ..core.storage import tenant_page
 
     left = limit
     while left is None or left > 0:
@@ -402,7 +402,7 @@ def list_tenants(
     the server, --limit N shows a page and --after TENANT the next one. Sizes come from the
     catalog's page counts (one query; `tenantkit show` measures one tenant exactly).
     """
-    from ..core.registry import count_tenants
+    from ..core.storage import count_tenants
 
     with open_tenancy(ctx, shared_schema=shared_schema) as tenancy:
         after_id = None if after is None else find_tenant(tenancy, after).id
@@ -470,6 +470,8 @@ def show(
     With --migrations it lists the pending migrations, and the applied ones missing from the
     directory (the code is older than the database).
     """
+    from ..core.storage import HISTORY_TABLE
+
     with open_tenancy(ctx, migrations_dir=migrations_dir, shared_schema=shared_schema) as t:
         found = find_tenant(t, tenant)
         with t.admin_connection() as conn:
@@ -480,8 +482,8 @@ def show(
             row = conn.execute(
                 "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace "
                 "where n.nspname = %s and c.relkind in ('r', 'p') "
-                "and c.relname <> 'tenantkit_migrations'",  # tenantkit's own bookkeeping
-                (found.schema,),
+                "and c.relname <> %s",  # tenantkit's own bookkeeping
+                (found.schema, HISTORY_TABLE),
             ).fetchone()
         info["domains"] = [
             {"host": h, "primary": h == info["primary_domain"]} for h in info["domains"]

@@ -6,7 +6,8 @@
 - :mod:`~tenantkit.core._connection`: ``TenantConnection``, the path riding on ``BEGIN``.
 - :mod:`~tenantkit.core.context`: the current tenant (a ``ContextVar``) and ``use_tenant``.
 - :mod:`~tenantkit.core.schema`: schema lifecycle (async source, sync generated).
-- :mod:`~tenantkit.core.registry`: the tenants and domains tables.
+- :mod:`~tenantkit.core.storage`: every table and prefix tenantkit owns, the registry SQL,
+  row mapping and the one SQLSTATE translation.
 - :mod:`~tenantkit.core.tenancy`: ``Tenancy`` / ``AsyncTenancy`` (async source, sync generated).
 
 Nothing is imported here, so ``import tenantkit.core.names`` stays cheap; the public names are

@@ -14,8 +14,9 @@ from typing import Any
 
 import psycopg
 
-from ._schema_base import EXISTS, LIST_ALL, LIST_USER, create_sql, drop_sql, rename_sql, translated
+from ._schema_base import EXISTS, LIST_ALL, LIST_USER, create_sql, drop_sql, rename_sql
 from .names import validate_schema_name
+from .storage import translated
 
 __all__ = ["acreate_schema", "adrop_schema", "alist_schemas", "arename_schema", "aschema_exists"]
 
@@ -25,7 +26,7 @@ async def acreate_schema(
 ) -> None:
     """Create the empty schema ``name``; ``SchemaExists`` if it is already there."""
     stmt = create_sql(name, shared_schema)
-    with translated(name):
+    with translated(schema=name):
         await conn.execute(stmt)
 
 
@@ -43,7 +44,7 @@ async def adrop_schema(
     ``SchemaNotFound`` when it does not exist and ``missing_ok`` is false.
     """
     stmt = drop_sql(name, cascade, missing_ok, shared_schema)
-    with translated(name):
+    with translated(schema=name):
         await conn.execute(stmt)
 
 
@@ -52,7 +53,7 @@ async def arename_schema(
 ) -> None:
     """Rename schema ``old`` to ``new`` (``SchemaNotFound`` / ``SchemaExists`` on conflicts)."""
     stmt = rename_sql(old, new, shared_schema)
-    with translated(old, new=new):
+    with translated(schema=old, new_schema=new):
         await conn.execute(stmt)
 
 

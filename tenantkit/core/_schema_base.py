@@ -1,4 +1,4 @@
-"""Pure helpers shared by the schema functions: validation, SQL composition, error translation.
+"""Pure helpers shared by the schema functions: validation and SQL composition.
 
 No I/O here: :mod:`tenantkit.core._schema_async` (the source) and its generated sync twin
 :mod:`tenantkit.core._schema_sync` run these statements on the connection they are given. Every
@@ -8,13 +8,8 @@ composed, then quoted with ``psycopg.sql.Identifier``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from psycopg import errors as pgerrors
 from psycopg import sql
 
-from ..errors import SchemaExists, SchemaNotEmpty, SchemaNotFound
 from .names import validate_schema_name
 
 EXISTS = sql.SQL("SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %s)")
@@ -23,26 +18,6 @@ LIST_USER = sql.SQL(
     " WHERE nspname !~ '^pg_' AND nspname <> 'information_schema' ORDER BY nspname"
 )
 LIST_ALL = sql.SQL("SELECT nspname FROM pg_catalog.pg_namespace ORDER BY nspname")
-
-
-@contextmanager
-def translated(name: str, *, new: str | None = None) -> Iterator[None]:
-    """Turn the SQLSTATEs we understand into tenantkit errors (``raise ... from``)."""
-    try:
-        yield
-    except pgerrors.DuplicateSchema as exc:
-        taken = new if new is not None else name
-        raise SchemaExists(
-            f"schema {taken!r} already exists; pick another name or drop it first"
-        ) from exc
-    except pgerrors.InvalidSchemaName as exc:  # SQLSTATE 3F000: no such schema
-        raise SchemaNotFound(
-            f"schema {name!r} does not exist; check the name or pass missing_ok=True"
-        ) from exc
-    except pgerrors.DependentObjectsStillExist as exc:
-        raise SchemaNotEmpty(
-            f"schema {name!r} still holds objects; pass cascade=True to drop them too"
-        ) from exc
 
 
 def create_sql(name: str, shared_schema: str) -> sql.Composed:

@@ -16,8 +16,9 @@ from typing import Any
 
 import psycopg
 
-from ._schema_base import EXISTS, LIST_ALL, LIST_USER, create_sql, drop_sql, rename_sql, translated
+from ._schema_base import EXISTS, LIST_ALL, LIST_USER, create_sql, drop_sql, rename_sql
 from .names import validate_schema_name
+from .storage import translated
 
 __all__ = ["create_schema", "drop_schema", "list_schemas", "rename_schema", "schema_exists"]
 
@@ -27,7 +28,7 @@ def create_schema(
 ) -> None:
     """Create the empty schema ``name``; ``SchemaExists`` if it is already there."""
     stmt = create_sql(name, shared_schema)
-    with translated(name):
+    with translated(schema=name):
         conn.execute(stmt)
 
 
@@ -45,7 +46,7 @@ def drop_schema(
     ``SchemaNotFound`` when it does not exist and ``missing_ok`` is false.
     """
     stmt = drop_sql(name, cascade, missing_ok, shared_schema)
-    with translated(name):
+    with translated(schema=name):
         conn.execute(stmt)
 
 
@@ -54,7 +55,7 @@ def rename_schema(
 ) -> None:
     """Rename schema ``old`` to ``new`` (``SchemaNotFound`` / ``SchemaExists`` on conflicts)."""
     stmt = rename_sql(old, new, shared_schema)
-    with translated(old, new=new):
+    with translated(schema=old, new_schema=new):
         conn.execute(stmt)
 
 

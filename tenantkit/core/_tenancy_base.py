@@ -17,7 +17,7 @@ from ._connection import _TenantState
 from .context import current_tenant, path_sql, search_path_for
 from .models import Tenant, TenantLike, TenantState, schema_of
 from .names import normalize_host, validate_schema_name
-from .registry import Registry, tenant_from_row
+from .storage import Registry, tenant_from_row
 
 if TYPE_CHECKING:
     from ..introspection.catalog import DriftReport
@@ -28,6 +28,15 @@ if TYPE_CHECKING:
 def _check_shared(name: str) -> str:
     # The shared schema may be "public" (the default); anything else must be a valid name.
     return name if name == "public" else validate_schema_name(name)
+
+
+def _state_of(conn: psycopg.BaseConnection[Any]) -> _TenantState:
+    if not isinstance(conn, _TenantState):
+        raise TypeError(
+            f"{type(conn).__name__} is not a tenant connection: create it as "
+            "tenantkit.TenantConnection / AsyncTenantConnection (e.g. connection_class=)"
+        )
+    return conn
 
 
 def check_alive(conn: psycopg.BaseConnection[Any]) -> None:
@@ -115,6 +124,29 @@ class _TenancyBase:
         self._public: Tenant | None = None
         self._paths: dict[str, bytes] = {}
         self._spares: Spares | None = None
+
+    def configure_connection(self, conn: psycopg.BaseConnection[Any]) -> None:
+        """Configure a tenant connection made outside this tenancy's pool like its own.
+
+        For integrations that own their connections (an ORM's pool, a framework's database
+        backend): ``conn`` must be a :class:`~tenantkit.TenantConnection` or
+        :class:`~tenantkit.AsyncTenantConnection`. It gets the tenancy's shared schema, extras,
+        strict mode, pgbouncer mode and prepared-statement policy, and is bound to the shared
+        path (no tenant) until :meth:`bind_connection`. No I/O.
+        """
+        self._configure_conn(_state_of(conn))
+        _state_of(conn)._tk_bind(self._neutral)
+
+    def bind_connection(self, conn: psycopg.BaseConnection[Any], tenant: TenantLike | None) -> None:
+        """Bind a configured tenant connection to ``tenant`` from its next transaction on.
+
+        The path rides on that transaction's ``BEGIN`` (no round trip now), and the first
+        transaction after the bind discards temporary objects made before it, as for a change
+        of hands. ``None`` unbinds: a strict tenancy's connection then refuses statements
+        (``NoTenantSelected``), another one runs on the shared path. Inside a transaction the
+        new path applies from the next statement. Validates ``tenant`` (``InvalidSchemaName``).
+        """
+        _state_of(conn)._tk_bind(None if tenant is None else self._path_for(tenant))
 
     def _configure_conn(self, conn: _TenantState) -> None:
         conn._tk_configure(

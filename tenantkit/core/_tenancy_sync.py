@@ -33,10 +33,10 @@ from ..errors import (
 from ._connection import TenantConnection, _TenantState
 from ._tenancy_base import _TenancyBase, check_alive, probe_error
 from .context import _current
-from .models import RETIRED_PREFIX, Domain, RetiredSchema, Tenant, TenantLike, TenantState
+from .models import Domain, RetiredSchema, Tenant, TenantLike, TenantState
 from .names import normalize_host, schema_name_from, validate_schema_name
-from .registry import domain_from_row, retire_statement, tenant_from_row, translated
 from .schema import create_schema, drop_schema, list_schemas, rename_schema
+from .storage import RETIRED_PREFIX, domain_from_row, retire_statement, tenant_from_row, translated
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool

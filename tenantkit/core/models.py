@@ -13,7 +13,6 @@ from enum import Enum
 from typing import Any
 
 __all__ = [
-    "RETIRED_PREFIX",
     "Domain",
     "RetiredSchema",
     "Tenant",
@@ -21,10 +20,6 @@ __all__ = [
     "TenantState",
     "schema_of",
 ]
-
-#: Name prefix of the schemas ``Tenancy.retire_tenant()`` leaves behind (a reserved prefix: no
-#: tenant can be called like that).
-RETIRED_PREFIX = "_tenantkit_retired_"
 
 
 class TenantState(str, Enum):
@@ -64,8 +59,9 @@ class Tenant:
 class RetiredSchema:
     """A schema ``Tenancy.retire_tenant()`` took out of the registry, tables intact.
 
-    ``schema`` is its new name (``RETIRED_PREFIX`` + random hex); ``oid`` is its namespace oid,
-    which a rename keeps. Hand it to ``Spares.adopt()`` or ``Tenancy.drop_retired()``.
+    ``schema`` is its new name (``tenantkit.core.storage.RETIRED_PREFIX`` + random hex); ``oid`` is
+    its namespace oid, which a rename keeps. Hand it to ``Spares.adopt()`` or
+    ``Tenancy.drop_retired()``.
     """
 
     schema: str

@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection
 import idna
 
 from ..errors import InvalidHostname, InvalidSchemaName
+from .storage import INTERNAL_PREFIX
 
 __all__ = [
     "MAX_IDENTIFIER_BYTES",
@@ -41,7 +42,7 @@ RESERVED_SCHEMAS = frozenset({"public", "information_schema"})
 #: any number of leading underscores too (``__tenantkit_schema__`` is the clone placeholder).
 #: A tenant with such a name would be taken for an internal schema: new tenants cloned from
 #: its tables, or dropped along with the template.
-RESERVED_PREFIXES = ("pg_", "_tenantkit_", "_pgtenants_")
+RESERVED_PREFIXES = ("pg_", INTERNAL_PREFIX, "_pgtenants_")
 
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]*")
 _INTERNAL_PREFIX_RE = re.compile(r"_+(tenantkit|pgtenants)_")

@@ -447,6 +447,7 @@ def drift(
     The reference is ``reference`` when given, else the provisioning template, which is built
     (or brought to the migration head) first when needed, so it is what the migrations produce.
     """
+    from ..core.storage import tables
     from ..migrations._tracking import resolve  # late: migrations imports this module's peers
     from ..provisioning.provisioners import Template
 
@@ -457,10 +458,10 @@ def drift(
         if schemas is None:
             rows = conn.execute(
                 sql.SQL(
-                    "select t.schema from {}.tenantkit_tenants t join pg_namespace n "
+                    "select t.schema from {tenants} t join pg_namespace n "
                     "on n.nspname = t.schema where t.state <> 'dropping' and t.schema <> %s "
                     "order by 1"
-                ).format(sql.Identifier(target.shared_schema)),
+                ).format(**tables(target.shared_schema)),
                 (target.shared_schema,),
             ).fetchall()
             schemas = [r[0] for r in rows]

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ..core.storage import HISTORY_TABLE, MIGRATION_STATE_TABLE, SPARE_PREFIX, tables
 from ..errors import MigrationError, SchemaNotEmpty, SchemaNotFound
 from ..migrations._apply import apply_schema, record_sql, search_path_value, state_digest
 from ..migrations._loader import MigrationSet, load_migrations
@@ -38,8 +39,6 @@ from .clone import CloneError, CloneScript, clone_schema, clone_script
 
 __all__ = ["SPARE_PREFIX", "CloneProvisioner", "MigrationProvisioner", "Spares", "Template"]
 
-#: Name prefix of the spare schemas (``Spares.fill()``, ``Spares.adopt()``), a reserved prefix.
-SPARE_PREFIX = "_tenantkit_spare_"
 
 # One clone script per (database, template, migration head): built from the catalog on first
 # use in a process, then replayed.
@@ -76,9 +75,9 @@ class Template:
         head = head or self.migrations().digest("tenant")
         row = conn.execute(
             sql.SQL(
-                "select digest from {}.tenantkit_migration_state where schema = %s "
+                "select digest from {state} where schema = %s "
                 "and exists (select from pg_namespace where nspname = %s)"
-            ).format(sql.Identifier(self.target.shared_schema)),
+            ).format(**tables(self.target.shared_schema)),
             (self.name, self.name),
         ).fetchone()
         return row is not None and row[0] == head
@@ -129,17 +128,17 @@ class Template:
         """One message creating ``schema`` as a copy of the template, its history rows and
         summary row included (``ctx``: a sync or async connection, for quoting)."""
         tail = sql.SQL(
-            "insert into {dst}.tenantkit_migrations select * from {src}.tenantkit_migrations;\n"
-            "insert into {shared}.tenantkit_migration_state "
+            "insert into {dst} select * from {src};\n"
+            "insert into {state} "
             "(schema, kind, applied, checksums, digest) "
             "select {name}, {kind}, applied, checksums, digest "
-            "from {shared}.tenantkit_migration_state where schema = {tpl} "
+            "from {state} where schema = {tpl} "
             "on conflict (schema) do update set kind = excluded.kind, applied = excluded.applied, "
             "checksums = excluded.checksums, digest = excluded.digest, updated_at = now()"
         ).format(
-            dst=sql.Identifier(schema),
-            src=sql.Identifier(self.name),
-            shared=sql.Identifier(self.target.shared_schema),
+            dst=sql.Identifier(schema, HISTORY_TABLE),
+            src=sql.Identifier(self.name, HISTORY_TABLE),
+            state=tables(self.target.shared_schema)["state"],
             name=sql.Literal(schema),
             kind=sql.Literal("spare" if schema.startswith(SPARE_PREFIX) else "tenant"),
             tpl=sql.Literal(self.name),
@@ -160,8 +159,8 @@ class Template:
                 sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(self.name))
             )
             conn.execute(
-                sql.SQL("delete from {}.tenantkit_migration_state where schema = %s").format(
-                    sql.Identifier(self.target.shared_schema)
+                sql.SQL("delete from {state} where schema = %s").format(
+                    **tables(self.target.shared_schema)
                 ),
                 (self.name,),
             )
@@ -180,8 +179,8 @@ class Spares:
         self.target = resolve(tenancy)
         self.template = Template(tenancy)
 
-    def _table(self) -> sql.Composed:
-        return sql.SQL("{}.tenantkit_spares").format(sql.Identifier(self.target.shared_schema))
+    def _table(self) -> sql.Composable:
+        return tables(self.target.shared_schema)["spares"]
 
     def count(self) -> int:
         """Number of spares at the current migration head (claimable now)."""
@@ -190,9 +189,9 @@ class Spares:
         with psycopg.connect(self.target.conninfo, autocommit=True) as conn:
             row = conn.execute(
                 sql.SQL(
-                    "select count(*) from {} sp join {}.tenantkit_migration_state st "
+                    "select count(*) from {spares} sp join {state} st "
                     "on st.schema = sp.schema where st.digest = %s"
-                ).format(self._table(), sql.Identifier(self.target.shared_schema)),
+                ).format(**tables(self.target.shared_schema)),
                 (head,),
             ).fetchone()
         return int(row[0]) if row else 0
@@ -245,19 +244,17 @@ class Spares:
             ):
                 return self.adopt(schema, own)
         spare = SPARE_PREFIX + secrets.token_hex(8)
-        shared = sql.Identifier(self.target.shared_schema)
         message = sql.SQL(
             "alter schema {old} rename to {new};\n"
-            "with moved as (update {shared}.tenantkit_migration_state set schema = {new_lit},"
+            "with moved as (update {state} set schema = {new_lit},"
             " kind = 'spare', updated_at = now() where schema = {old_lit} returning schema)"
             " insert into {spares} (schema) select schema from moved returning schema"
         ).format(
             old=sql.Identifier(schema),
             new=sql.Identifier(spare),
-            shared=shared,
             new_lit=sql.Literal(spare),
             old_lit=sql.Literal(schema),
-            spares=self._table(),
+            **tables(self.target.shared_schema),
         )
         try:
             cur = conn.execute(message)  # one round trip
@@ -298,8 +295,8 @@ class Spares:
                     sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(name))
                 )
             conn.execute(
-                sql.SQL("delete from {}.tenantkit_migration_state where schema = any(%s)").format(
-                    sql.Identifier(self.target.shared_schema)
+                sql.SQL("delete from {state} where schema = any(%s)").format(
+                    **tables(self.target.shared_schema)
                 ),
                 ([r[0] for r in rows],),
             )
@@ -309,7 +306,7 @@ class Spares:
 _CLAIM = """
 with pick as (
     select sp.schema from {spares} sp
-    join {shared}.tenantkit_migration_state st on st.schema = sp.schema
+    join {state} st on st.schema = sp.schema
     where st.digest = %(head)s
     order by sp.created_at limit 1
     for update of sp skip locked
@@ -317,22 +314,17 @@ with pick as (
     delete from {spares} s using pick where s.schema = pick.schema returning s.schema
 )
 select (select schema from claimed),
-       (select digest = %(head)s from {shared}.tenantkit_migration_state
-        where schema = %(template)s)
+       (select digest = %(head)s from {state} where schema = %(template)s)
 """
 
 
 def _probe_query(shared: str, spares: bool) -> sql.Composed:
     """Claim a spare (when ``spares``) and tell whether the template is current: one query."""
-    ident = sql.Identifier(shared)
     if spares:
-        return sql.SQL(_CLAIM).format(
-            spares=sql.SQL("{}.tenantkit_spares").format(ident), shared=ident
-        )
+        return sql.SQL(_CLAIM).format(**tables(shared))
     return sql.SQL(
-        "select null::text, (select digest = %(head)s from {}.tenantkit_migration_state "
-        "where schema = %(template)s)"
-    ).format(ident)
+        "select null::text, (select digest = %(head)s from {state} where schema = %(template)s)"
+    ).format(**tables(shared))
 
 
 def _probe(
@@ -352,13 +344,13 @@ def _rename_message(ctx: Any, shared: str, spare: str, schema: str) -> bytes:
     return (
         sql.SQL(
             "alter schema {old} rename to {new};\n"
-            "update {shared}.tenantkit_migration_state set schema = {new_lit}, kind = 'tenant', "
+            "update {state} set schema = {new_lit}, kind = 'tenant', "
             "updated_at = now() where schema = {old_lit}"
         )
         .format(
             old=sql.Identifier(spare),
             new=sql.Identifier(schema),
-            shared=sql.Identifier(shared),
+            state=tables(shared)["state"],
             new_lit=sql.Literal(schema),
             old_lit=sql.Literal(spare),
         )
@@ -610,26 +602,23 @@ class CloneProvisioner:
         transaction)."""
         clone_schema(conn, self.source, schema, data=self.data)
         row = conn.execute(
-            "select to_regclass(format('%%I.tenantkit_migrations', %s::text)), "
-            "to_regclass(format('%%I.tenantkit_migration_state', %s::text))",
-            (self.source, self.shared_schema),
+            "select to_regclass(format('%%I.%%I', %s::text, %s::text)), "
+            "to_regclass(format('%%I.%%I', %s::text, %s::text))",
+            (self.source, HISTORY_TABLE, self.shared_schema, MIGRATION_STATE_TABLE),
         ).fetchone()
         history, summary = row if row is not None else (None, None)
         if history is not None and not self.data:  # with data the rows came along already
             conn.execute(
                 sql.SQL("insert into {} select * from {}").format(
-                    sql.Identifier(schema, "tenantkit_migrations"),
-                    sql.Identifier(self.source, "tenantkit_migrations"),
+                    sql.Identifier(schema, HISTORY_TABLE),
+                    sql.Identifier(self.source, HISTORY_TABLE),
                 )
             )
         if summary is not None:
             conn.execute(
                 sql.SQL(
-                    "insert into {} (schema, kind, applied, checksums, digest) "
-                    "select %s, kind, applied, checksums, digest from {} where schema = %s"
-                ).format(
-                    sql.Identifier(self.shared_schema, "tenantkit_migration_state"),
-                    sql.Identifier(self.shared_schema, "tenantkit_migration_state"),
-                ),
+                    "insert into {state} (schema, kind, applied, checksums, digest) "
+                    "select %s, kind, applied, checksums, digest from {state} where schema = %s"
+                ).format(**tables(self.shared_schema)),
                 (schema, self.source),
             )

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..core.registry import DOMAINS_TABLE, NOTIFY_CHANNEL, TENANTS_TABLE
+from ..core.storage import DOMAINS_TABLE, NOTIFY_CHANNEL, TENANTS_TABLE
 from ._routing_table import Change
 
 __all__ = ["APPLICATION_NAME", "REGISTRY_CHANNEL", "RegistryListener"]

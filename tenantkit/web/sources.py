@@ -28,13 +28,13 @@ import psycopg
 from psycopg import sql
 
 from ..core.models import Tenant, TenantState
-from ..core.registry import DOMAINS_TABLE, TENANTS_TABLE, tenant_from_row, translated
+from ..core.storage import DOMAINS_TABLE, TENANTS_TABLE, tenant_from_row, translated
 from ..errors import RegistryNotInstalled
 from ._registry_listener import APPLICATION_NAME, REGISTRY_CHANNEL, RegistryListener
 from ._routing_table import Change, Routes
 
 if TYPE_CHECKING:
-    from ..core.registry import Registry
+    from ..core.storage import Registry
 
 __all__ = [
     "REGISTRY_CHANNEL",

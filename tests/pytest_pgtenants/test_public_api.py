@@ -22,7 +22,8 @@ PACKAGE = Path(pytest_pgtenants.__file__).parent
 
 #: tenantkit's tables: only tenantkit's storage code may name them in SQL.
 _TABLES = re.compile(
-    r"\btenantkit_(tenants|domains|migration_state|spares)\b|_tenantkit_(spare|retired)_"
+    r"\btenantkit_(tenants|domains|migration_state|migration_runs|migration_journal|spares"
+    r"|migrations)\b|_tenantkit_(spare|retired|template)_"
 )
 #: Variables holding tenantkit objects in the plugin, by name (a ``_x`` attribute on one of
 #: them is tenantkit's private state).

@@ -19,7 +19,7 @@ from _migrations_support import (  # noqa: F401 (fixtures)
     write,
 )
 
-from tenantkit.core.models import RETIRED_PREFIX
+from tenantkit.core.storage import RETIRED_PREFIX
 from tenantkit.core.tenancy import AsyncTenancy, Tenancy
 from tenantkit.errors import DomainExists, InvalidSchemaName, MigrationError, SchemaNotFound
 from tenantkit.introspection.catalog import fingerprint

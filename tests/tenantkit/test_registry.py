@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tenantkit.core.registry import (
+from tenantkit.core.storage import (
     NOTIFY_CHANNEL,
     count_tenants,
     domains_of,

@@ -18,7 +18,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from tenantkit import AsyncTenantConnection
 from tenantkit.core.context import current_tenant, tenant_context
-from tenantkit.core.models import RETIRED_PREFIX, Tenant, TenantState
+from tenantkit.core.models import Tenant, TenantState
+from tenantkit.core.storage import RETIRED_PREFIX
 from tenantkit.core.tenancy import AsyncSchemaProvisioner, AsyncTenancy
 from tenantkit.errors import (
     DomainExists,

@@ -20,7 +20,8 @@ from psycopg_pool import ConnectionPool
 
 from tenantkit import TenantConnection
 from tenantkit.core.context import current_tenant, tenant_context
-from tenantkit.core.models import RETIRED_PREFIX, Tenant, TenantState
+from tenantkit.core.models import Tenant, TenantState
+from tenantkit.core.storage import RETIRED_PREFIX
 from tenantkit.core.tenancy import SchemaProvisioner, Tenancy
 from tenantkit.errors import (
     DomainExists,

@@ -1,13 +1,29 @@
-"""The tenant registry: ``tenantkit_tenants`` and ``tenantkit_domains`` in the shared schema.
+"""tenantkit's storage: every table and schema prefix it owns, the registry SQL, row mapping,
+and the one translation of SQLSTATEs into tenantkit errors.
 
-This module holds the SQL (composed with ``psycopg.sql``, never formatted by hand), turns rows into
-:class:`~tenantkit.core.models.Tenant` / :class:`~tenantkit.core.models.Domain` values and
-translates the SQLSTATEs we understand. :class:`~tenantkit.core.tenancy.Tenancy` runs the
-statements.
+Nothing else in tenantkit spells a table name or a reserved prefix: SQL elsewhere takes them
+from here (:func:`tables` gives the composed, quoted names for one shared schema). What lives
+where:
 
-Every row changed in either table fires a trigger that sends ``NOTIFY tenantkit_registry``
-with what changed (``tenantkit_tenants:<id>``, ``tenantkit_domains:<host>``; a TRUNCATE sends
-the bare table name), so routers reload just those entries of their host maps.
+* in the shared schema: the registry (``tenantkit_tenants``, ``tenantkit_domains``, and the
+  ``tenantkit_notify`` trigger function), the per-schema migration summary
+  (``tenantkit_migration_state``: planning over any number of tenants is one query on it), the
+  run journal (``tenantkit_migration_runs``, ``tenantkit_migration_journal``) and the spare pool
+  (``tenantkit_spares``);
+* in every migrated schema: its own history, ``tenantkit_migrations``, which travels with the
+  schema when it is cloned, renamed or dumped;
+* internal schemas start with ``_tenantkit_``: the migration template, warm spares and retired
+  tenants. ``validate_schema_name`` reserves the prefix, so no tenant can take such a name.
+
+The registry SQL is composed with ``psycopg.sql`` (never formatted by hand) and turned into
+:class:`~tenantkit.core.models.Tenant` / :class:`~tenantkit.core.models.Domain` values here;
+:class:`~tenantkit.core.tenancy.Tenancy` runs the statements. Every row changed in either
+registry table fires a trigger that sends ``NOTIFY tenantkit_registry`` with what changed
+(``tenantkit_tenants:<id>``, ``tenantkit_domains:<host>``; a TRUNCATE sends the bare table
+name), so routers reload just those entries of their host maps.
+
+The names are constants of this module, which imports psycopg only where SQL is composed:
+:mod:`tenantkit.core.names` (a leaf the CLI loads early) reads the reserved prefix from here.
 """
 
 from __future__ import annotations
@@ -17,19 +33,36 @@ from contextlib import contextmanager
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from psycopg import errors as pgerrors
-from psycopg import sql
-
 if TYPE_CHECKING:
     import psycopg
+    from psycopg import errors as pgerrors
+    from psycopg import sql
 
-from ..errors import DomainExists, RegistryNotInstalled, SchemaExists, TenantExists
+from ..errors import (
+    DomainExists,
+    RegistryNotInstalled,
+    SchemaExists,
+    SchemaNotEmpty,
+    SchemaNotFound,
+    TenantExists,
+)
 from .models import Domain, Tenant, TenantState
 
 __all__ = [
     "DOMAINS_TABLE",
+    "HISTORY_TABLE",
     "INSTALL_LOCK_KEY",
+    "INTERNAL_PREFIX",
+    "MIGRATION_JOURNAL_TABLE",
+    "MIGRATION_RUNS_TABLE",
+    "MIGRATION_STATE_TABLE",
     "NOTIFY_CHANNEL",
+    "NOTIFY_FUNCTION",
+    "RETIRED_PREFIX",
+    "SPARES_TABLE",
+    "SPARE_PREFIX",
+    "TABLE_PREFIX",
+    "TEMPLATE_PREFIX",
     "TENANTS_TABLE",
     "Registry",
     "count_tenants",
@@ -37,17 +70,57 @@ __all__ = [
     "domains_of",
     "like_pattern",
     "retire_statement",
+    "tables",
     "tenant_from_row",
     "tenant_page",
     "translated",
 ]
 
-#: The LISTEN/NOTIFY channel told about every registry change.
-NOTIFY_CHANNEL = "tenantkit_registry"
-TENANTS_TABLE = "tenantkit_tenants"
-DOMAINS_TABLE = "tenantkit_domains"
+#: Every table tenantkit creates starts with this (``tenantkit shell``'s ``\\dt`` hides them).
+TABLE_PREFIX = "tenantkit_"
+#: The registry: one row per tenant, one per host.
+TENANTS_TABLE = TABLE_PREFIX + "tenants"
+DOMAINS_TABLE = TABLE_PREFIX + "domains"
+#: The registry's trigger function, and the LISTEN/NOTIFY channel it tells about every change.
+NOTIFY_FUNCTION = TABLE_PREFIX + "notify"
+NOTIFY_CHANNEL = TABLE_PREFIX + "registry"
+#: Per-schema migration summary kept by tenantkit.migrations in the shared schema.
+MIGRATION_STATE_TABLE = TABLE_PREFIX + "migration_state"
+#: The migration run journal: one row per run, one per (run, schema).
+MIGRATION_RUNS_TABLE = TABLE_PREFIX + "migration_runs"
+MIGRATION_JOURNAL_TABLE = TABLE_PREFIX + "migration_journal"
+#: The warm spare schemas ready to be claimed (tenantkit.provisioning).
+SPARES_TABLE = TABLE_PREFIX + "spares"
+#: Each migrated schema's own history (in that schema).
+HISTORY_TABLE = TABLE_PREFIX + "migrations"
+#: Every internal schema starts with this (reserved by ``validate_schema_name``).
+INTERNAL_PREFIX = "_tenantkit_"
+#: The migration template of a shared schema: this prefix + a hash of the shared schema's name.
+TEMPLATE_PREFIX = INTERNAL_PREFIX + "template_"
+#: Warm spares (``Spares.fill()``, ``Spares.adopt()``): this prefix + random hex.
+SPARE_PREFIX = INTERNAL_PREFIX + "spare_"
+#: Retired tenants (``Tenancy.retire_tenant()``): this prefix + random hex.
+RETIRED_PREFIX = INTERNAL_PREFIX + "retired_"
 #: Advisory lock serialising concurrent ``install()`` calls ("tenantkit" in ASCII, truncated).
 INSTALL_LOCK_KEY = 0x74656E616E746B69 & 0x7FFFFFFFFFFFFFFF
+
+
+def tables(shared_schema: str) -> dict[str, sql.Composable]:
+    """The quoted, schema-qualified names of tenantkit's tables in ``shared_schema``, keyed for
+    ``sql.SQL(...).format(**tables(shared))``: ``tenants``, ``domains``, ``state``, ``runs``,
+    ``journal``, ``spares``; ``shared`` is the schema itself."""
+    from psycopg import sql
+
+    return {
+        "shared": sql.Identifier(shared_schema),
+        "tenants": sql.Identifier(shared_schema, TENANTS_TABLE),
+        "domains": sql.Identifier(shared_schema, DOMAINS_TABLE),
+        "state": sql.Identifier(shared_schema, MIGRATION_STATE_TABLE),
+        "runs": sql.Identifier(shared_schema, MIGRATION_RUNS_TABLE),
+        "journal": sql.Identifier(shared_schema, MIGRATION_JOURNAL_TABLE),
+        "spares": sql.Identifier(shared_schema, SPARES_TABLE),
+    }
+
 
 _TENANT_COLS = ("id", "schema", "name", "state", "created_at", "metadata", "is_public")
 
@@ -70,12 +143,28 @@ def domain_from_row(row: Sequence[Any]) -> Domain:
     return Domain(host=row[0], tenant_id=int(row[1]), schema=row[2], is_primary=bool(row[3]))
 
 
+def _names_registry_table(exc: pgerrors.UndefinedTable) -> bool:
+    message = exc.diag.message_primary or str(exc)
+    return TENANTS_TABLE in message or DOMAINS_TABLE in message
+
+
 @contextmanager
-def translated(*, schema: str | None = None, host: str | None = None) -> Iterator[None]:
-    """Translate registry SQLSTATEs into tenantkit errors, chaining the psycopg error."""
+def translated(
+    *, schema: str | None = None, host: str | None = None, new_schema: str | None = None
+) -> Iterator[None]:
+    """Translate the SQLSTATEs tenantkit understands into its errors, chaining psycopg's.
+
+    ``schema`` (and ``new_schema`` for a rename) and ``host`` are what the statements were
+    about; they go into the messages. Any other error passes through unchanged, and so does a
+    missing table that is not the registry's (a tenant migration's own mistake, say).
+    """
+    from psycopg import errors as pgerrors
+
     try:
         yield
     except pgerrors.UndefinedTable as exc:
+        if not _names_registry_table(exc):
+            raise
         raise RegistryNotInstalled(
             "the tenant registry tables are missing: call Tenancy.install() "
             "(or `await AsyncTenancy.install()`) once at deployment"
@@ -92,26 +181,33 @@ def translated(*, schema: str | None = None, host: str | None = None) -> Iterato
             ) from exc
         raise
     except pgerrors.DuplicateSchema as exc:
+        taken = new_schema if new_schema is not None else schema
         raise SchemaExists(
-            f"schema {schema!r} already exists outside the registry; drop it or pick another name"
+            f"schema {taken!r} already exists; pick another name or drop it first"
         ) from exc
-
-
-#: Per-schema migration summary kept by tenantkit.migrations in the shared schema.
-MIGRATION_STATE_TABLE = "tenantkit_migration_state"
+    except pgerrors.InvalidSchemaName as exc:  # SQLSTATE 3F000: no such schema
+        raise SchemaNotFound(
+            f"schema {schema!r} does not exist; check the name or pass missing_ok=True"
+        ) from exc
+    except pgerrors.DependentObjectsStillExist as exc:
+        raise SchemaNotEmpty(
+            f"schema {schema!r} still holds objects; pass cascade=True to drop them too"
+        ) from exc
 
 
 class Registry:
     """The registry statements for one shared schema (all identifiers pre-composed)."""
 
     def __init__(self, shared_schema: str) -> None:
+        from psycopg import sql
+
         self.shared_schema = shared_schema
         s = sql.Identifier(shared_schema)
         t = sql.SQL("{}.{}").format(s, sql.Identifier(TENANTS_TABLE))
         d = sql.SQL("{}.{}").format(s, sql.Identifier(DOMAINS_TABLE))
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in _TENANT_COLS)
         tcols = sql.SQL(", ").join(sql.Identifier("t", c) for c in _TENANT_COLS)
-        fn = sql.SQL("{}.{}").format(s, sql.Identifier("tenantkit_notify"))
+        fn = sql.Identifier(shared_schema, NOTIFY_FUNCTION)
         fmt = {"s": s, "t": t, "d": d, "cols": cols, "tcols": tcols, "fn": fn}
 
         def q(text: str) -> sql.Composed:
@@ -295,6 +391,8 @@ def retire_statement(
     as for any drop), the schema takes ``new_schema`` and, with ``move_state``, the migration
     summary follows it, so a retired schema is still known to be at its migration head.
     """
+    from psycopg import sql
+
     s = sql.Identifier(shared_schema)
     statements = [
         sql.SQL("DELETE FROM {}.{} WHERE id = {}").format(
