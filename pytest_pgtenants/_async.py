@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ._session import PgTenantsSession, TestDatabase
-from .fixtures import _close_middleware, _rollback, _serve, _Served, tenancy_settings
+from .fixtures import _Clients, _rollback, tenancy_settings
 
 if TYPE_CHECKING:
     import psycopg
@@ -92,14 +92,6 @@ async def atenant_conn(
         await conn.close()
 
 
-async def _aclose_middleware(middleware: Any) -> None:
-    aclose = getattr(middleware, "aclose", None)
-    if callable(aclose):
-        await aclose()
-    else:
-        _close_middleware(middleware)
-
-
 @_fixture
 async def atenant_client(
     request: pytest.FixtureRequest, pgtenants_session: PgTenantsSession, tenancy: Tenancy
@@ -110,53 +102,8 @@ async def atenant_client(
     shuts down after the test on that loop, so an ``AsyncTenancy`` the app opens in its
     lifespan is opened, used and closed on one loop.
     """
-    from ._extras import require
-
-    require("httpx")
-    from .client import AsyncTenantClient
-
-    clients: list[AsyncTenantClient] = []
-    served: dict[tuple[int, bool], _Served] = {}
-
-    def build(
-        app: Any,
-        tenant: Tenant | str | None = None,
-        *,
-        host: str | None = None,
-        route: bool = False,
-        lifespan: bool = True,
-        **kwargs: Any,
-    ) -> AsyncTenantClient:
-        runner = _serve(served, app, tenancy, route=route, lifespan=lifespan, asynchronous=True)
-        if host is None:
-            tenant = tenant if tenant is not None else request.getfixturevalue("tenant")
-            host = pgtenants_session.primary_host(tenant)
-        client = AsyncTenantClient(
-            runner.target,
-            host,
-            tenant=tenant,
-            host_of=pgtenants_session.primary_host,
-            transport=runner.transport,
-            **kwargs,
-        )
-        clients.append(client)
-        return client
-
+    clients = _Clients(request, pgtenants_session, tenancy, asynchronous=True)
     try:
-        yield build
+        yield clients.build
     finally:
-        errors: list[BaseException] = []
-        for client in clients:
-            await client.aclose()
-        for runner in served.values():
-            try:
-                await runner.transport.aclose()
-            except Exception as exc:  # close everything, then report the first failure
-                errors.append(exc)
-            if runner.middleware is not None:
-                try:
-                    await _aclose_middleware(runner.middleware)
-                except Exception as exc:
-                    errors.append(exc)
-        if errors:
-            raise errors[0]
+        await clients.aclose()

@@ -20,7 +20,7 @@ import asyncio
 import inspect
 import threading
 from collections.abc import Callable, Coroutine, MutableMapping
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+#: ``httpx.BaseTransport`` or ``httpx.AsyncBaseTransport``.
+TransportT = TypeVar("TransportT", httpx.BaseTransport, httpx.AsyncBaseTransport)
+_Client = TypeVar("_Client", bound="_TenantClientBase[Any]")
 HostOf = Callable[[Any], str]
 Message = MutableMapping[str, Any]
 
@@ -252,34 +255,6 @@ def _shared(transport: Any) -> Any:
     return transport.transport if isinstance(transport, _Borrowed | _ABorrowed) else transport
 
 
-class _HostHelpers:
-    """Host helpers shared by the sync and async clients."""
-
-    app: Any
-    host: str
-    tenant: Any
-    scheme: str
-    _host_of: HostOf | None
-
-    def _init_helpers(
-        self, app: Any, host: str, tenant: Any, scheme: str, host_of: HostOf | None
-    ) -> None:
-        self.app = app
-        self.host = host
-        self.tenant = tenant
-        self.scheme = scheme
-        self._host_of = host_of
-
-    def url(self, path: str = "/") -> str:
-        """The absolute URL of ``path`` on this client's host."""
-        return f"{self.scheme}://{self.host}{path if path.startswith('/') else '/' + path}"
-
-    def _tenant_host(self, tenant: Any) -> str:
-        if self._host_of is None:
-            raise RuntimeError("this client does not know the tenants' hosts")
-        return self._host_of(tenant)
-
-
 def _client_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     kwargs.setdefault("follow_redirects", True)
     # The app is in-process: proxies, netrc and certificates from the environment do not apply
@@ -288,13 +263,11 @@ def _client_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-class TenantClient(_HostHelpers, httpx.Client):
-    """An ``httpx.Client`` whose requests go to ``app`` (WSGI or ASGI) as ``Host: host``.
+class _TenantClientBase(Generic[TransportT]):
+    """What the sync and async clients share: the host, the transport, the host helpers.
 
-    Attributes: ``app``, ``host``, ``tenant`` (``None`` for a plain host). Besides the
-    ``httpx.Client`` methods: ``for_host(host)``, ``for_tenant(tenant)``, ``url(path)``.
-    ``transport=`` shares an app runner (not closed with this client); by default the client
-    makes its own, and ``lifespan=False`` skips an ASGI app's lifespan.
+    Mixed in before ``httpx.Client`` / ``httpx.AsyncClient``; a subclass only says which
+    transport runs the app (:meth:`_transport_for`).
     """
 
     def __init__(
@@ -305,27 +278,34 @@ class TenantClient(_HostHelpers, httpx.Client):
         tenant: Any = None,
         scheme: str = "http",
         host_of: HostOf | None = None,
-        transport: httpx.BaseTransport | None = None,
+        transport: TransportT | None = None,
         lifespan: bool = True,
         **kwargs: Any,
     ) -> None:
-        if transport is None:
-            transport = (
-                SyncASGITransport(app, lifespan=lifespan)
-                if is_asgi_app(app)
-                else httpx.WSGITransport(app=app)
-            )
-        else:
-            transport = _Borrowed(_shared(transport))
-        base_url = f"{scheme}://{host}"
-        super().__init__(transport=transport, base_url=base_url, **_client_kwargs(kwargs))
-        self._init_helpers(app, host, tenant, scheme, host_of)
-        self._transport_in_use = _shared(transport)
+        transport = self._transport_for(app, transport, lifespan=lifespan)
+        # httpx.Client or httpx.AsyncClient: the next class in the MRO.
+        client_init: Callable[..., None] = super().__init__
+        client_init(transport=transport, base_url=f"{scheme}://{host}", **_client_kwargs(kwargs))
+        self.app = app
+        self.host = host
+        self.tenant = tenant
+        self.scheme = scheme
+        self._host_of = host_of
+        self._transport_in_use: TransportT = _shared(transport)
         self._kwargs = kwargs
 
-    def for_host(self, host: str) -> TenantClient:
+    @staticmethod
+    def _transport_for(app: Any, transport: TransportT | None, *, lifespan: bool) -> TransportT:
+        """A transport of our own for ``app``, or ``transport`` borrowed (left open)."""
+        raise NotImplementedError
+
+    def url(self, path: str = "/") -> str:
+        """The absolute URL of ``path`` on this client's host."""
+        return f"{self.scheme}://{self.host}{path if path.startswith('/') else '/' + path}"
+
+    def for_host(self: _Client, host: str) -> _Client:
         """A new client on the same app (and app runner) whose requests carry ``Host: host``."""
-        return TenantClient(
+        return type(self)(
             self.app,
             host,
             scheme=self.scheme,
@@ -334,11 +314,13 @@ class TenantClient(_HostHelpers, httpx.Client):
             **self._kwargs,
         )
 
-    def for_tenant(self, tenant: Any) -> TenantClient:
+    def for_tenant(self: _Client, tenant: Any) -> _Client:
         """A new client on the same app (and app runner) for ``tenant``'s primary host."""
-        return TenantClient(
+        if self._host_of is None:
+            raise RuntimeError("this client does not know the tenants' hosts")
+        return type(self)(
             self.app,
-            self._tenant_host(tenant),
+            self._host_of(tenant),
             tenant=tenant,
             scheme=self.scheme,
             host_of=self._host_of,
@@ -347,59 +329,44 @@ class TenantClient(_HostHelpers, httpx.Client):
         )
 
 
-class AsyncTenantClient(_HostHelpers, httpx.AsyncClient):
-    """An ``httpx.AsyncClient`` whose requests go to the ASGI ``app`` as ``Host: host``.
+class TenantClient(_TenantClientBase[httpx.BaseTransport], httpx.Client):
+    """An ``httpx.Client`` whose requests go to ``app`` (WSGI or ASGI) as ``Host: host``.
 
-    Same helpers and ``transport=`` / ``lifespan=`` as :class:`TenantClient`; use
-    ``await client.get(...)``. The app (and its lifespan) runs on the loop of the caller.
+    ``TenantClient(app, host, *, tenant=None, scheme="http", host_of=None, transport=None,
+    lifespan=True, **httpx_client_kwargs)``. Attributes: ``app``, ``host``, ``tenant``
+    (``None`` for a plain host). Besides the ``httpx.Client`` methods: ``for_host(host)``,
+    ``for_tenant(tenant)``, ``url(path)``. ``transport=`` shares an app runner (not closed
+    with this client); by default the client makes its own, and ``lifespan=False`` skips an
+    ASGI app's lifespan.
     """
 
-    def __init__(
-        self,
-        app: Any,
-        host: str,
-        *,
-        tenant: Any = None,
-        scheme: str = "http",
-        host_of: HostOf | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        lifespan: bool = True,
-        **kwargs: Any,
-    ) -> None:
+    @staticmethod
+    def _transport_for(
+        app: Any, transport: httpx.BaseTransport | None, *, lifespan: bool
+    ) -> httpx.BaseTransport:
+        if transport is not None:
+            return _Borrowed(_shared(transport))
+        if is_asgi_app(app):
+            return SyncASGITransport(app, lifespan=lifespan)
+        return httpx.WSGITransport(app=app)
+
+
+class AsyncTenantClient(_TenantClientBase[httpx.AsyncBaseTransport], httpx.AsyncClient):
+    """An ``httpx.AsyncClient`` whose requests go to the ASGI ``app`` as ``Host: host``.
+
+    Same arguments and helpers as :class:`TenantClient`; use ``await client.get(...)``. The
+    app (and its lifespan) runs on the loop of the caller.
+    """
+
+    @staticmethod
+    def _transport_for(
+        app: Any, transport: httpx.AsyncBaseTransport | None, *, lifespan: bool
+    ) -> httpx.AsyncBaseTransport:
         if not is_asgi_app(app):
             raise TypeError(
                 "atenant_client needs an ASGI app (async def app(scope, receive, send)); "
                 "use tenant_client for WSGI apps"
             )
-        if transport is None:
-            transport = AsyncASGITransport(app, lifespan=lifespan)
-        else:
-            transport = _ABorrowed(_shared(transport))
-        base_url = f"{scheme}://{host}"
-        super().__init__(transport=transport, base_url=base_url, **_client_kwargs(kwargs))
-        self._init_helpers(app, host, tenant, scheme, host_of)
-        self._transport_in_use = _shared(transport)
-        self._kwargs = kwargs
-
-    def for_host(self, host: str) -> AsyncTenantClient:
-        """A new client on the same app (and app runner) whose requests carry ``Host: host``."""
-        return AsyncTenantClient(
-            self.app,
-            host,
-            scheme=self.scheme,
-            host_of=self._host_of,
-            transport=self._transport_in_use,
-            **self._kwargs,
-        )
-
-    def for_tenant(self, tenant: Any) -> AsyncTenantClient:
-        """A new client on the same app (and app runner) for ``tenant``'s primary host."""
-        return AsyncTenantClient(
-            self.app,
-            self._tenant_host(tenant),
-            tenant=tenant,
-            scheme=self.scheme,
-            host_of=self._host_of,
-            transport=self._transport_in_use,
-            **self._kwargs,
-        )
+        if transport is not None:
+            return _ABorrowed(_shared(transport))
+        return AsyncASGITransport(app, lifespan=lifespan)

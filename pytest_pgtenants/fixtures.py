@@ -11,6 +11,8 @@ ones (``atenancy``, ``atenant_conn``, ``atenant_client``) live in :mod:`._async`
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -343,6 +345,138 @@ def _close_middleware(middleware: Any) -> None:
         close()
 
 
+async def _aclose_middleware(middleware: Any) -> None:
+    """:func:`_close_middleware`, through ``aclose()`` when the middleware has one (ASGI)."""
+    aclose = getattr(middleware, "aclose", None)
+    if callable(aclose):
+        await aclose()
+    else:
+        _close_middleware(middleware)
+
+
+class _Clients:
+    """The clients one client fixture built, and the app runners they share.
+
+    What ``tenant_client`` and ``atenant_client`` have in common: :meth:`build` is what the
+    test calls; after the test the fixture calls :meth:`close` or awaits :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        request: pytest.FixtureRequest,
+        session: PgTenantsSession,
+        tenancy: Tenancy,
+        *,
+        asynchronous: bool,
+    ) -> None:
+        from ._extras import require
+
+        require("httpx")
+        from .client import AsyncTenantClient, TenantClient
+
+        self._request = request
+        self._session = session
+        self._tenancy = tenancy
+        self._client_class = AsyncTenantClient if asynchronous else TenantClient
+        self._asynchronous = asynchronous
+        self._clients: list[Any] = []
+        self._served: dict[tuple[int, bool], _Served] = {}
+
+    def build(
+        self,
+        app: Any,
+        tenant: Tenant | str | None = None,
+        *,
+        host: str | None = None,
+        route: bool = False,
+        lifespan: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """A client for ``app`` as ``tenant`` (default: the ``tenant`` fixture's) or ``host``:
+        a ``TenantClient``, or an ``AsyncTenantClient`` for ``atenant_client``."""
+        if host is None:
+            tenant = tenant if tenant is not None else self._request.getfixturevalue("tenant")
+            host = self._session.primary_host(tenant)
+        runner = _serve(
+            self._served,
+            app,
+            self._tenancy,
+            route=route,
+            lifespan=lifespan,
+            asynchronous=self._asynchronous,
+        )
+        client = self._client_class(
+            runner.target,
+            host,
+            tenant=tenant,
+            host_of=self._session.primary_host,
+            transport=runner.transport,
+            **kwargs,
+        )
+        self._clients.append(client)
+        return client
+
+    def _closers(self) -> Iterator[Callable[[], Any]]:
+        """What to close after the test, in order (each result awaited by :meth:`aclose`).
+
+        The clients, then each app runner (an ASGI app's lifespan shutdown) and the
+        middleware built for it.
+        """
+        asynchronous = self._asynchronous
+        for client in self._clients:
+            yield client.aclose if asynchronous else client.close
+        for runner in self._served.values():
+            yield runner.transport.aclose if asynchronous else runner.transport.close
+            if runner.middleware is not None:
+                close = _aclose_middleware if asynchronous else _close_middleware
+                yield partial(close, runner.middleware)
+
+    def close(self) -> None:
+        """Close every client, app runner and middleware; then raise the first failure."""
+        errors = _FirstError()
+        for close in self._closers():
+            with errors:
+                close()
+        errors.raise_first()
+
+    async def aclose(self) -> None:
+        """:meth:`close` for ``atenant_client``: each close is awaited on the test's loop."""
+        errors = _FirstError()
+        for close in self._closers():
+            with errors:
+                await close()
+        errors.raise_first()
+
+
+class _FirstError:
+    """Collects the exceptions of the ``with`` blocks it guards; :meth:`raise_first` after.
+
+    Teardown closes everything even when one close fails, then reports the first failure.
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[Exception] = []
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if isinstance(exc, Exception):
+            self.errors.append(exc)
+            return True
+        return False
+
+    def raise_first(self) -> None:
+        """Raise the first exception collected, if any."""
+        if self.errors:
+            raise self.errors[0]
+
+
 @pytest.fixture
 def tenant_client(
     request: pytest.FixtureRequest, pgtenants_session: PgTenantsSession, tenancy: Tenancy
@@ -357,56 +491,11 @@ def tenant_client(
     ``.for_host(host)``, ``.for_tenant(t)`` and ``.url(path)``; extra keyword arguments go to
     ``httpx.Client``. Everything is closed after the test.
     """
-    from ._extras import require
-
-    require("httpx")
-    from .client import TenantClient
-
-    clients: list[TenantClient] = []
-    served: dict[tuple[int, bool], _Served] = {}
-
-    def build(
-        app: Any,
-        tenant: Tenant | str | None = None,
-        *,
-        host: str | None = None,
-        route: bool = False,
-        lifespan: bool = True,
-        **kwargs: Any,
-    ) -> TenantClient:
-        if host is None:
-            tenant = tenant if tenant is not None else request.getfixturevalue("tenant")
-            host = pgtenants_session.primary_host(tenant)
-        runner = _serve(served, app, tenancy, route=route, lifespan=lifespan, asynchronous=False)
-        client = TenantClient(
-            runner.target,
-            host,
-            tenant=tenant,
-            host_of=pgtenants_session.primary_host,
-            transport=runner.transport,
-            **kwargs,
-        )
-        clients.append(client)
-        return client
-
+    clients = _Clients(request, pgtenants_session, tenancy, asynchronous=False)
     try:
-        yield build
+        yield clients.build
     finally:
-        errors: list[BaseException] = []
-        for client in clients:
-            client.close()
-        for runner in served.values():
-            try:
-                runner.transport.close()  # the lifespan shutdown of an ASGI app
-            except Exception as exc:  # close everything, then report the first failure
-                errors.append(exc)
-            if runner.middleware is not None:
-                try:
-                    _close_middleware(runner.middleware)
-                except Exception as exc:
-                    errors.append(exc)
-        if errors:
-            raise errors[0]
+        clients.close()
 
 
 # -- assertions ----------------------------------------------------------------------------

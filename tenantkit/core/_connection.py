@@ -121,6 +121,12 @@ class _TenantState(psycopg.BaseConnection[Any]):
     #: Shared schema and extras of the configuring tenancy (for use_tenant()).
     _tk_base: tuple[str, ...] = ("public",)
 
+    def _tk_init(self) -> None:
+        """The end of ``__init__``: check psycopg's internals, key prepared statements by path."""
+        check_instance(self)
+        self._prepared = _PathPrepareManager()
+        self.prepared_max = PREPARED_MAX
+
     def _tk_configure(
         self,
         neutral: bytes,
@@ -317,27 +323,27 @@ class _TenantState(psycopg.BaseConnection[Any]):
         return result
 
 
+def _checked_start(conn: psycopg.BaseConnection[Any], start: PQGen[None]) -> PQGen[None]:
+    """The query start of a tenant cursor (sync or async: it is a generator either way)."""
+    tk: _TenantState = conn  # type: ignore[assignment]
+    # The common case, a query inside a running transaction: no extra generator layer.
+    if tk._tk_local is None and tk.pgconn.transaction_status == _INTRANS:
+        return start
+    return tk._tk_around_query(start)
+
+
 class TenantCursor(psycopg.Cursor[Row]):
     """Cursor of :class:`TenantConnection`: lets the connection check each transaction start."""
 
     def _start_query(self, query: Any = None) -> PQGen[None]:
-        conn: _TenantState = self._conn  # type: ignore[assignment]
-        start = super()._start_query(query)
-        # The common case, a query inside a running transaction: no extra generator layer.
-        if conn._tk_local is None and conn.pgconn.transaction_status == _INTRANS:
-            return start
-        return conn._tk_around_query(start)
+        return _checked_start(self._conn, super()._start_query(query))
 
 
 class AsyncTenantCursor(psycopg.AsyncCursor[Row]):
     """Cursor of :class:`AsyncTenantConnection`: lets the connection check each start."""
 
     def _start_query(self, query: Any = None) -> PQGen[None]:
-        conn: _TenantState = self._conn  # type: ignore[assignment]
-        start = super()._start_query(query)
-        if conn._tk_local is None and conn.pgconn.transaction_status == _INTRANS:
-            return start
-        return conn._tk_around_query(start)
+        return _checked_start(self._conn, super()._start_query(query))
 
 
 class TenantConnection(_TenantState, psycopg.Connection[Row]):
@@ -348,28 +354,16 @@ class TenantConnection(_TenantState, psycopg.Connection[Row]):
     trip switching.
     """
 
-    def __init__(
-        self,
-        pgconn: PGconn,
-        row_factory: RowFactory[Row] = tuple_row,  # type: ignore[assignment]
-    ) -> None:
+    def __init__(self, pgconn: PGconn, row_factory: RowFactory[Row] = tuple_row) -> None:  # type: ignore[assignment]
         super().__init__(pgconn, row_factory)
-        check_instance(self)
         self.cursor_factory = TenantCursor
-        self._prepared = _PathPrepareManager()
-        self.prepared_max = PREPARED_MAX
+        self._tk_init()
 
 
 class AsyncTenantConnection(_TenantState, psycopg.AsyncConnection[Row]):
     """Async twin of :class:`TenantConnection` (used by ``AsyncTenancy``)."""
 
-    def __init__(
-        self,
-        pgconn: PGconn,
-        row_factory: AsyncRowFactory[Row] = tuple_row,  # type: ignore[assignment]
-    ) -> None:
+    def __init__(self, pgconn: PGconn, row_factory: AsyncRowFactory[Row] = tuple_row) -> None:  # type: ignore[assignment]
         super().__init__(pgconn, row_factory)
-        check_instance(self)
         self.cursor_factory = AsyncTenantCursor
-        self._prepared = _PathPrepareManager()
-        self.prepared_max = PREPARED_MAX
+        self._tk_init()

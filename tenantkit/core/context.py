@@ -17,8 +17,7 @@ import contextvars
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncContextDecorator, ContextDecorator, contextmanager
 from functools import lru_cache
-from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import pq, sql
@@ -120,8 +119,18 @@ def _bind_path(conn: _TenantState, tenant: TenantLike | None) -> bytes:
     return path_sql(search_path_for(tenant, shared_schema=base[0], extra_schemas=base[1:]))
 
 
+#: A statement for a plain psycopg connection: the query and its parameters.
+_Statement = tuple[sql.SQL, tuple[str, bool]]
+_B = TypeVar("_B", bound="_Binding")
+
+
 class _Binding:
-    """State shared by the sync and async context managers."""
+    """The logic of :class:`use_tenant` and :class:`ause_tenant`, with no I/O.
+
+    The decisions live here once; the two context managers only run the statement it asks
+    for (a plain psycopg connection) with or without ``await``. A tenancy connection needs
+    no statement at all: the path rides on its next ``BEGIN``.
+    """
 
     def __init__(
         self,
@@ -140,21 +149,60 @@ class _Binding:
         self._prev_path: str | None = None
         self._is_local = False
 
-    def _plain_path(self) -> str:
-        return path_sql(
-            search_path_for(
-                self.tenant, shared_schema=self.shared_schema, extra_schemas=self.extra_schemas
-            )
-        ).decode()
+    def _recreate_cm(self: _B) -> _B:
+        # A decorator re-enters the same object on each call: give each call its own state.
+        return type(self)(
+            self.conn,
+            self.tenant,
+            shared_schema=self.shared_schema,
+            extra_schemas=self.extra_schemas,
+        )
 
-    def _enter_tenant_conn(self, conn: _TenantState) -> None:
-        # No round trip: the path rides on the next BEGIN, or, in the middle of a
-        # transaction, is applied with SET LOCAL just before the next query.
-        self._prev_want = conn._tk_want
-        conn._tk_bind(_bind_path(conn, self.tenant))
+    def _enter(self) -> _Statement | None:
+        """Make the tenant current and bind a tenancy connection; the statement that a plain
+        connection still needs (it reads the previous path and sets the new one), if any."""
+        self._token = _current.set(self.tenant)
+        try:
+            conn = self.conn
+            if isinstance(conn, _TenantState):
+                # No round trip: the path rides on the next BEGIN, or, in the middle of a
+                # transaction, is applied with SET LOCAL just before the next query.
+                self._prev_want = conn._tk_want
+                conn._tk_bind(_bind_path(conn, self.tenant))
+                return None
+            self._is_local = conn.pgconn.transaction_status != _IDLE
+            path = path_sql(
+                search_path_for(
+                    self.tenant, shared_schema=self.shared_schema, extra_schemas=self.extra_schemas
+                )
+            ).decode()
+        except BaseException:
+            self._reset()
+            raise
+        return _GET_SET, (path, self._is_local)
 
-    def _exit_tenant_conn(self, conn: _TenantState) -> None:
-        conn._tk_bind(self._prev_want)
+    def _entered(self, row: tuple[Any, ...] | None) -> None:
+        """Keep the previous path read by the statement of :meth:`_enter`."""
+        self._prev_path = row[0] if row else None
+
+    def _exit(self) -> _Statement | None:
+        """Restore a tenancy connection's binding; the statement that restores a plain
+        connection's path, if it needs one and can still run it."""
+        conn = self.conn
+        if isinstance(conn, _TenantState):
+            conn._tk_bind(self._prev_want)
+        elif (
+            self._prev_path is not None
+            and not conn.closed
+            and conn.pgconn.transaction_status != _INERROR
+        ):
+            return _SET, (self._prev_path, self._is_local)
+        return None
+
+    def _reset(self) -> None:
+        """Restore the tenant that was current before :meth:`_enter`."""
+        if self._token is not None:
+            _current.reset(self._token)
 
 
 class use_tenant(_Binding, ContextDecorator):
@@ -165,94 +213,41 @@ class use_tenant(_Binding, ContextDecorator):
     plain psycopg connections; tenancy connections know their tenancy's settings.
     """
 
-    def _recreate_cm(self) -> use_tenant:
-        # A decorator re-enters the same object on each call: give each call its own state.
-        return use_tenant(
-            self.conn,
-            self.tenant,
-            shared_schema=self.shared_schema,
-            extra_schemas=self.extra_schemas,
-        )
-
     def __enter__(self) -> psycopg.Connection[Any]:
-        self._token = _current.set(self.tenant)
-        try:
-            conn = self.conn
-            if isinstance(conn, _TenantState):
-                self._enter_tenant_conn(conn)
-            else:
-                self._is_local = conn.pgconn.transaction_status != _IDLE
-                row = conn.execute(_GET_SET, (self._plain_path(), self._is_local)).fetchone()
-                self._prev_path = row[0] if row else None
-        except BaseException:
-            _current.reset(self._token)
-            raise
+        statement = self._enter()
+        if statement is not None:
+            try:
+                self._entered(self.conn.execute(*statement).fetchone())
+            except BaseException:
+                self._reset()
+                raise
         return self.conn  # type: ignore[no-any-return]
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         try:
-            conn = self.conn
-            if isinstance(conn, _TenantState):
-                self._exit_tenant_conn(conn)
-            elif (
-                self._prev_path is not None
-                and not conn.closed
-                and conn.pgconn.transaction_status != _INERROR
-            ):
-                conn.execute(_SET, (self._prev_path, self._is_local))
+            if (statement := self._exit()) is not None:
+                self.conn.execute(*statement)
         finally:
-            if self._token is not None:
-                _current.reset(self._token)
+            self._reset()
 
 
 class ause_tenant(_Binding, AsyncContextDecorator):
     """Async twin of :class:`use_tenant`: ``async with ause_tenant(aconn, tenant): ...``."""
 
-    def _recreate_cm(self) -> ause_tenant:
-        return ause_tenant(
-            self.conn,
-            self.tenant,
-            shared_schema=self.shared_schema,
-            extra_schemas=self.extra_schemas,
-        )
-
     async def __aenter__(self) -> psycopg.AsyncConnection[Any]:
-        self._token = _current.set(self.tenant)
-        try:
-            conn = self.conn
-            if isinstance(conn, _TenantState):
-                self._enter_tenant_conn(conn)
-            else:
-                self._is_local = conn.pgconn.transaction_status != _IDLE
-                cur = await conn.execute(_GET_SET, (self._plain_path(), self._is_local))
-                row = await cur.fetchone()
-                self._prev_path = row[0] if row else None
-        except BaseException:
-            _current.reset(self._token)
-            raise
+        statement = self._enter()
+        if statement is not None:
+            try:
+                cursor = await self.conn.execute(*statement)
+                self._entered(await cursor.fetchone())
+            except BaseException:
+                self._reset()
+                raise
         return self.conn  # type: ignore[no-any-return]
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         try:
-            conn = self.conn
-            if isinstance(conn, _TenantState):
-                self._exit_tenant_conn(conn)
-            elif (
-                self._prev_path is not None
-                and not conn.closed
-                and conn.pgconn.transaction_status != _INERROR
-            ):
-                await conn.execute(_SET, (self._prev_path, self._is_local))
+            if (statement := self._exit()) is not None:
+                await self.conn.execute(*statement)
         finally:
-            if self._token is not None:
-                _current.reset(self._token)
+            self._reset()

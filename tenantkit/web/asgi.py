@@ -9,28 +9,15 @@ closes the resolver it built. Other scope types pass through untouched.
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from ..core.context import reset_current_tenant, set_current_tenant
 from ..errors import TenantkitError
+from ._middleware import ASGIApp, Message, Receive, Scope, Send, TenantMiddleware
 from .routing import Outcome, Resolution, RoutingTable, TenantResolver
 
-if TYPE_CHECKING:
-    from types import TracebackType
-
-    from ..core.models import Tenant
-
 __all__ = ["ASGITenantMiddleware"]
-
-logger = logging.getLogger("tenantkit.web.routing")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Scope key holding the tenant the request runs as (also ``scope["state"]["tenant"]``, which
 #: Starlette exposes as ``request.state.tenant``).
@@ -79,7 +66,7 @@ _TWO_HOSTS = Resolution(Outcome.INVALID, reason="more than one Host header")
 _TWO_TENANT_HEADERS = Resolution(Outcome.INVALID, reason="more than one tenant header")
 
 
-class ASGITenantMiddleware:
+class ASGITenantMiddleware(TenantMiddleware[ASGIApp]):
     """Resolve each HTTP request or websocket's tenant and run the app with it current.
 
     ``resolver`` is a :class:`~tenantkit.web.routing.TenantResolver` or a ``Tenancy`` (a resolver
@@ -108,28 +95,11 @@ class ASGITenantMiddleware:
     middleware built from a ``Tenancy``; a resolver passed in stays its owner's to close.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        resolver: TenantResolver | Any,
-        *,
-        public_app: ASGIApp | None = None,
-        unknown_app: ASGIApp | None = None,
-        invalid_app: ASGIApp | None = None,
-        fallback_tenant: Tenant | str | None = None,
-        warm: bool = True,
-    ) -> None:
-        self._owns_resolver = not isinstance(resolver, TenantResolver)
-        if not isinstance(resolver, TenantResolver):
-            resolver = TenantResolver.from_tenancy(resolver)
-        self._warm = warm
-        self._closed = False
-        self.app = app
-        self.resolver: TenantResolver = resolver
-        self.public_app = public_app or app
-        self.unknown_app = unknown_app or not_found
-        self.invalid_app = invalid_app or bad_request
-        self.fallback_tenant = fallback_tenant
+    def _default_apps(self) -> tuple[ASGIApp, ASGIApp]:
+        return not_found, bad_request
+
+    def _setup(self, resolver: TenantResolver) -> None:
+        # Header names as ASGI sends them (lowercase bytes), to compare without decoding.
         self._forwarded_name = (
             resolver.forwarded_header.lower().encode("latin-1")
             if resolver.trusted_proxies
@@ -141,48 +111,19 @@ class ASGITenantMiddleware:
 
     # -- lifetime ----------------------------------------------------------------------
 
-    def warm(self, timeout: float = 5.0) -> None:
-        """Load the routing table now, blocking (see ``TenantResolver.warm``); outside the
-        event loop, e.g. in a process manager's start-up hook."""
-        self.resolver.warm(timeout)
-
     async def awarm(self, timeout: float = 5.0) -> None:
         """Load the routing table now, in a worker thread (see ``TenantResolver.warm``)."""
         await _off_loop(lambda: self.resolver.warm(timeout))
-
-    def close(self) -> None:
-        """Close the resolver this middleware built (idempotent; blocks briefly)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._owns_resolver:
-            self.resolver.close()
 
     async def aclose(self) -> None:
         """:meth:`close` in a worker thread, so the event loop does not wait on it."""
         if not self._closed:
             await _off_loop(self.close)
 
-    def __enter__(self) -> ASGITenantMiddleware:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     async def __aenter__(self) -> ASGITenantMiddleware:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -197,10 +138,7 @@ class ASGITenantMiddleware:
                 await send({"type": "lifespan.startup.failed", "message": f"tenantkit: {exc}"})
                 return
             except Exception as exc:  # the database is not reachable yet
-                logger.warning(
-                    "could not load the routing table at start-up (%s); requests will try again",
-                    exc,
-                )
+                self._warm_failed(exc)
         pending = [first]
 
         async def replay() -> Message:
@@ -257,17 +195,7 @@ class ASGITenantMiddleware:
                 await self.app(scope, receive, send)
             return
         resolution = await self.resolve(scope)
-        outcome = resolution.outcome
-        tenant = resolution.tenant
-        if outcome is Outcome.TENANT:
-            app = self.app
-        elif outcome is Outcome.PUBLIC:
-            app = self.public_app
-        elif outcome is Outcome.UNKNOWN and self.fallback_tenant is not None:
-            tenant = self.fallback_tenant
-            app = self.public_app if getattr(tenant, "is_public", False) else self.app
-        else:
-            app = self.unknown_app if outcome is Outcome.UNKNOWN else self.invalid_app
+        app, tenant = self.choose(resolution)
         # A copy: the server may reuse the scope (and lifespan state) of other requests.
         scope = dict(scope)
         scope[SCOPE_TENANT] = tenant

@@ -10,24 +10,20 @@ finds the table ready. ``close()`` (or ``with``) stops the resolver it built.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..core.context import reset_current_tenant, set_current_tenant
-from .routing import Outcome, Resolution, TenantResolver
+from ._middleware import TenantMiddleware
+from .routing import Resolution, TenantResolver
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
     from ..core.models import Tenant
 
 __all__ = ["WSGITenantMiddleware"]
-
-logger = logging.getLogger("tenantkit.web.routing")
 
 #: ``environ`` key holding the tenant the request runs as (``None`` on public hosts without
 #: a public tenant).
@@ -92,7 +88,7 @@ class _TenantIterable:
                 reset_current_tenant(token)
 
 
-class WSGITenantMiddleware:
+class WSGITenantMiddleware(TenantMiddleware["WSGIApplication"]):
     """Resolve each request's tenant and run the app with it as the current tenant.
 
     ``resolver`` is a :class:`~tenantkit.web.routing.TenantResolver` or a ``Tenancy`` (a resolver
@@ -117,39 +113,19 @@ class WSGITenantMiddleware:
     middleware is also a context manager.
     """
 
-    def __init__(
-        self,
-        app: WSGIApplication,
-        resolver: TenantResolver | Any,
-        *,
-        public_app: WSGIApplication | None = None,
-        unknown_app: WSGIApplication | None = None,
-        invalid_app: WSGIApplication | None = None,
-        fallback_tenant: Tenant | str | None = None,
-        warm: bool = True,
-    ) -> None:
-        self._owns_resolver = not isinstance(resolver, TenantResolver)
-        if not isinstance(resolver, TenantResolver):
-            resolver = TenantResolver.from_tenancy(resolver)
-        self._closed = False
-        self.app = app
-        self.resolver: TenantResolver = resolver
-        self.public_app = public_app or app
-        self.unknown_app = unknown_app or not_found
-        self.invalid_app = invalid_app or bad_request
-        self.fallback_tenant = fallback_tenant
+    def _default_apps(self) -> tuple[WSGIApplication, WSGIApplication]:
+        return not_found, bad_request
+
+    def _setup(self, resolver: TenantResolver) -> None:
+        # The environ keys of the headers the resolver reads (HTTP_X_FORWARDED_HOST...).
         self._forwarded_key = (
             _environ_key(resolver.forwarded_header) if resolver.trusted_proxies else None
         )
         self._header_key = _environ_key(resolver.header) if resolver.mode == "header" else None
-        if warm:
+        if self._warm:
             threading.Thread(
                 target=self._warm_in_background, name="tenantkit-warm", daemon=True
             ).start()
-
-    def warm(self, timeout: float = 5.0) -> None:
-        """Load the routing table now (see :meth:`TenantResolver.warm`)."""
-        self.resolver.warm(timeout)
 
     def _warm_in_background(self) -> None:
         resolver = self.resolver
@@ -159,29 +135,7 @@ class WSGITenantMiddleware:
                 resolver.table()
         except Exception as exc:
             if not self._closed:
-                logger.warning(
-                    "could not load the routing table at start-up (%s); requests will try again",
-                    exc,
-                )
-
-    def close(self) -> None:
-        """Close the resolver this middleware built (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._owns_resolver:
-            self.resolver.close()
-
-    def __enter__(self) -> WSGITenantMiddleware:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+                self._warm_failed(exc)
 
     def resolve(self, environ: WSGIEnvironment) -> Resolution:
         """Resolve the request described by ``environ`` (may load the table on first use)."""
@@ -195,18 +149,7 @@ class WSGITenantMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         resolution = self.resolve(environ)
-        outcome = resolution.outcome
-        tenant = resolution.tenant
-        if outcome is Outcome.TENANT:
-            app = self.app
-        elif outcome is Outcome.PUBLIC:
-            app = self.public_app
-        elif outcome is Outcome.UNKNOWN and self.fallback_tenant is not None:
-            tenant = self.fallback_tenant
-            is_public = getattr(tenant, "is_public", False)
-            app = self.public_app if is_public else self.app
-        else:
-            app = self.unknown_app if outcome is Outcome.UNKNOWN else self.invalid_app
+        app, tenant = self.choose(resolution)
         environ[ENVIRON_TENANT] = tenant
         environ[ENVIRON_RESOLUTION] = resolution
         if resolution.prefix:

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from pytest_pgtenants.strategies import hostile_hosts, hostnames
-from tenantkit.web import _routing_table, routing
 from tenantkit.core.models import Tenant, TenantState
 from tenantkit.core.names import is_valid_hostname, normalize_host
 from tenantkit.core.tenancy import Tenancy
 from tenantkit.errors import InvalidHostname, PoolerDetected
+from tenantkit.web import _routing_table, routing
 from tenantkit.web.routing import Outcome, RoutingTable, TenantResolver
 from tenantkit.web.sources import (
     REGISTRY_CHANNEL,
