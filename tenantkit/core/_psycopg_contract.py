@@ -40,7 +40,7 @@ __all__ = [
 
 #: The psycopg releases whose internals this module was checked against (CI runs the switch
 #: and leak tests on the newest release the pin allows).
-SUPPORTED = ">=3.3,<3.4"
+SUPPORTED = ">=3.2,<3.4"
 
 #: ``generators.execute(pgconn)``: send-and-collect used for the BEGIN + SET message.
 execute_gen = generators.execute
