@@ -76,6 +76,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "database and to every tenant the fixtures create.",
     ),
     OptionSpec(
+        "alembic",
+        "path",
+        None,
+        "Alembic configuration (alembic.ini) whose revisions are the migrations applied to the "
+        "test database and to every tenant the fixtures create, instead of "
+        "pgtenants_migrations (see tenantkit.alembic).",
+    ),
+    OptionSpec(
         "keep",
         "bool",
         False,
@@ -131,6 +139,7 @@ class Settings:
 
     dsn: str | None = None
     migrations: Path | None = None
+    alembic: Path | None = None
     keep: bool = False
     strict: bool = False
     rollback: bool = False

@@ -209,6 +209,11 @@ class PgTenantsSession:
                     )
             return self._database
 
+    @property
+    def _migrated(self) -> bool:
+        """Tenants get migrations (a directory, an Alembic project or both)."""
+        return self.settings.migrations is not None or self.settings.alembic is not None
+
     def tenancy(self, *, strict: bool = False) -> Tenancy:
         """The session's ``Tenancy`` on the test database (a separate one for strict mode)."""
         with self._lock:
@@ -224,6 +229,15 @@ class PgTenantsSession:
                     min_size=1,
                     max_size=8,
                 )
+                if self.settings.alembic is not None:
+                    if self.settings.migrations is not None:
+                        import pytest
+
+                        raise pytest.UsageError(
+                            "pgtenants_alembic and pgtenants_migrations are both set: give one "
+                            "migration source (the Alembic project, or the directory)"
+                        )
+                    _use_alembic(found, self.settings.alembic)
                 self._tenancies[strict] = found
             return found
 
@@ -273,7 +287,7 @@ class PgTenantsSession:
         metadata: Mapping[str, Any] | None = None,
     ) -> Tenant:
         """Create a tenant (claiming a warm spare when one is left) and keep the pool warm."""
-        if not self._baselined and self.settings.migrations is not None:
+        if not self._baselined and self._migrated:
             # Before the first claim: every spare is still pristine.
             self._baselined = True
             self._baseline_spares()
@@ -302,7 +316,7 @@ class PgTenantsSession:
         provisioner says whether each creation took one.
         """
         target = self.settings.spares
-        if not target or self.settings.migrations is None:
+        if not target or not self._migrated:
             return
         if self._spares_left is None:
             self._spares_left = target
@@ -455,7 +469,7 @@ class PgTenantsSession:
         """(janitor) Put a retired schema back into the spare pool, or drop it."""
         from ._recycle import recycle
 
-        recyclable = self.settings.migrations is not None and self.settings.spares > 0
+        recyclable = self._migrated and self.settings.spares > 0
         with self._lock:
             baseline = self._baselines.get(nsp_oid)
         try:
@@ -554,3 +568,22 @@ def _retire(tenancy: Tenancy, tenant: Tenant) -> tuple[str, int] | None:
     except TenantNotFound:
         return None  # the test dropped (or renamed) it itself
     return retired.schema, retired.oid
+
+
+def _use_alembic(tenancy: Tenancy, ini: Path) -> None:
+    """Make ``tenancy`` migrate and provision its tenants with the Alembic project ``ini``.
+
+    The engine reads a tenancy's ``migration_source`` before its migrations directory, and
+    tenant creation then goes through the migration provisioner (spares, template, replay).
+    """
+    from tenantkit.alembic import AlembicSource
+    from tenantkit.provisioning import MigrationProvisioner
+
+    tenancy.migration_source = AlembicSource(ini)  # type: ignore[attr-defined]
+    tenancy.provisioner = MigrationProvisioner(tenancy)
+    # Brings the shared schema's bookkeeping (spares table, summary) into being, and any
+    # schema left behind the revisions to the head; one query when nothing is pending.
+    report = tenancy.migrate()
+    if not report.ok:
+        failed = [f"{r.schema}: {r.error}" for r in report.results if r.status == "failed"]
+        raise RuntimeError(f"pgtenants_alembic: migrating the test database failed: {failed}")

@@ -18,8 +18,46 @@ from ._options import migrations_option, shared_schema_option
 __all__ = ["drift", "migrate", "plan"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-_migrations_option = migrations_option(required=True, purpose="")
+_migrations_option = migrations_option(required=False, purpose="")
 _shared_option = shared_schema_option
+_alembic_option = click.option(
+    "--alembic",
+    "alembic_ini",
+    envvar=["TENANTKIT_ALEMBIC", "PGTENANTS_ALEMBIC"],
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="An Alembic configuration (alembic.ini) whose revisions are the migrations, instead "
+    "of --migrations [env: TENANTKIT_ALEMBIC or PGTENANTS_ALEMBIC].",
+)
+
+
+def _source(ctx: click.Context, migrations_dir: str | None, alembic_ini: str | None) -> Any:
+    """The migrations a command runs: a checked directory, or an ``AlembicSource``."""
+    if alembic_ini is not None and migrations_dir is not None:
+        from click.core import ParameterSource
+
+        if ctx.get_parameter_source("migrations_dir") is ParameterSource.ENVIRONMENT:
+            migrations_dir = None  # an explicit --alembic wins over the environment's directory
+        else:
+            raise click.UsageError("give either --migrations or --alembic, not both")
+    if alembic_ini is not None:
+        from ..alembic import AlembicSource
+
+        try:
+            source = AlembicSource(alembic_ini)
+            found = source.load()
+        except MigrationError as exc:
+            raise CliError(str(exc), ExitCode.USAGE) from exc
+        if not found.shared and not found.tenant:
+            raise CliError(f"no Alembic revisions in {alembic_ini!r}", ExitCode.USAGE)
+        return source
+    if migrations_dir is None:
+        raise click.UsageError(
+            "no migrations: give --migrations DIR (or TENANTKIT_MIGRATIONS) or --alembic "
+            "alembic.ini (or TENANTKIT_ALEMBIC)"
+        )
+    _require_migrations(migrations_dir)
+    return migrations_dir
 
 
 def _require_migrations(migrations_dir: str) -> None:
@@ -38,7 +76,7 @@ def _require_migrations(migrations_dir: str) -> None:
         )
 
 
-def _unknown(ctx: click.Context, migrations_dir: str, shared_schema: str, plan: Any) -> Any:
+def _unknown(ctx: click.Context, migrations_dir: Any, shared_schema: str, plan: Any) -> Any:
     """Schema -> applied migrations the directory does not hold, for the planned schemas."""
     import psycopg
 
@@ -49,7 +87,7 @@ def _unknown(ctx: click.Context, migrations_dir: str, shared_schema: str, plan: 
         return unknown_migrations(conn, shared_schema, migrations_dir, schemas)
 
 
-def _tenancy(ctx: click.Context, migrations_dir: str | None, shared_schema: str) -> Any:
+def _tenancy(ctx: click.Context, migrations_dir: Any, shared_schema: str) -> Any:
     # The engine needs only these three attributes; no pool is opened for a CLI run.
     return SimpleNamespace(
         conninfo=require_dsn(ctx), shared_schema=shared_schema, migrations_dir=migrations_dir
@@ -88,6 +126,7 @@ def _scope(shared_only: bool, tenant_only: bool, schemas: tuple[str, ...]) -> di
 
 @click.command()
 @_migrations_option
+@_alembic_option
 @_shared_option
 @click.option("--plan", "plan_only", is_flag=True, help="Only list what is pending where.")
 @_scope_options
@@ -111,7 +150,8 @@ def _scope(shared_only: bool, tenant_only: bool, schemas: tuple[str, ...]) -> di
 @click.pass_context
 def migrate(
     ctx: click.Context,
-    migrations_dir: str,
+    migrations_dir: str | None,
+    alembic_ini: str | None,
     shared_schema: str,
     plan_only: bool,
     shared_only: bool,
@@ -132,12 +172,12 @@ def migrate(
     from .. import migrations as m
 
     scope = _scope(shared_only, tenant_only, schemas)
-    _require_migrations(migrations_dir)
-    tenancy = _tenancy(ctx, migrations_dir, shared_schema)
+    source = _source(ctx, migrations_dir, alembic_ini)
+    tenancy = _tenancy(ctx, source, shared_schema)
     try:
         if plan_only:
             found = m.plan(tenancy, **scope)
-            _print_plan(found, _unknown(ctx, migrations_dir, shared_schema, found), as_json)
+            _print_plan(found, _unknown(ctx, source, shared_schema, found), as_json)
             return
         chosen = executor or ("threads" if jobs > 1 else "sequential")
         report = _run(m, tenancy, scope, jobs, chosen, chunk_size, fail_fast, as_json)
@@ -159,6 +199,7 @@ def migrate(
 
 @click.command()
 @_migrations_option
+@_alembic_option
 @_shared_option
 @_scope_options
 @click.option("--check", is_flag=True, help="Exit with status 1 when anything is pending (CI).")
@@ -166,7 +207,8 @@ def migrate(
 @click.pass_context
 def plan(
     ctx: click.Context,
-    migrations_dir: str,
+    migrations_dir: str | None,
+    alembic_ini: str | None,
     shared_schema: str,
     shared_only: bool,
     tenant_only: bool,
@@ -182,9 +224,9 @@ def plan(
     from .. import migrations as m
 
     scope = _scope(shared_only, tenant_only, schemas)
-    _require_migrations(migrations_dir)
-    found = m.plan(_tenancy(ctx, migrations_dir, shared_schema), **scope)
-    unknown = _unknown(ctx, migrations_dir, shared_schema, found)
+    source = _source(ctx, migrations_dir, alembic_ini)
+    found = m.plan(_tenancy(ctx, source, shared_schema), **scope)
+    unknown = _unknown(ctx, source, shared_schema, found)
     _print_plan(found, unknown, as_json)
     ctx.exit(1 if check and (found.pending or unknown) else 0)
 

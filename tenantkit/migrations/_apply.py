@@ -27,7 +27,7 @@ from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 
 from ..errors import MigrationChecksumMismatch, MigrationError, PoolerDetected
-from ._loader import Migration, migrations_digest
+from ._loader import Migration, after_sql, migrations_digest
 from ._report import SchemaKind, SchemaResult, Status
 from ._tracking import LOCK_NAMESPACE, ensure_tracking_table, schema_lock_key
 
@@ -36,7 +36,9 @@ __all__ = [
     "apply_schema",
     "behind_pooler",
     "check_checksums",
+    "hook_sql",
     "pooler_error",
+    "record_applied",
     "record_sql",
     "search_path_value",
 ]
@@ -105,6 +107,27 @@ def state_digest(applied_ids: Sequence[str], migrations: Sequence[Migration]) ->
     """Digest of what is applied, over the files that still exist, in file order."""
     done = set(applied_ids)
     return migrations_digest((m.id, m.checksum) for m in migrations if m.id in done)
+
+
+def hook_sql(
+    schema: str,
+    kind: SchemaKind,
+    migrations: Sequence[Migration],
+    before_ids: Sequence[str],
+    group: Sequence[Migration],
+) -> sql.Composable | None:
+    """The migration source's ``after_schema`` SQL for ``group`` just applied on top of
+    ``before_ids`` in ``schema`` (None when the source has no hook, or nothing is new)."""
+    if not group:
+        return None
+    source = next((m.source for m in migrations if m.source is not None), None)
+    if source is None:
+        return None
+    done = {*before_ids, *(m.id for m in group)}
+    applied = [m.id for m in migrations if m.id in done]
+    return after_sql(
+        source, "shared" if kind == "shared" else "tenant", schema, applied, [m.id for m in group]
+    )
 
 
 def record_sql(schema: str, shared: str, *, history: bool = True) -> sql.Composed:
@@ -257,14 +280,15 @@ def _fast_step(
         marker=sql.Literal(_GUARD_MARKER),
     )
     durs: list[float | None] = [None] * len(pending)  # timed by the server, see record_sql
-    query, params = _record_args(
-        schema, kind, shared, migrations, [m.id for m in before], pending, durs
-    )
+    before_ids = [m.id for m in before]
+    query, params = _record_args(schema, kind, shared, migrations, before_ids, pending, durs)
+    hook = hook_sql(schema, kind, migrations, before_ids, pending)
     message = b"".join(
         [
             head.as_string(conn).encode(),
             *(m.sql.encode() + b"\n;\n" for m in pending if m.sql is not None),
             ClientCursor(conn).mogrify(query, params).encode(),
+            b";\n" + hook.as_string(conn).encode() if hook is not None else b"",
             b";\ncommit",
         ]
     )
@@ -320,6 +344,9 @@ def _apply_step(
             # charged to the group's last migration.
             if group or not pending:
                 _record(conn, schema, kind, shared, migrations, ids, group, durs)
+                hook = hook_sql(schema, kind, migrations, ids, group)
+                if hook is not None:
+                    conn.execute(hook.as_string(conn).encode())
             if not group and pending:
                 non_tx = pending[0]
         if group:
@@ -420,6 +447,22 @@ def _record(conn: psycopg.Connection[Any], *args: Any) -> None:
     conn.execute(query, params)
 
 
+def record_applied(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    kind: SchemaKind,
+    shared: str,
+    migrations: Sequence[Migration],
+    ids: Sequence[str],
+) -> None:
+    """Record ``ids`` as applied in ``schema`` (history rows and summary row) without running
+    them: for adopting schemas migrated by another tool. Call inside a transaction holding
+    the schema's advisory lock; the history table must exist."""
+    wanted = set(ids)
+    group = [m for m in migrations if m.id in wanted]
+    _record(conn, schema, kind, shared, migrations, [], group, [0.0] * len(group))
+
+
 def _run_non_transactional(
     conn: psycopg.Connection[Any],
     schema: str,
@@ -460,6 +503,9 @@ def _run_non_transactional(
             # docs/migrations.md says.
             with conn.transaction():
                 _record(conn, schema, kind, shared, migrations, ids, [migration], [dur])
+                hook = hook_sql(schema, kind, migrations, ids, [migration])
+                if hook is not None:
+                    conn.execute(hook.as_string(conn).encode())
         return True
     finally:
         if not conn.closed:

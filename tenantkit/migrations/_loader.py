@@ -1,4 +1,5 @@
-"""Loading migration files from disk (pure: no database access).
+"""Loading migrations (pure: no database access): tenantkit's own directory layout, or any
+:class:`~._source.MigrationSource`.
 
 A migrations directory holds ``shared/`` and ``tenant/`` sub-directories. Each ``.sql`` or
 ``.py`` file in them is one migration, ordered by file name; its ID is the file stem. A ``.sql``
@@ -13,15 +14,27 @@ import hashlib
 import importlib.util
 import os
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import MigrationError
 
-__all__ = ["Migration", "MigrationSet", "load_migrations", "migrations_digest"]
+if TYPE_CHECKING:
+    from psycopg import sql
+
+    from ._source import MigrationSource
+
+__all__ = [
+    "Migration",
+    "MigrationSet",
+    "bind_source",
+    "load_directory",
+    "load_migrations",
+    "migrations_digest",
+]
 
 Kind = Literal["shared", "tenant"]
 
@@ -30,10 +43,13 @@ _NO_TX_RE = re.compile(r"^\s*--\s*tenantkit:\s*no-transaction\s*$", re.IGNORECAS
 
 @dataclass(frozen=True)
 class Migration:
-    """One migration file.
+    """One migration.
 
-    ``id`` is the file stem, ``checksum`` the SHA-256 of the file's bytes, ``transactional``
-    False when the file declared itself non-transactional.
+    For a file of a migrations directory, ``id`` is the file stem, ``checksum`` the SHA-256 of
+    the file's bytes, ``transactional`` False when the file declared itself non-transactional.
+    Other sources (``tenantkit.alembic``...) fill the same fields; ``sql`` is trusted SQL text
+    (the fast path), else ``runner(conn)`` (or, for files, the module's ``upgrade(conn)``)
+    runs it. ``source`` is the source it came from (for its ``after_schema`` hook).
     """
 
     id: str
@@ -42,6 +58,8 @@ class Migration:
     checksum: str
     transactional: bool
     sql: str | None = field(default=None, repr=False)
+    runner: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
+    source: MigrationSource | None = field(default=None, repr=False, compare=False)
 
     def run(self, conn: Any) -> None:
         """Run the migration on ``conn`` (search_path already set to the target schema)."""
@@ -51,16 +69,21 @@ class Migration:
             if self.sql.strip():
                 conn.execute(self.sql.encode())
             return
+        if self.runner is not None:
+            self.runner(conn)
+            return
         _load_module(self.path).upgrade(conn)
 
 
 @dataclass(frozen=True)
 class MigrationSet:
-    """The shared and tenant migrations of one directory, each in application order."""
+    """The shared and tenant migrations of one directory (or source), each in application
+    order. ``source`` is the source they came from, if any (see :func:`bind_source`)."""
 
     directory: Path | None
     shared: tuple[Migration, ...] = ()
     tenant: tuple[Migration, ...] = ()
+    source: MigrationSource | None = field(default=None, repr=False, compare=False)
 
     def of(self, kind: Kind) -> tuple[Migration, ...]:
         """The migrations of ``kind`` ("shared" or "tenant")."""
@@ -69,6 +92,38 @@ class MigrationSet:
     def digest(self, kind: Kind) -> str:
         """The digest a schema fully migrated with ``kind`` migrations carries."""
         return migrations_digest((m.id, m.checksum) for m in self.of(kind))
+
+    def after_sql(
+        self, kind: Kind, schema: str, applied: Sequence[str], new: Sequence[str]
+    ) -> sql.Composable | None:
+        """The source's ``after_schema`` SQL for ``schema`` (None without a source or hook)."""
+        return after_sql(self.source, kind, schema, applied, new)
+
+
+def after_sql(
+    source: MigrationSource | None,
+    kind: Kind,
+    schema: str,
+    applied: Sequence[str],
+    new: Sequence[str],
+) -> sql.Composable | None:
+    """``source.after_schema(...)`` when the source has the hook, else None."""
+    hook = getattr(source, "after_schema", None)
+    if hook is None:
+        return None
+    result: sql.Composable | None = hook(kind, schema, tuple(applied), tuple(new))
+    return result
+
+
+def bind_source(mset: MigrationSet, source: MigrationSource) -> MigrationSet:
+    """``mset`` with ``source`` recorded on it and on each of its migrations, so that the
+    engine finds the source's ``after_schema`` hook wherever the migrations go."""
+    return MigrationSet(
+        mset.directory,
+        tuple(replace(m, source=source) for m in mset.shared),
+        tuple(replace(m, source=source) for m in mset.tenant),
+        source,
+    )
 
 
 def migrations_digest(applied: Iterable[tuple[str, str]]) -> str:
@@ -83,10 +138,28 @@ def migrations_digest(applied: Iterable[tuple[str, str]]) -> str:
     return h.hexdigest()[:32]
 
 
-def load_migrations(directory: str | os.PathLike[str] | None) -> MigrationSet:
-    """Load ``<directory>/shared`` and ``<directory>/tenant``; a missing part is empty."""
+def load_migrations(
+    directory: str | os.PathLike[str] | MigrationSource | None,
+) -> MigrationSet:
+    """Load ``<directory>/shared`` and ``<directory>/tenant`` (a missing part is empty), or the
+    migrations of a :class:`~tenantkit.migrations.MigrationSource`."""
     if directory is None:
         return MigrationSet(None)
+    if not isinstance(directory, (str, os.PathLike)):
+        from ._source import as_source
+
+        source = as_source(directory)
+        assert source is not None
+        found = source.load()
+        bound = found.source is source and all(
+            m.source is source for m in (*found.shared, *found.tenant)
+        )
+        return found if bound else bind_source(found, source)
+    return load_directory(directory)
+
+
+def load_directory(directory: str | os.PathLike[str]) -> MigrationSet:
+    """Load a tenantkit migrations directory (no source attached: it has no hook)."""
     root = Path(directory)
     if not root.is_dir():
         raise MigrationError(f"migrations directory {str(root)!r} does not exist")

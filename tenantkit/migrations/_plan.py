@@ -14,6 +14,7 @@ from ..errors import RegistryNotInstalled
 from ._apply import check_checksums
 from ._loader import MigrationSet
 from ._report import Plan, SchemaKind, SchemaPlan
+from ._source import TenantSchemas
 from ._tracking import Target, ensure_shared_tables, template_schema_name
 
 __all__ = ["build_plan", "normalize_schemas"]
@@ -28,16 +29,24 @@ def normalize_schemas(schemas: Iterable[str] | str | None, shared: str) -> list[
     return [validate_schema_name(s, shared_schema=shared) for s in schemas]
 
 
-def _query(shared: str, *, registry: bool) -> sql.Composed:
-    tenants = (
-        sql.SQL(
+def _query(
+    shared: str, *, registry: bool, tenant_schemas: TenantSchemas | None = None
+) -> sql.Composed:
+    if tenant_schemas is not None:
+        # The integration's own tenant table (Django's TENANT_MODEL...), inside the same query.
+        tenants: sql.Composable = sql.SQL(
+            "select t.schema::text, 'tenant', 1 from ({}) as t(schema) "
+            "where %(tenants)s and t.schema <> %(shared)s "
+            "and (%(only)s::text[] is null or t.schema = any(%(only)s::text[]))"
+        ).format(tenant_schemas.select(shared))
+    elif registry:
+        tenants = sql.SQL(
             "select t.schema, 'tenant', 1 from {}.tenantkit_tenants t "
             "where %(tenants)s and t.state <> 'dropping' and t.schema <> %(shared)s "
             "and (%(only)s::text[] is null or t.schema = any(%(only)s::text[]))"
         ).format(sql.Identifier(shared))
-        if registry
-        else sql.SQL("select null::text, null, 1 where false")
-    )
+    else:
+        tenants = sql.SQL("select null::text, null, 1 where false")
     return sql.SQL(
         """
         with targets(schema, kind, ord) as (
@@ -83,7 +92,10 @@ def build_plan(
         "tenant_head": tenant_head,
     }
     try:
-        rows = conn.execute(_query(target.shared_schema, registry=True), params).fetchall()
+        rows = conn.execute(
+            _query(target.shared_schema, registry=True, tenant_schemas=target.tenant_schemas),
+            params,
+        ).fetchall()
     except pg_errors.UndefinedTable:
         # First run against this database: create tenantkit's bookkeeping tables and try again
         # (only the first run pays for this).
@@ -93,12 +105,19 @@ def build_plan(
             (sql.Identifier(target.shared_schema, "tenantkit_tenants").as_string(conn),),
         ).fetchone()
         has_registry = bool(registry and registry[0])
-        if not has_registry and tenants:
+        if not has_registry and tenants and target.tenant_schemas is None:
             raise RegistryNotInstalled(
                 f"no tenant registry in schema {target.shared_schema!r}: call "
                 "Tenancy.install() (or `tenantkit migrate --shared`) first"
             ) from None
-        rows = conn.execute(_query(target.shared_schema, registry=has_registry), params).fetchall()
+        rows = conn.execute(
+            _query(
+                target.shared_schema,
+                registry=has_registry,
+                tenant_schemas=target.tenant_schemas,
+            ),
+            params,
+        ).fetchall()
     entries: list[SchemaPlan] = []
     for schema, kind, current, applied, checksums, _known in rows:
         kind_t: SchemaKind = kind

@@ -53,9 +53,10 @@ def plan(
     """List what is pending where, from one query on the central summary.
 
     ``schemas`` limits the tenant part to those schemas (spares and the template are then left
-    out). ``migrations`` overrides the tenancy's migrations directory, ``conninfo`` its
-    conninfo. Raises ``MigrationChecksumMismatch`` naming the file when an applied migration
-    was edited.
+    out). ``migrations`` overrides the tenancy's migrations: a directory or a
+    :class:`~tenantkit.migrations.MigrationSource` (e.g. ``tenantkit.alembic.AlembicSource``);
+    ``conninfo`` overrides its conninfo. Raises ``MigrationChecksumMismatch`` naming the file
+    when an applied migration was edited.
     """
     target = _target(tenancy, migrations, conninfo)
     mset = load_migrations(target.migrations_dir)
@@ -96,7 +97,8 @@ def migrate(
     Locks and settings are transaction-scoped, so migrations run through pgbouncer in
     transaction mode; a non-transactional migration cannot, and raises ``PoolerDetected``
     before anything runs: give ``conninfo``, a direct connection to PostgreSQL, which replaces
-    the tenancy's. ``migrations`` overrides the tenancy's migrations directory.
+    the tenancy's. ``migrations`` overrides the tenancy's migrations: a directory or a
+    :class:`~tenantkit.migrations.MigrationSource` (e.g. ``tenantkit.alembic.AlembicSource``).
     """
     if executor not in ("sequential", "threads", "processes"):
         raise ValueError(f"unknown executor {executor!r}: use sequential, threads or processes")

@@ -12,11 +12,16 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
+
+if TYPE_CHECKING:
+    from ._source import MigrationSource
+    from ._source import TenantSchemas as _TenantSchemas
 
 __all__ = [
     "LOCK_NAMESPACE",
@@ -51,26 +56,54 @@ def template_schema_name(shared_schema: str) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """What the engine needs from a tenancy: where to connect and what to migrate."""
+    """What the engine needs from a tenancy: where to connect and what to migrate.
+
+    ``migrations_dir`` is what ``load_migrations()`` takes: a directory path or a
+    :class:`~tenantkit.migrations.MigrationSource` (pickled into process workers).
+    ``tenant_schemas`` replaces the registry as the list of tenants when planning.
+    """
 
     conninfo: str
     shared_schema: str
-    migrations_dir: str | None
+    migrations_dir: str | MigrationSource | None
+    tenant_schemas: _TenantSchemas | None = None
 
 
 def resolve(tenancy: Any, migrations: Any = None) -> Target:
-    """Read conninfo, shared schema and migrations directory from a ``Tenancy`` (duck-typed).
+    """Read conninfo, shared schema and migrations (a directory or a source) from a
+    ``Tenancy`` (duck-typed).
 
+    ``migrations`` overrides the tenancy's; else a ``migration_source`` attribute of the
+    tenancy, else its ``migrations_dir``. The tenants come from the source's
+    ``tenant_schemas``, else the tenancy's ``tenant_schemas`` attribute, else the registry.
     The engine opens its own connections (workers may be other processes), so a tenancy built
     on a pool contributes the pool's conninfo.
     """
+    from ._source import TenantSchemas, as_source
+
     conninfo = getattr(tenancy, "conninfo", None)
     if not conninfo and getattr(tenancy, "pool", None) is not None:
         conninfo = tenancy.pool.conninfo
     if not conninfo:
         raise ValueError("the tenancy has no conninfo; migrations need one to open connections")
-    mdir = migrations if migrations is not None else getattr(tenancy, "migrations_dir", None)
-    return Target(str(conninfo), str(tenancy.shared_schema), None if mdir is None else str(mdir))
+    mdir = migrations
+    if mdir is None:
+        mdir = getattr(tenancy, "migration_source", None)
+    if mdir is None:
+        mdir = getattr(tenancy, "migrations_dir", None)
+    chosen: str | MigrationSource | None
+    if mdir is None or isinstance(mdir, (str, os.PathLike)):
+        chosen = None if mdir is None else str(mdir)
+    else:
+        chosen = as_source(mdir)  # raises TypeError for anything else
+    schemas = getattr(chosen, "tenant_schemas", None) if chosen is not None else None
+    if schemas is None:
+        schemas = getattr(tenancy, "tenant_schemas", None)
+    if schemas is not None and not isinstance(schemas, TenantSchemas):
+        raise TypeError(
+            f"tenant_schemas must have select(shared) -> SQL, not {type(schemas).__name__}"
+        )
+    return Target(str(conninfo), str(tenancy.shared_schema), chosen, schemas)
 
 
 #: DDL of the per-schema history table (``{schema}`` is an identifier placeholder).
