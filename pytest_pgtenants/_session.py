@@ -579,7 +579,7 @@ def _use_alembic(tenancy: Tenancy, ini: Path) -> None:
     from tenantkit.alembic import AlembicSource
     from tenantkit.provisioning import MigrationProvisioner
 
-    tenancy.migration_source = AlembicSource(ini)  # type: ignore[attr-defined]
+    tenancy.migration_source = AlembicSource(ini)
     tenancy.provisioner = MigrationProvisioner(tenancy)
     # Brings the shared schema's bookkeeping (spares table, summary) into being, and any
     # schema left behind the revisions to the head; one query when nothing is pending.

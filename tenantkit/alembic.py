@@ -51,6 +51,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from psycopg import sql
 
+from .core.storage import HISTORY_TABLE
 from .errors import MigrationError
 from .migrations import Migration, MigrationSet, TenantSchemas
 from .migrations._loader import bind_source
@@ -543,7 +544,7 @@ def run_env(
     include_object = configure.pop("include_object", None)
 
     def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-        if type_ == "table" and name in ("tenantkit_migrations", version_table):
+        if type_ == "table" and name in (HISTORY_TABLE, version_table):
             return False
         return include_object is None or bool(
             include_object(obj, name, type_, reflected, compare_to)

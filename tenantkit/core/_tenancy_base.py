@@ -21,7 +21,7 @@ from .storage import Registry, tenant_from_row
 
 if TYPE_CHECKING:
     from ..introspection.catalog import DriftReport
-    from ..migrations import ExecutorName, MigrationReport, Plan, ProgressEvent
+    from ..migrations import ExecutorName, MigrationReport, MigrationSource, Plan, ProgressEvent
     from ..provisioning.provisioners import Spares
 
 
@@ -102,7 +102,7 @@ class _TenancyBase:
         extra_schemas: Iterable[str],
         pgbouncer: bool,
         strict: bool,
-        migrations: str | os.PathLike[str] | None,
+        migrations: str | os.PathLike[str] | MigrationSource | None,
         prepared_statements: bool | None = None,
     ) -> None:
         self.shared_schema = _check_shared(shared_schema)
@@ -113,7 +113,21 @@ class _TenancyBase:
         self.strict = strict
         #: A checkout succeeded once: later pool time-outs are reported with a fresh probe.
         self._connected_once = False
-        self.migrations_dir: Path | None = Path(migrations) if migrations is not None else None
+        #: The tenant migrations: a directory of tenantkit's own files, or a migration source
+        #: (``tenantkit.alembic.AlembicSource``, ``tenantkit.django``'s Django migrations...).
+        self.migrations_dir: Path | None = None
+        self.migration_source: MigrationSource | None = None
+        if isinstance(migrations, (str, os.PathLike)):
+            self.migrations_dir = Path(migrations)
+        elif migrations is not None:
+            from ..migrations import MigrationSource
+
+            if not isinstance(migrations, MigrationSource):
+                raise TypeError(
+                    "migrations must be a directory or a migration source (load(), "
+                    f"after_schema(), tenant_schemas), not {type(migrations).__name__}"
+                )
+            self.migration_source = migrations
         self.registry = Registry(self.shared_schema)
         self._base = (self.shared_schema, *self.extra_schemas)
         self._neutral = path_sql(

@@ -40,6 +40,8 @@ from .storage import RETIRED_PREFIX, domain_from_row, retire_statement, tenant_f
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
+
+    from ..migrations import MigrationSource
 try:
     from psycopg_pool import PoolTimeout
 except ImportError:  # optional dependency: without a pool there is no pool time-out
@@ -170,12 +172,14 @@ class Tenancy(_TenancyBase):
 
     ``conninfo`` or ``pool`` (built with ``connection_class=TenantConnection``) say where;
     ``shared_schema`` holds the registry and shared tables; ``extra_schemas`` follow it on every
-    path; ``pgbouncer=True`` keeps only transaction-scoped settings and state (required behind
-    a transaction pooler: default mode refuses to run there, raising ``PoolerDetected``);
-    ``strict=True`` makes statements on an unbound pooled connection raise
-    ``NoTenantSelected``; ``migrations`` is the migrations directory (tenant creation then runs
-    tenant migrations); ``prepared_statements`` turns psycopg's server-side prepared statements
-    on or off (default: off in pgbouncer mode, where pgbouncer < 1.21 cannot route them).
+    path; ``pgbouncer=True`` keeps only transaction-scoped settings and state (required behind a
+    transaction pooler: default mode refuses to run there, raising ``PoolerDetected``);
+    ``strict=True`` makes statements on an unbound pooled connection raise ``NoTenantSelected``;
+    ``migrations`` is the migrations directory, or a migration source
+    (``tenantkit.alembic.AlembicSource``...): tenant creation then brings each new tenant to the
+    head, and ``migrate()`` / ``plan()`` use it; ``prepared_statements`` turns psycopg's server-side
+    prepared statements on or off (default: off in pgbouncer mode, where pgbouncer < 1.21 cannot
+    route them).
     """
 
     def __init__(
@@ -187,7 +191,7 @@ class Tenancy(_TenancyBase):
         extra_schemas: Iterable[str] = (),
         pgbouncer: bool = False,
         strict: bool = False,
-        migrations: str | os.PathLike[str] | None = None,
+        migrations: str | os.PathLike[str] | MigrationSource | None = None,
         min_size: int = 1,
         max_size: int = 10,
         prepared_statements: bool | None = None,
@@ -243,11 +247,12 @@ class Tenancy(_TenancyBase):
         """Object with ``provision(conn, schema)``; called inside ``create_tenant``'s transaction.
 
         Default: :class:`SchemaProvisioner`, or
-        ``tenantkit.provisioning.MigrationProvisioner`` when a migrations directory is set.
+        ``tenantkit.provisioning.MigrationProvisioner`` when migrations (a directory or a source)
+        are set.
         Assign your own to customise tenant creation.
         """
         if self._provisioner is None:
-            if self.migrations_dir is not None:
+            if self.migrations_dir is not None or self.migration_source is not None:
                 from ..provisioning.provisioners import MigrationProvisioner  # type: ignore[import-not-found,unused-ignore]
 
                 self._provisioner = MigrationProvisioner(self)

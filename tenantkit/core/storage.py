@@ -65,9 +65,11 @@ __all__ = [
     "TEMPLATE_PREFIX",
     "TENANTS_TABLE",
     "Registry",
+    "bookkeeping_ddl",
     "count_tenants",
     "domain_from_row",
     "domains_of",
+    "history_ddl",
     "like_pattern",
     "retire_statement",
     "tables",
@@ -120,6 +122,68 @@ def tables(shared_schema: str) -> dict[str, sql.Composable]:
         "journal": sql.Identifier(shared_schema, MIGRATION_JOURNAL_TABLE),
         "spares": sql.Identifier(shared_schema, SPARES_TABLE),
     }
+
+
+def history_ddl(schema: str) -> sql.Composed:
+    """``CREATE TABLE IF NOT EXISTS`` of ``schema``'s own migration history."""
+    from psycopg import sql
+
+    return sql.SQL(
+        "create table if not exists {} ("
+        " id text primary key,"
+        " checksum text not null,"
+        " applied_at timestamptz not null default now(),"
+        " duration_ms double precision)"
+    ).format(sql.Identifier(schema, HISTORY_TABLE))
+
+
+#: The bookkeeping tables of the shared schema (placeholders: see :func:`tables`).
+_BOOKKEEPING_DDL = """
+create table if not exists {state} (
+    schema text primary key,
+    kind text not null,
+    applied text[] not null default '{{}}',
+    checksums text[] not null default '{{}}',
+    digest text not null,
+    updated_at timestamptz not null default now()
+);
+create table if not exists {runs} (
+    id bigint generated always as identity primary key,
+    started_at timestamptz not null default now(),
+    finished_at timestamptz,
+    status text not null default 'running',
+    backend_pid integer not null default pg_backend_pid(),
+    total integer not null default 0,
+    applied integer not null default 0,
+    failed integer not null default 0,
+    resumed_from bigint,
+    alive_until timestamptz
+);
+-- Databases set up by earlier development versions have the table without it.
+alter table {runs} add column if not exists alive_until timestamptz;
+create table if not exists {journal} (
+    run_id bigint not null,
+    schema text not null,
+    status text not null,
+    migrations text[] not null default '{{}}',
+    error text,
+    duration_ms double precision,
+    at timestamptz not null default now(),
+    primary key (run_id, schema)
+);
+create table if not exists {spares} (
+    schema text primary key,
+    created_at timestamptz not null default now()
+);
+"""
+
+
+def bookkeeping_ddl(shared_schema: str) -> sql.Composed:
+    """The migration summary, run journal and spare pool tables of ``shared_schema``
+    (idempotent; run under ``ensure_shared_tables``' lock)."""
+    from psycopg import sql
+
+    return sql.SQL(_BOOKKEEPING_DDL).format(**tables(shared_schema))
 
 
 _TENANT_COLS = ("id", "schema", "name", "state", "created_at", "metadata", "is_public")

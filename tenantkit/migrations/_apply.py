@@ -26,6 +26,7 @@ from psycopg import ClientCursor, sql
 from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 
+from ..core.storage import HISTORY_TABLE, tables
 from ..errors import MigrationChecksumMismatch, MigrationError, PoolerDetected
 from ._loader import Migration, after_sql, migrations_digest
 from ._report import SchemaKind, SchemaResult, Status
@@ -136,24 +137,24 @@ def record_sql(schema: str, shared: str, *, history: bool = True) -> sql.Compose
     if history:
         parts.append(
             sql.SQL(
-                "h as (insert into {}.tenantkit_migrations (id, checksum, duration_ms) "
+                "h as (insert into {} (id, checksum, duration_ms) "
                 # A null duration (a migration sent in the same message as this statement)
                 # is measured by the server: the message arrived at statement_timestamp().
                 "select id, sum, coalesce(d, 1000 * extract(epoch from "
                 "clock_timestamp() - statement_timestamp())::float8) "
                 "from unnest(%(ids)s::text[], %(sums)s::text[], %(durs)s::float8[]) "
                 "as u(id, sum, d) returning duration_ms)"
-            ).format(sql.Identifier(schema))
+            ).format(sql.Identifier(schema, HISTORY_TABLE))
         )
     parts.append(
         sql.SQL(
-            "s as (insert into {}.tenantkit_migration_state "
+            "s as (insert into {state} "
             "(schema, kind, applied, checksums, digest, updated_at) "
             "values (%(schema)s, %(kind)s, %(all_ids)s, %(all_sums)s, %(digest)s, now()) "
             "on conflict (schema) do update set kind = excluded.kind, "
             "applied = excluded.applied, checksums = excluded.checksums, "
             "digest = excluded.digest, updated_at = now())"
-        ).format(sql.Identifier(shared))
+        ).format(**tables(shared))
     )
     return sql.SQL("with {} select 1").format(sql.SQL(", ").join(parts))
 
@@ -275,7 +276,7 @@ def _fast_step(
         ns=sql.Literal(LOCK_NAMESPACE),
         key=sql.Literal(schema_lock_key(schema)),
         path=sql.Literal(search_path_value(conn, schema, shared)),
-        history=sql.Identifier(schema, "tenantkit_migrations"),
+        history=sql.Identifier(schema, HISTORY_TABLE),
         expected=sql.Literal(expected),
         marker=sql.Literal(_GUARD_MARKER),
     )
@@ -388,7 +389,7 @@ def _lock_and_read(
             schema_lock_key(schema),
             search_path_value(conn, schema, shared),
             schema,
-            sql.Identifier(schema, "tenantkit_migrations").as_string(conn),
+            sql.Identifier(schema, HISTORY_TABLE).as_string(conn),
         ),
     ).fetchone()
     assert row is not None
@@ -398,9 +399,7 @@ def _lock_and_read(
         # The row lock makes a concurrent claim (FOR UPDATE SKIP LOCKED) pass this spare by
         # while it is being migrated; a spare already claimed has no row any more.
         spare = conn.execute(
-            sql.SQL("select 1 from {}.tenantkit_spares where schema = %s for update").format(
-                sql.Identifier(shared)
-            ),
+            sql.SQL("select 1 from {spares} where schema = %s for update").format(**tables(shared)),
             (schema,),
         ).fetchone()
         if spare is None:
@@ -409,8 +408,8 @@ def _lock_and_read(
         ensure_tracking_table(conn, schema)
         return []
     cur = conn.execute(
-        sql.SQL("select id, checksum from {}.tenantkit_migrations order by applied_at, id").format(
-            sql.Identifier(schema)
+        sql.SQL("select id, checksum from {} order by applied_at, id").format(
+            sql.Identifier(schema, HISTORY_TABLE)
         )
     )
     return [(r[0], r[1]) for r in cur]

@@ -31,6 +31,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
+from ..core.storage import tables
 from ._executors import connect
 from ._report import SchemaResult
 from ._tracking import LOCK_NAMESPACE, ensure_shared_tables
@@ -79,7 +80,7 @@ class RunOwner:
             raise
 
     def _draw_id(self) -> int:
-        table = sql.Identifier(self.shared, "tenantkit_migration_runs").as_string(self.conn)
+        table = tables(self.shared)["runs"].as_string(self.conn)
         row = self.conn.execute(
             "select nextval(pg_catalog.pg_get_serial_sequence(%s, 'id'))", (table,)
         ).fetchone()
@@ -113,9 +114,9 @@ class RunOwner:
 
     def _heartbeat(self) -> None:
         query = sql.SQL(
-            "update {}.tenantkit_migration_runs set alive_until = now() + %s * interval '1 s' "
+            "update {runs} set alive_until = now() + %s * interval '1 s' "
             "where id = %s and status = 'running'"
-        ).format(sql.Identifier(self.shared))
+        ).format(**tables(self.shared))
         while not self._stop.wait(HEARTBEAT):
             # The server away for now: the next beat tries again.
             with contextlib.suppress(psycopg.Error):
@@ -144,9 +145,8 @@ def start_run(conn: psycopg.Connection[Any], owner: RunOwner, total: int) -> int
     ``running`` rows of dead runs (a free lease, a heartbeat past due) become ``interrupted``
     first. The run resumed is the latest interrupted one that no other run has resumed yet.
     """
-    ident = sql.Identifier(owner.shared)
     query = sql.SQL(
-        "with stale as (update {s}.tenantkit_migration_runs "
+        "with stale as (update {runs} "
         "set status = 'interrupted', finished_at = now() "
         # CASE: a WHERE clause has no evaluation order, and only the lock of a running row
         # without a heartbeat may be tried.
@@ -154,20 +154,20 @@ def start_run(conn: psycopg.Connection[Any], owner: RunOwner, total: int) -> int
         "when alive_until is not null then alive_until < now() "
         "else pg_catalog.pg_try_advisory_xact_lock(%(ns)s, {key}) end "
         "returning id), "
-        "earlier as (select r.id from {s}.tenantkit_migration_runs r "
+        "earlier as (select r.id from {runs} r "
         "where r.status = 'interrupted' and not exists "
-        "(select from {s}.tenantkit_migration_runs n where n.resumed_from = r.id) "
+        "(select from {runs} n where n.resumed_from = r.id) "
         # Two runs starting together do not both resume the same one.
         "order by r.id desc limit 1 for update skip locked), "
         # Summary rows of schemas dropped or renamed since: planning never needs them.
-        "gone as (delete from {s}.tenantkit_migration_state st where not exists "
+        "gone as (delete from {state} st where not exists "
         "(select from pg_namespace n where n.nspname = st.schema)) "
-        "insert into {s}.tenantkit_migration_runs (id, total, resumed_from, alive_until) "
+        "insert into {runs} (id, total, resumed_from, alive_until) "
         "overriding system value select %(id)s, %(total)s, "
         "greatest((select max(id) from stale), (select id from earlier)), "
         "case when %(pooled)s then now() + %(grace)s * interval '1 s' end "
         "returning resumed_from"
-    ).format(s=ident, key=_run_key(sql.Placeholder("shared"), sql.Identifier("id")))
+    ).format(key=_run_key(sql.Placeholder("shared"), sql.Identifier("id")), **tables(owner.shared))
     params = {
         "ns": RUN_LOCK_NAMESPACE,
         "shared": owner.shared,
@@ -199,19 +199,18 @@ def finish_run(
     Written at the end rather than with each schema, to keep the per-schema transaction to the
     schema's own history and summary row; what a killed run did is in those histories.
     """
-    ident = sql.Identifier(shared)
     conn.execute(
         sql.SQL(
-            "with r as (update {}.tenantkit_migration_runs set finished_at = now(), "
+            "with r as (update {runs} set finished_at = now(), "
             "status = %(status)s, applied = %(applied)s, failed = %(failed)s "
             "where id = %(run)s) "
-            "insert into {}.tenantkit_migration_journal "
+            "insert into {journal} "
             "(run_id, schema, status, migrations, error, duration_ms) "
             "select %(run)s, s, st, string_to_array(m, ','), e, d from unnest("
             "%(schemas)s::text[], %(statuses)s::text[], %(migs)s::text[], %(errors)s::text[], "
             "%(durs)s::float8[]) as u(s, st, m, e, d) "
             "on conflict (run_id, schema) do nothing"
-        ).format(ident, ident),
+        ).format(**tables(shared)),
         {
             "status": status,
             "applied": sum(r.status == "applied" for r in results),

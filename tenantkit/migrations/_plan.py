@@ -10,6 +10,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 
 from ..core.names import validate_schema_name
+from ..core.storage import tables
 from ..errors import RegistryNotInstalled
 from ._apply import check_checksums
 from ._loader import MigrationSet
@@ -41,10 +42,10 @@ def _query(
         ).format(tenant_schemas.select(shared))
     elif registry:
         tenants = sql.SQL(
-            "select t.schema, 'tenant', 1 from {}.tenantkit_tenants t "
+            "select t.schema, 'tenant', 1 from {tenants} t "
             "where %(tenants)s and t.state <> 'dropping' and t.schema <> %(shared)s "
             "and (%(only)s::text[] is null or t.schema = any(%(only)s::text[]))"
-        ).format(sql.Identifier(shared))
+        ).format(**tables(shared))
     else:
         tenants = sql.SQL("select null::text, null, 1 where false")
     return sql.SQL(
@@ -53,7 +54,7 @@ def _query(
             select %(shared)s::text, 'shared', 0 where %(want_shared)s
             union all {tenants}
             union all
-            select s.schema, 'spare', 2 from {shared}.tenantkit_spares s
+            select s.schema, 'spare', 2 from {spares} s
             where %(tenants)s and %(only)s::text[] is null
             union all
             select %(template)s::text, 'template', 3 where %(tenants)s and %(only)s::text[] is null
@@ -64,10 +65,10 @@ def _query(
                m.applied, m.checksums, m.schema is not null
         from targets t
         join pg_namespace n on n.nspname = t.schema
-        left join {shared}.tenantkit_migration_state m on m.schema = t.schema
+        left join {state} m on m.schema = t.schema
         order by t.ord, t.schema
         """
-    ).format(tenants=tenants, shared=sql.Identifier(shared))
+    ).format(tenants=tenants, spares=tables(shared)["spares"], state=tables(shared)["state"])
 
 
 def build_plan(
@@ -102,7 +103,7 @@ def build_plan(
         ensure_shared_tables(conn, target.shared_schema)
         registry = conn.execute(
             "select to_regclass(%s) is not null",
-            (sql.Identifier(target.shared_schema, "tenantkit_tenants").as_string(conn),),
+            (tables(target.shared_schema)["tenants"].as_string(conn),),
         ).fetchone()
         has_registry = bool(registry and registry[0])
         if not has_registry and tenants and target.tenant_schemas is None:

@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 import psycopg
 from psycopg import sql
 
+from ..core.storage import tables
 from ._apply import INTERRUPTED, behind_pooler, pooler_error
 from ._executors import ProcessExecutor, ThreadExecutor, connect
 from ._journal import RunOwner, RunStatus, finish_run, start_run
@@ -313,10 +314,9 @@ class _Run:
         rows (written in the same transaction as their history)."""
         try:
             rows = self._connection().execute(
-                sql.SQL(
-                    "select schema, applied from {}.tenantkit_migration_state "
-                    "where schema = any(%s)"
-                ).format(sql.Identifier(self.target.shared_schema)),
+                sql.SQL("select schema, applied from {state} where schema = any(%s)").format(
+                    **tables(self.target.shared_schema)
+                ),
                 ([e.schema for e in entries],),
             )
             applied = {r[0]: set(r[1]) for r in rows}

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
+from ..core.storage import TEMPLATE_PREFIX, bookkeeping_ddl, history_ddl
+
 if TYPE_CHECKING:
     from ._source import MigrationSource
     from ._source import TenantSchemas as _TenantSchemas
 
 __all__ = [
     "LOCK_NAMESPACE",
-    "TRACKING_DDL",
     "Target",
     "ensure_shared_tables",
     "ensure_tracking_table",
@@ -51,7 +52,7 @@ def schema_lock_key(schema: str) -> int:
 
 def template_schema_name(shared_schema: str) -> str:
     """Name of the template schema kept at the tenant-migration head for ``shared_schema``."""
-    return "_tenantkit_template_" + hashlib.sha1(shared_schema.encode()).hexdigest()[:8]
+    return TEMPLATE_PREFIX + hashlib.sha1(shared_schema.encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True)
@@ -106,59 +107,9 @@ def resolve(tenancy: Any, migrations: Any = None) -> Target:
     return Target(str(conninfo), str(tenancy.shared_schema), chosen, schemas)
 
 
-#: DDL of the per-schema history table (``{schema}`` is an identifier placeholder).
-TRACKING_DDL = """
-create table if not exists {schema}.tenantkit_migrations (
-    id text primary key,
-    checksum text not null,
-    applied_at timestamptz not null default now(),
-    duration_ms double precision
-)
-"""
-
-_SHARED_DDL = """
-create table if not exists {shared}.tenantkit_migration_state (
-    schema text primary key,
-    kind text not null,
-    applied text[] not null default '{{}}',
-    checksums text[] not null default '{{}}',
-    digest text not null,
-    updated_at timestamptz not null default now()
-);
-create table if not exists {shared}.tenantkit_migration_runs (
-    id bigint generated always as identity primary key,
-    started_at timestamptz not null default now(),
-    finished_at timestamptz,
-    status text not null default 'running',
-    backend_pid integer not null default pg_backend_pid(),
-    total integer not null default 0,
-    applied integer not null default 0,
-    failed integer not null default 0,
-    resumed_from bigint,
-    alive_until timestamptz
-);
--- Databases set up by earlier development versions have the table without it.
-alter table {shared}.tenantkit_migration_runs add column if not exists alive_until timestamptz;
-create table if not exists {shared}.tenantkit_migration_journal (
-    run_id bigint not null,
-    schema text not null,
-    status text not null,
-    migrations text[] not null default '{{}}',
-    error text,
-    duration_ms double precision,
-    at timestamptz not null default now(),
-    primary key (run_id, schema)
-);
-create table if not exists {shared}.tenantkit_spares (
-    schema text primary key,
-    created_at timestamptz not null default now()
-);
-"""
-
-
 def ensure_tracking_table(conn: psycopg.Connection[Any], schema: str) -> None:
-    """Create ``<schema>.tenantkit_migrations`` when missing (call inside a transaction)."""
-    conn.execute(sql.SQL(TRACKING_DDL).format(schema=sql.Identifier(schema)))
+    """Create the schema's history table when missing (call inside a transaction)."""
+    conn.execute(history_ddl(schema))
 
 
 def ensure_shared_tables(conn: psycopg.Connection[Any], shared_schema: str) -> None:
@@ -172,5 +123,5 @@ def ensure_shared_tables(conn: psycopg.Connection[Any], shared_schema: str) -> N
         conn.execute(
             sql.SQL("create schema if not exists {}").format(sql.Identifier(shared_schema))
         )
-        conn.execute(sql.SQL(_SHARED_DDL).format(shared=sql.Identifier(shared_schema)))
+        conn.execute(bookkeeping_ddl(shared_schema))
         ensure_tracking_table(conn, shared_schema)

@@ -23,12 +23,17 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..core.storage import HISTORY_TABLE, MIGRATION_STATE_TABLE, SPARE_PREFIX, tables
+from ..core.storage import (
+    HISTORY_TABLE,
+    MIGRATION_STATE_TABLE,
+    SPARE_PREFIX,
+    history_ddl,
+    tables,
+)
 from ..errors import MigrationError, SchemaNotEmpty, SchemaNotFound
 from ..migrations._apply import apply_schema, record_sql, search_path_value, state_digest
 from ..migrations._loader import MigrationSet, load_migrations
 from ..migrations._tracking import (
-    TRACKING_DDL,
     Target,
     ensure_shared_tables,
     ensure_tracking_table,
@@ -124,9 +129,14 @@ class Template:
         with psycopg.connect(self.target.conninfo, autocommit=True) as conn:
             return self.script(conn, head)
 
-    def clone_message(self, ctx: Any, schema: str, script: CloneScript) -> bytes:
+    def clone_message(
+        self, ctx: Any, schema: str, script: CloneScript, mset: MigrationSet | None = None
+    ) -> bytes:
         """One message creating ``schema`` as a copy of the template, its history rows and
-        summary row included (``ctx``: a sync or async connection, for quoting)."""
+        summary row included, and the migration source's own history (its ``after_schema``
+        SQL: ``alembic_version``, ``django_migrations``), since a clone copies no rows
+        (``ctx``: a sync or async connection, for quoting; ``mset``: the migrations at the
+        head, loaded again when not given)."""
         tail = sql.SQL(
             "insert into {dst} select * from {src};\n"
             "insert into {state} "
@@ -145,12 +155,22 @@ class Template:
         )
         create = sql.SQL("create schema {}").format(sql.Identifier(schema)).as_string(ctx)
         body = script.render(ctx, schema) if script.statements else b""
-        return b";\n".join([create.encode(), body, tail.as_string(ctx).encode()])
+        parts = [create.encode(), body, tail.as_string(ctx).encode()]
+        hook = _source_history(mset if mset is not None else self.migrations(), schema)
+        if hook is not None:
+            parts.append(hook.as_string(ctx).encode())
+        return b";\n".join(parts)
 
-    def clone_into(self, conn: psycopg.Connection[Any], schema: str, head: str) -> None:
+    def clone_into(
+        self,
+        conn: psycopg.Connection[Any],
+        schema: str,
+        head: str,
+        mset: MigrationSet | None = None,
+    ) -> None:
         """Create ``schema`` as a copy of the (current) template on ``conn``, in one message
         (inside the caller's transaction)."""
-        conn.execute(self.clone_message(conn, schema, self.script(conn, head)))
+        conn.execute(self.clone_message(conn, schema, self.script(conn, head), mset))
 
     def drop(self) -> None:
         """Drop the template schema and its summary row."""
@@ -202,12 +222,13 @@ class Spares:
         if missing <= 0:
             return 0
         self.template.ensure()
-        head = self.template.migrations().digest("tenant")
+        mset = self.template.migrations()
+        head = mset.digest("tenant")
         with psycopg.connect(self.target.conninfo, autocommit=True) as conn:
             for _ in range(missing):
                 name = SPARE_PREFIX + secrets.token_hex(8)
                 with conn.transaction():
-                    self.template.clone_into(conn, name, head)
+                    self.template.clone_into(conn, name, head, mset)
                     conn.execute(
                         sql.SQL("insert into {} (schema) values (%s)").format(self._table()),
                         (name,),
@@ -429,7 +450,7 @@ class MigrationProvisioner:
         if self.use_template and template_ok:
             try:
                 with conn.transaction():
-                    tpl.clone_into(conn, schema, head)
+                    tpl.clone_into(conn, schema, head, mset)
                 self.last_path = "template"
                 return
             except CloneError:
@@ -473,6 +494,9 @@ class MigrationProvisioner:
                         migration=m.id,
                     ) from exc
             conn.execute(record_sql(schema, shared), _record_params(schema, mset, durs))
+            hook = _source_history(mset, schema)
+            if hook is not None:
+                conn.execute(hook.as_string(conn).encode())
             if old is not None:
                 # Give the caller its search_path back (set_config(..., true) lasts until the
                 # end of the whole transaction, not just this savepoint).
@@ -524,7 +548,7 @@ class MigrationProvisioner:
                 script = None
             if script is not None:
                 async with conn.transaction():
-                    await conn.execute(tpl.clone_message(conn, schema, script))
+                    await conn.execute(tpl.clone_message(conn, schema, script, mset))
                 self.last_path = "template"
                 return
         if any(m.sql is None for m in mset.tenant):
@@ -547,7 +571,7 @@ class MigrationProvisioner:
             old = await cur.fetchone()
             path = search_path_value(conn, schema, shared)
             await conn.execute("select set_config('search_path', %s, true)", (path,))
-            await conn.execute(sql.SQL(TRACKING_DDL).format(schema=sql.Identifier(schema)))
+            await conn.execute(history_ddl(schema))
             durs: list[float] = []
             for m in mset.tenant:
                 assert m.sql is not None
@@ -563,8 +587,18 @@ class MigrationProvisioner:
                         migration=m.id,
                     ) from exc
             await conn.execute(record_sql(schema, shared), _record_params(schema, mset, durs))
+            hook = _source_history(mset, schema)
+            if hook is not None:
+                await conn.execute(hook.as_string(conn).encode())
             if old is not None:
                 await conn.execute("select set_config('search_path', %s, true)", (old[0],))
+
+
+def _source_history(mset: MigrationSet, schema: str) -> sql.Composable | None:
+    """The migration source's ``after_schema`` SQL for a new tenant ``schema`` that has every
+    tenant migration (None for tenantkit's own files, which keep no other history)."""
+    ids = [m.id for m in mset.tenant]
+    return mset.after_sql("tenant", schema, ids, ids)
 
 
 def _record_params(schema: str, mset: MigrationSet, durs: list[float]) -> dict[str, Any]:

@@ -267,7 +267,7 @@ def test_killed_halfway_then_rerun_resumes(
 def test_new_tenants_start_at_the_alembic_head(
     tenancy: Tenancy, conn: psycopg.Connection[Any]
 ) -> None:
-    tenancy.migration_source = AlembicSource(SHOP, revision="c3")  # type: ignore[attr-defined]
+    tenancy.migration_source = AlembicSource(SHOP, revision="c3")
     tenancy.provisioner = MigrationProvisioner(tenancy)
     first = tenancy.create_tenant(f"{tenancy.shared_schema}_new1")
     assert tenancy.provisioner.last_path == "migrations"  # no template yet: replayed
@@ -281,7 +281,7 @@ def test_new_tenants_start_at_the_alembic_head(
     replayed = structure(conn, first.schema)
 
     def tables_only(found: dict[str, str]) -> dict[str, str]:
-        # alembic_version is the provisioner's business: see the xfail below.
+        # alembic_version is checked by test_new_tenants_carry_alembic_version.
         return {k: v for k, v in found.items() if "alembic_version" not in k}
 
     assert tables_only(replayed) == tables_only(expected)
@@ -292,13 +292,8 @@ def test_new_tenants_start_at_the_alembic_head(
     assert plan(tenancy).is_empty
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="provisioning does not call the source's after_schema hook yet (replay and clone "
-    "paths): the change is in the alembic helper's report",
-)
 def test_new_tenants_carry_alembic_version(tenancy: Tenancy, conn: psycopg.Connection[Any]) -> None:
-    tenancy.migration_source = AlembicSource(SHOP, revision="c3")  # type: ignore[attr-defined]
+    tenancy.migration_source = AlembicSource(SHOP, revision="c3")
     tenancy.provisioner = MigrationProvisioner(tenancy)
     replayed = tenancy.create_tenant(f"{tenancy.shared_schema}_v1")
     Template(tenancy).ensure()

@@ -1,0 +1,1 @@
+"""Management commands of ``tenantkit.django`` (django-tenants' names and options)."""

@@ -1,0 +1,280 @@
+"""``manage.py migrate_schemas``: Django migrations of the public and tenant schemas on
+tenantkit's engine.
+
+Options are django-tenants': ``--shared``, ``--tenant``, ``-s/--schema``, ``--executor
+standard|multiprocessing|threads`` (tenantkit's sequential, processes and threads executors,
+``TENANT_MULTIPROCESSING_MAX_PROCESSES`` workers taking ``TENANT_MULTIPROCESSING_CHUNKS``
+schemas at a time), ``--fake``, ``--plan``, ``--check``, ``--database``, ``--noinput``.
+What is pending where is planned in one query; each schema migrates in one transaction under
+its lock, with a journal, so a killed run resumes; a failing tenant never stops the others and
+the command exits non-zero at the end naming it. See docs/django-migrations.md.
+
+``app_label [migration_name]`` (a target, e.g. ``zero`` to unapply) runs Django's own
+``migrate`` in each schema (the slow path), then brings tenantkit's books in line with the
+``django_migrations`` table it left.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from django.core.management.base import CommandError
+from django.core.management.sql import emit_post_migrate_signal
+from django.db.migrations.autodetector import MigrationAutodetector
+
+from .... import migrations as engine
+from ..._names import is_valid_schema_name
+from ...conf import tenant_settings
+from ...signals import schema_migrated
+from ...utils import schema_context, schema_exists
+from . import SyncCommon
+
+__all__ = ["Command", "MigrateSchemasCommand"]
+
+_EXECUTORS: dict[str | None, engine.ExecutorName] = {
+    None: "sequential",
+    "standard": "sequential",
+    "multiprocessing": "processes",
+    "threads": "threads",
+}
+
+
+class MigrateSchemasCommand(SyncCommon):
+    """Migrate the public schema, then every tenant schema, on tenantkit's engine."""
+
+    help = "Updates database schemas (public and tenants) on tenantkit's migration engine."
+    requires_system_checks: list[str] = []
+    #: Django's check that ``migrate`` and ``makemigrations`` agree reads this.
+    autodetector = MigrationAutodetector
+
+    def add_arguments(self, parser: Any) -> None:
+        """django-tenants' options, plus ``--fail-fast``."""
+        super().add_arguments(parser)
+        parser.add_argument("app_label", nargs="?", help="App label of an application.")
+        parser.add_argument(
+            "migration_name", nargs="?", help='Target migration ("zero" unapplies all).'
+        )
+        parser.add_argument("--noinput", "--no-input", action="store_false", dest="interactive")
+        parser.add_argument("--no-initial-data", action="store_false", dest="load_initial_data")
+        parser.add_argument("--database", default=None, help="The tenants' database alias.")
+        parser.add_argument(
+            "--fake", action="store_true", help="Record the migrations without running them."
+        )
+        parser.add_argument("--fake-initial", action="store_true")
+        parser.add_argument(
+            "--plan", action="store_true", help="Show what would be applied where, and stop."
+        )
+        parser.add_argument(
+            "--check",
+            action="store_true",
+            dest="check_unapplied",
+            help="Exit with a non-zero status when migrations are pending.",
+        )
+        parser.add_argument("--run-syncdb", action="store_true")
+        parser.add_argument("--prune", action="store_true")
+        parser.add_argument("--parallel", type=int, default=None)
+        parser.add_argument(
+            "--fail-fast",
+            action="store_true",
+            help="Stop starting schemas after the first failure (tenantkit).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        """Plan, adopt what Django already applied, migrate, report."""
+        conf = tenant_settings()
+        public = conf.public_schema_name
+        schema = options.get("schema_name")
+        sync_shared = bool(options.get("shared"))
+        sync_tenant = bool(options.get("tenant"))
+        if schema:
+            if sync_shared:
+                raise CommandError("schema should only be used with the --tenant switch.")
+            if not is_valid_schema_name(schema):
+                raise CommandError(f"invalid schema name {schema!r}")
+            if schema == public:
+                sync_shared = True
+            else:
+                sync_tenant = True
+                if not schema_exists(schema, options.get("database")):
+                    raise CommandError(f'Schema "{schema}" does not exist')
+        elif not sync_shared and not sync_tenant:
+            sync_shared = sync_tenant = True
+        self.verbosity = int(options.get("verbosity", 1))
+        if options.get("app_label") or any(
+            options.get(o) for o in ("fake_initial", "run_syncdb", "prune")
+        ):
+            self._django_path(sync_shared, sync_tenant, schema, options)
+            return
+        self._engine_path(sync_shared, sync_tenant, schema, options)
+
+    # -- the engine ---------------------------------------------------------------------
+
+    def _engine_path(
+        self, shared: bool, tenants: bool, schema: str | None, options: dict[str, Any]
+    ) -> None:
+        from ..._engine import adopt, engine_target, tenant_table_exists
+
+        conf = tenant_settings()
+        database = options.get("database") or conf.db_alias
+        if not tenant_table_exists(database):
+            # A new project: the tenant table comes with the shared migrations.
+            if not shared:
+                raise CommandError(
+                    "the tenant table does not exist yet: run migrate_schemas --shared first"
+                )
+            if tenants:
+                self._engine_path(True, False, None, options)
+                self._engine_path(False, True, schema, options)
+                return
+        target = engine_target(
+            database,
+            fake=bool(options.get("fake")),
+            has_tenant_table=tenant_table_exists(database),
+        )
+        only = [schema] if schema and schema != conf.public_schema_name else None
+        try:
+            the_plan = engine.plan(target, shared=shared, tenants=tenants, schemas=only)
+            if adopt(target, the_plan.pending):
+                the_plan = engine.plan(target, shared=shared, tenants=tenants, schemas=only)
+        except Exception as exc:
+            raise CommandError(f"planning failed: {exc}") from exc
+        if options.get("plan"):
+            self._show_plan(the_plan)
+            return
+        if options.get("check_unapplied"):
+            if not the_plan.is_empty:
+                self._show_plan(the_plan)
+                sys.exit(1)
+            return
+        executor = _EXECUTORS[options.get("executor")]
+        jobs = 1 if executor == "sequential" else max(1, conf.multiprocessing_max_processes)
+        chunk = conf.multiprocessing_chunks if executor == "processes" else None
+        if self.verbosity >= 1:
+            pending = the_plan.pending
+            self.stdout.write(
+                self.style.NOTICE(
+                    f"=== {len(pending)} of {len(the_plan.entries)} schemas to migrate "
+                    f"({executor}, {jobs} worker{'s' if jobs > 1 else ''})"
+                )
+            )
+        try:
+            report = engine.migrate(
+                target,
+                shared=shared,
+                tenants=tenants,
+                schemas=only,
+                jobs=jobs,
+                executor=executor,
+                chunk_size=chunk,
+                fail_fast=bool(options.get("fail_fast")),
+                progress=self._progress,
+            )
+        except engine.MigrationInterrupted as exc:
+            raise CommandError(f"{exc}; run migrate_schemas again to resume") from exc
+        except Exception as exc:
+            raise CommandError(f"migration failed: {exc}") from exc
+        self._after(report, options, database)
+        if report.failed or report.skipped:
+            lines = [
+                f"  {r.schema}: {r.migration or ''} {r.error or r.status}".rstrip()
+                for r in (*report.failed, *report.skipped)
+            ]
+            raise CommandError(
+                f"{len(report.failed)} schema(s) failed, {len(report.skipped)} skipped:\n"
+                + "\n".join(lines)
+            )
+        if self.verbosity >= 1:
+            counts = report.counts()
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"=== done in {report.duration:.2f}s: {counts['applied']} migrated, "
+                    f"{counts['current']} already current"
+                )
+            )
+
+    def _progress(self, event: engine.ProgressEvent) -> None:
+        r = event.result
+        if self.verbosity >= 2 or (self.verbosity >= 1 and r.status != "current"):
+            line = f"[{event.done}/{event.total}] {r.schema}: {r.status}"
+            if r.applied:
+                line += f" ({len(r.applied)} migration{'s' if len(r.applied) > 1 else ''})"
+            if r.error:
+                line += f": {r.migration or ''} {r.error}"
+            style = self.style.ERROR if r.status == "failed" else self.style.MIGRATE_LABEL
+            self.stdout.write(style(line))
+
+    def _show_plan(self, the_plan: engine.Plan) -> None:
+        if the_plan.is_empty:
+            self.stdout.write("  No planned migration operations.")
+            return
+        for entry in the_plan.pending:
+            self.stdout.write(self.style.MIGRATE_HEADING(f"{entry.schema} ({entry.kind}):"))
+            for mid in entry.pending:
+                self.stdout.write(f"  {mid}")
+
+    def _after(self, report: engine.MigrationReport, options: dict[str, Any], db: str) -> None:
+        """Django's ``post_migrate`` where migrations ran (content types, permissions...),
+        and ``schema_migrated``, each with the schema current (as Django's ``migrate`` and
+        django-tenants do after each schema)."""
+        public = tenant_settings().public_schema_name
+        for r in report.results:
+            if r.kind not in ("shared", "tenant"):
+                continue
+            if r.status != "applied" and r.kind != "shared":
+                continue
+            with schema_context(r.schema if r.kind == "tenant" else public):
+                emit_post_migrate_signal(
+                    max(0, self.verbosity - 1), options.get("interactive", False), db
+                )
+            if r.status == "applied":
+                schema_migrated.send(sender=MigrateSchemasCommand, schema_name=r.schema)
+
+    # -- Django's own path (a target) ----------------------------------------------------
+
+    def _django_path(
+        self, shared: bool, tenants: bool, schema: str | None, options: dict[str, Any]
+    ) -> None:
+        from django.core.management import call_command
+        from django.core.management.commands.migrate import Command as DjangoMigrate
+
+        from ..._engine import resync
+        from ...utils import get_tenant_model
+
+        conf = tenant_settings()
+        database = options.get("database") or conf.db_alias
+        names: list[str] = []
+        if shared:
+            names.append(conf.public_schema_name)
+        if tenants:
+            if schema and schema != conf.public_schema_name:
+                names.append(schema)
+            else:
+                names.extend(
+                    get_tenant_model()
+                    ._default_manager.exclude(schema_name=conf.public_schema_name)
+                    .values_list("schema_name", flat=True)
+                )
+        args = [a for a in (options.get("app_label"), options.get("migration_name")) if a]
+        passed = {
+            k: options[k]
+            for k in ("fake", "fake_initial", "run_syncdb", "prune", "verbosity")
+            if k in options
+        }
+        failed: list[str] = []
+        for name in names:
+            if self.verbosity >= 1:
+                self.stdout.write(self.style.NOTICE(f"=== Running migrate for schema {name}"))
+            try:
+                with schema_context(name):
+                    call_command(
+                        DjangoMigrate(), *args, database=database, interactive=False, **passed
+                    )
+                resync(database, name)
+            except Exception as exc:
+                failed.append(f"  {name}: {exc}")
+        if failed:
+            raise CommandError(f"{len(failed)} schema(s) failed:\n" + "\n".join(failed))
+
+
+Command = MigrateSchemasCommand

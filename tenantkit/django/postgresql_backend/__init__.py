@@ -1,0 +1,1 @@
+"""The database backend: ``ENGINE: "tenantkit.django.postgresql_backend"``."""

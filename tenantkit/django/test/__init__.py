@@ -1,0 +1,1 @@
+"""Test helpers (django-tenants' ``test`` package): ``cases`` and ``client``."""

@@ -1,0 +1,1 @@
+"""A small django-tenants style project running on tenantkit.django (tests, benchmarks)."""
