@@ -17,6 +17,22 @@ attribute of this module is first used, so importing ``pytest_pgtenants`` never 
       with tenant_context(acme):
           order = OrderFactory()        # a dict of the inserted row (RETURNING *)
       OrderFactory(_tenant=globex)
+
+* :class:`DjangoTenantFactory` - for Django projects (django-tenants or tenantkit.django, with
+  ``pytest_pgtenants._django`` loaded): a saved ``TENANT_MODEL`` instance on a fresh, migrated
+  schema, made by the running test like ``django_tenant_factory``'s (so it is undone after
+  the test). Subclass it to set your tenant model's fields::
+
+      class ClientFactory(DjangoTenantFactory):
+          class Meta:
+              model = Client                 # the project's TENANT_MODEL
+          name = factory.Sequence(lambda n: f"Client {n}")
+
+      acme = ClientFactory(schema_name="acme", domains=["acme.example.test"])
+
+  ``domains`` (default: ``<schema>.example.test``) become the tenant's domains, the first one
+  primary. ``.build()`` returns an unsaved instance. Django is imported only when this class
+  is first used.
 """
 
 from __future__ import annotations
@@ -25,9 +41,15 @@ from typing import Any
 
 from ._extras import require
 
-__all__ = ["DomainFactory", "TenantFactory", "TenantRowFactory"]  # noqa: F822 (module __getattr__)
+__all__ = [  # noqa: F822 (module __getattr__)
+    "DjangoTenantFactory",
+    "DomainFactory",
+    "TenantFactory",
+    "TenantRowFactory",
+]
 
 _BUILT: dict[str, Any] = {}
+_BUILT_DJANGO: dict[str, Any] = {}
 
 
 def _build() -> dict[str, Any]:
@@ -130,7 +152,61 @@ def _build() -> dict[str, Any]:
     return _BUILT
 
 
+def _build_django() -> dict[str, Any]:
+    if _BUILT_DJANGO:
+        return _BUILT_DJANGO
+    factory = require("factory")
+    import uuid
+
+    from django.apps import apps
+
+    from ._django import current_django_scope
+    from ._django_backend import detect_backend
+
+    if not apps.ready:
+        raise RuntimeError(
+            "DjangoTenantFactory needs Django set up (pytest-django does it when "
+            "DJANGO_SETTINGS_MODULE is configured); import it from test modules or conftest.py"
+        )
+    tenant_model = detect_backend().tenant_model()
+
+    class DjangoTenantFactory(factory.Factory):  # type: ignore[misc,name-defined]
+        """A Django tenant made by the running test (undone after it), see the module doc."""
+
+        class Meta:
+            model = tenant_model
+
+        schema_name = factory.LazyFunction(lambda: f"t{uuid.uuid4().hex[:16]}")
+        domains = None
+
+        @classmethod
+        def _create(cls, model_class: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                concrete = model_class._meta.concrete_model
+            except AttributeError:  # not a Django model
+                concrete = None
+            if concrete is not tenant_model._meta.concrete_model:
+                raise TypeError(
+                    f"{cls.__name__}.Meta.model is {model_class!r}, but the project's "
+                    f"TENANT_MODEL is {tenant_model!r}: only tenants of that model can be made"
+                )
+            scope = current_django_scope()
+            domains = kwargs.pop("domains", None)
+            schema = kwargs.pop("schema_name")
+            return scope.create(schema, domains, **kwargs)
+
+        @classmethod
+        def _build(cls, model_class: Any, *args: Any, **kwargs: Any) -> Any:
+            kwargs.pop("domains", None)
+            return model_class(**kwargs)
+
+    _BUILT_DJANGO.update(DjangoTenantFactory=DjangoTenantFactory)
+    return _BUILT_DJANGO
+
+
 def __getattr__(name: str) -> Any:
+    if name == "DjangoTenantFactory":
+        return _build_django()[name]
     if name in __all__:
         return _build()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

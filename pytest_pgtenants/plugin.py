@@ -54,18 +54,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 #: Fixture modules of the integrations: (module, what must be importable for it).
-_INTEGRATIONS = (("_sqlalchemy", "sqlalchemy"),)
+_INTEGRATIONS = (("_sqlalchemy", ("sqlalchemy",)), ("_django", ("django", "pytest_django")))
 
 
 def _register_integrations(config: pytest.Config) -> None:
-    """Register the fixtures of each integration whose library is installed (imported only
-    then, so a project without SQLAlchemy pays nothing)."""
+    """Register the fixtures of each integration whose libraries are installed (imported only
+    then, so a project without SQLAlchemy or Django pays nothing). Registered after the core
+    plugin: the Django module's ``tenants`` marker handling and ``assert_tenants_isolated``
+    extend the core's, and fall back to them outside Django tests."""
     import importlib
     import importlib.util
 
     for name, needs in _INTEGRATIONS:
-        if importlib.util.find_spec(needs) is None:
+        if any(importlib.util.find_spec(n) is None for n in needs):
             continue
+        if name == "_django" and not config.pluginmanager.has_plugin("django"):
+            continue  # pytest-django switched off (-p no:django)
         module = importlib.import_module(f"pytest_pgtenants.{name}")
         if config.pluginmanager.is_registered(module):
             continue

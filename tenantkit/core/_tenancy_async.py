@@ -215,7 +215,7 @@ class AsyncTenancy(_TenancyBase):
             raise TypeError("AsyncTenancy() takes a conninfo or pool=, exactly one of them")
         self._own_pool = False
         self._opened = False
-        self._provisioner: Any = None
+        self._provisioner: AsyncProvisioner | None = None
         self.pool: AsyncConnectionPool[Any] | None = pool
         if pool is not None:
             if not issubclass(pool.connection_class, _TenantState):
@@ -259,7 +259,7 @@ class AsyncTenancy(_TenancyBase):
 
     # -- provisioning -------------------------------------------------------------------
     @property
-    def provisioner(self) -> Any:
+    def provisioner(self) -> AsyncProvisioner:
         """Object with ``provision(conn, schema)``; called inside ``create_tenant``'s transaction.
 
         Default: :class:`AsyncSchemaProvisioner`, or
@@ -277,7 +277,7 @@ class AsyncTenancy(_TenancyBase):
         return self._provisioner
 
     @provisioner.setter
-    def provisioner(self, value: Any) -> None:
+    def provisioner(self, value: AsyncProvisioner) -> None:
         self._provisioner = value
 
     # -- connections --------------------------------------------------------------------

@@ -208,7 +208,7 @@ class Tenancy(_TenancyBase):
             raise TypeError("Tenancy() takes a conninfo or pool=, exactly one of them")
         self._own_pool = False
         self._opened = False
-        self._provisioner: Any = None
+        self._provisioner: Provisioner | None = None
         self.pool: ConnectionPool[Any] | None = pool
         if pool is not None:
             if not issubclass(pool.connection_class, _TenantState):
@@ -243,7 +243,7 @@ class Tenancy(_TenancyBase):
     # -- provisioning -------------------------------------------------------------------
 
     @property
-    def provisioner(self) -> Any:
+    def provisioner(self) -> Provisioner:
         """Object with ``provision(conn, schema)``; called inside ``create_tenant``'s transaction.
 
         Default: :class:`SchemaProvisioner`, or
@@ -261,7 +261,7 @@ class Tenancy(_TenancyBase):
         return self._provisioner
 
     @provisioner.setter
-    def provisioner(self, value: Any) -> None:
+    def provisioner(self, value: Provisioner) -> None:
         self._provisioner = value
 
     # -- connections --------------------------------------------------------------------

@@ -17,6 +17,7 @@ the command exits non-zero at the end naming it. See docs/django-migrations.md.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import CommandError
@@ -105,6 +106,11 @@ class MigrateSchemasCommand(SyncCommon):
             options.get(o) for o in ("fake_initial", "run_syncdb", "prune")
         ):
             self._django_path(sync_shared, sync_tenant, schema, options)
+            return
+        if schema and schema != public and not _is_tenant(schema, options.get("database")):
+            # A schema no tenant row names (a template, a scratch schema): the engine plans
+            # over the tenant table, so Django's executor migrates it, as django-tenants does.
+            self._django_path(False, True, schema, options)
             return
         self._engine_path(sync_shared, sync_tenant, schema, options)
 
@@ -243,26 +249,30 @@ class MigrateSchemasCommand(SyncCommon):
 
         conf = tenant_settings()
         database = options.get("database") or conf.db_alias
-        names: list[str] = []
-        if shared:
-            names.append(conf.public_schema_name)
-        if tenants:
-            if schema and schema != conf.public_schema_name:
-                names.append(schema)
-            else:
-                names.extend(
-                    get_tenant_model()
-                    ._default_manager.exclude(schema_name=conf.public_schema_name)
-                    .values_list("schema_name", flat=True)
-                )
         args = [a for a in (options.get("app_label"), options.get("migration_name")) if a]
         passed = {
             k: options[k]
             for k in ("fake", "fake_initial", "run_syncdb", "prune", "verbosity")
             if k in options
         }
+
+        def names() -> Iterator[str]:
+            # The public schema first: on a new database (Django's test database, with
+            # run_syncdb) its migrate creates the tenant table the tenant list comes from.
+            if shared:
+                yield conf.public_schema_name
+            if tenants:
+                if schema and schema != conf.public_schema_name:
+                    yield schema
+                else:
+                    yield from list(
+                        get_tenant_model()
+                        ._default_manager.exclude(schema_name=conf.public_schema_name)
+                        .values_list("schema_name", flat=True)
+                    )
+
         failed: list[str] = []
-        for name in names:
+        for name in names():
             if self.verbosity >= 1:
                 self.stdout.write(self.style.NOTICE(f"=== Running migrate for schema {name}"))
             try:
@@ -275,6 +285,19 @@ class MigrateSchemasCommand(SyncCommon):
                 failed.append(f"  {name}: {exc}")
         if failed:
             raise CommandError(f"{len(failed)} schema(s) failed:\n" + "\n".join(failed))
+
+
+def _is_tenant(schema: str, database: str | None) -> bool:
+    """True when a row of the tenant model names ``schema`` (False before the table exists)."""
+    from ..._engine import tenant_table_exists
+    from ...utils import get_tenant_model
+
+    conf = tenant_settings()
+    database = database or conf.db_alias
+    if not tenant_table_exists(database):
+        return False
+    manager = get_tenant_model()._default_manager.using(database)
+    return bool(manager.filter(schema_name=schema).exists())
 
 
 Command = MigrateSchemasCommand
