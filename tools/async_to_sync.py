@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULES: dict[str, str] = {
     "tenantkit/core/_schema_async.py": "tenantkit/core/_schema_sync.py",
     "tenantkit/core/_tenancy_async.py": "tenantkit/core/_tenancy_sync.py",
+    "tenantkit/provisioning/_provision_async.py": "tenantkit/provisioning/_provision_sync.py",
     "tests/tenantkit/test_schema_async.py": "tests/tenantkit/test_schema_sync.py",
     "tests/tenantkit/test_tenancy_async.py": "tests/tenantkit/test_tenancy_sync.py",
 }
@@ -74,6 +75,9 @@ NAMES: dict[str, str] = {
     "arename_schema": "rename_schema",
     "aschema_exists": "schema_exists",
     "ause_tenant": "use_tenant",
+    "aprovision_schema": "provision_schema",
+    "_aby_migrations": "_by_migrations",
+    "_provision_async": "_provision_sync",
     "atenancy": "tenancy",
     "atk": "tk",
     "_tenancy_async": "_tenancy_sync",

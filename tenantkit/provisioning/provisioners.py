@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
-import time
 from typing import Any
 
 import psycopg
@@ -27,20 +26,25 @@ from ..core.storage import (
     HISTORY_TABLE,
     MIGRATION_STATE_TABLE,
     SPARE_PREFIX,
-    history_ddl,
     tables,
 )
-from ..errors import MigrationError, SchemaNotEmpty, SchemaNotFound
-from ..migrations._apply import apply_schema, record_sql, search_path_value, state_digest
+from ..errors import MigrationError, SchemaNotFound
+from ..migrations._apply import apply_schema
 from ..migrations._loader import MigrationSet, load_migrations
 from ..migrations._tracking import (
     Target,
     ensure_shared_tables,
-    ensure_tracking_table,
     resolve,
     template_schema_name,
 )
-from .clone import CloneError, CloneScript, clone_schema, clone_script
+from ._paths import (
+    probe_query,
+    rename_message,
+    source_history,
+)
+from ._provision_async import aprovision_schema
+from ._provision_sync import provision_schema
+from .clone import CloneScript, clone_schema, clone_script
 
 __all__ = ["SPARE_PREFIX", "CloneProvisioner", "MigrationProvisioner", "Spares", "Template"]
 
@@ -156,7 +160,7 @@ class Template:
         create = sql.SQL("create schema {}").format(sql.Identifier(schema)).as_string(ctx)
         body = script.render(ctx, schema) if script.statements else b""
         parts = [create.encode(), body, tail.as_string(ctx).encode()]
-        hook = _source_history(mset if mset is not None else self.migrations(), schema)
+        hook = source_history(mset if mset is not None else self.migrations(), schema)
         if hook is not None:
             parts.append(hook.as_string(ctx).encode())
         return b";\n".join(parts)
@@ -324,35 +328,11 @@ class Spares:
         return len(rows)
 
 
-_CLAIM = """
-with pick as (
-    select sp.schema from {spares} sp
-    join {state} st on st.schema = sp.schema
-    where st.digest = %(head)s
-    order by sp.created_at limit 1
-    for update of sp skip locked
-), claimed as (
-    delete from {spares} s using pick where s.schema = pick.schema returning s.schema
-)
-select (select schema from claimed),
-       (select digest = %(head)s from {state} where schema = %(template)s)
-"""
-
-
-def _probe_query(shared: str, spares: bool) -> sql.Composed:
-    """Claim a spare (when ``spares``) and tell whether the template is current: one query."""
-    if spares:
-        return sql.SQL(_CLAIM).format(**tables(shared))
-    return sql.SQL(
-        "select null::text, (select digest = %(head)s from {state} where schema = %(template)s)"
-    ).format(**tables(shared))
-
-
 def _probe(
     conn: psycopg.Connection[Any], shared: str, head: str, spares: bool
 ) -> tuple[str | None, bool]:
     params = {"head": head, "template": template_schema_name(shared)}
-    row = conn.execute(_probe_query(shared, spares), params).fetchone()
+    row = conn.execute(probe_query(shared, spares), params).fetchone()
     assert row is not None
     return row[0], bool(row[1])
 
@@ -361,46 +341,8 @@ def _claim_row(conn: psycopg.Connection[Any], shared: str, head: str) -> str | N
     return _probe(conn, shared, head, True)[0]
 
 
-def _rename_message(ctx: Any, shared: str, spare: str, schema: str) -> bytes:
-    return (
-        sql.SQL(
-            "alter schema {old} rename to {new};\n"
-            "update {state} set schema = {new_lit}, kind = 'tenant', "
-            "updated_at = now() where schema = {old_lit}"
-        )
-        .format(
-            old=sql.Identifier(spare),
-            new=sql.Identifier(schema),
-            state=tables(shared)["state"],
-            new_lit=sql.Literal(schema),
-            old_lit=sql.Literal(spare),
-        )
-        .as_string(ctx)
-        .encode()
-    )
-
-
 def _rename_spare(conn: psycopg.Connection[Any], shared: str, spare: str, schema: str) -> None:
-    conn.execute(_rename_message(conn, shared, spare, schema))
-
-
-_EMPTY_CHECK = (
-    "select exists (select from pg_namespace where nspname = %s), "
-    "exists (select from pg_class c join pg_namespace n on n.oid = c.relnamespace "
-    "where n.nspname = %s)"
-)
-
-
-def _non_transactional_error(schema: str, template: str) -> MigrationError:
-    # A non-transactional migration cannot run inside the creating transaction, and building
-    # the template from here would wait for this very transaction (CREATE INDEX CONCURRENTLY
-    # waits for older snapshots): migrate() keeps the template current instead.
-    return MigrationError(
-        f"cannot provision {schema!r}: the tenant migrations include non-transactional ones "
-        f"and the template {template!r} is not at the head; run tenancy.migrate() (which "
-        "maintains the template) before creating tenants",
-        schema=schema,
-    )
+    conn.execute(rename_message(conn, shared, spare, schema))
 
 
 class MigrationProvisioner:
@@ -431,76 +373,17 @@ class MigrationProvisioner:
 
     def _provision(self, conn: psycopg.Connection[Any], schema: str) -> None:
         target = resolve(self.tenancy)
-        tpl = Template(self.tenancy)
         mset = load_migrations(target.migrations_dir)
         _ensure_ready(target)
-        self._drop_if_empty(conn, schema)
-        if not mset.tenant:
-            conn.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
-            self.last_path = "empty"
-            return
-        head = mset.digest("tenant")
-        spare, template_ok = _probe(conn, target.shared_schema, head, self.use_spares)
-        if spare is not None:
-            _rename_spare(conn, target.shared_schema, spare, schema)
-            self.last_path = "spare"
-            return
-        if not template_ok and not all(m.transactional for m in mset.tenant):
-            raise _non_transactional_error(schema, tpl.name)
-        if self.use_template and template_ok:
-            try:
-                with conn.transaction():
-                    tpl.clone_into(conn, schema, head, mset)
-                self.last_path = "template"
-                return
-            except CloneError:
-                pass  # e.g. partitioned tables: fall back to replaying the migrations
-        self._by_migrations(conn, target, mset, schema)
-        self.last_path = "migrations"
-
-    @staticmethod
-    def _drop_if_empty(conn: psycopg.Connection[Any], schema: str) -> None:
-        row = conn.execute(_EMPTY_CHECK, (schema, schema)).fetchone()
-        if row is None or not row[0]:
-            return
-        if row[1]:
-            raise SchemaNotEmpty(f"schema {schema!r} already holds objects; cannot provision it")
-        # The caller created it empty; the fast paths create (or rename into) it themselves.
-        conn.execute(sql.SQL("drop schema {}").format(sql.Identifier(schema)))
-
-    @staticmethod
-    def _by_migrations(
-        conn: psycopg.Connection[Any], target: Target, mset: MigrationSet, schema: str
-    ) -> None:
-        shared = target.shared_schema
-        with conn.transaction():
-            conn.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
-            old = conn.execute("select current_setting('search_path')").fetchone()
-            conn.execute(
-                "select set_config('search_path', %s, true)",
-                (search_path_value(conn, schema, shared),),
-            )
-            ensure_tracking_table(conn, schema)
-            durs: list[float] = []
-            for m in mset.tenant:
-                try:
-                    t = time.perf_counter()
-                    m.run(conn)
-                    durs.append((time.perf_counter() - t) * 1000)
-                except Exception as exc:
-                    raise MigrationError(
-                        f"migration {m.id!r} failed while provisioning {schema!r}: {exc}",
-                        schema=schema,
-                        migration=m.id,
-                    ) from exc
-            conn.execute(record_sql(schema, shared), _record_params(schema, mset, durs))
-            hook = _source_history(mset, schema)
-            if hook is not None:
-                conn.execute(hook.as_string(conn).encode())
-            if old is not None:
-                # Give the caller its search_path back (set_config(..., true) lasts until the
-                # end of the whole transaction, not just this savepoint).
-                conn.execute("select set_config('search_path', %s, true)", (old[0],))
+        self.last_path = provision_schema(
+            conn,
+            schema,
+            target=target,
+            template=Template(self.tenancy),
+            mset=mset,
+            spares=self.use_spares,
+            use_template=self.use_template,
+        )
 
     async def aprovision(self, conn: psycopg.AsyncConnection[Any], schema: str) -> None:
         """The async twin of :meth:`provision`.
@@ -509,111 +392,17 @@ class MigrationProvisioner:
         building the template when Python migrations need it) runs in a worker thread.
         """
         target = resolve(self.tenancy)
-        tpl = Template(self.tenancy)
         mset = load_migrations(target.migrations_dir)
         await asyncio.to_thread(_ensure_ready, target)
-        cur = await conn.execute(_EMPTY_CHECK, (schema, schema))
-        row = await cur.fetchone()
-        if row is not None and row[0]:
-            if row[1]:
-                raise SchemaNotEmpty(
-                    f"schema {schema!r} already holds objects; cannot provision it"
-                )
-            await conn.execute(sql.SQL("drop schema {}").format(sql.Identifier(schema)))
-        if not mset.tenant:
-            await conn.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
-            self.last_path = "empty"
-            return
-        head = mset.digest("tenant")
-        params = {"head": head, "template": tpl.name}
-        cur = await conn.execute(_probe_query(target.shared_schema, self.use_spares), params)
-        probe = await cur.fetchone()
-        assert probe is not None
-        spare, template_ok = probe[0], bool(probe[1])
-        if spare is not None:
-            await conn.execute(_rename_message(conn, target.shared_schema, spare, schema))
-            self.last_path = "spare"
-            return
-        if not template_ok and not all(m.transactional for m in mset.tenant):
-            raise _non_transactional_error(schema, tpl.name)
-        if self.use_template and not template_ok and any(m.sql is None for m in mset.tenant):
-            # upgrade(conn) functions take a sync connection: build the template with them
-            # (on its own connection, in a thread) and clone it.
-            await asyncio.to_thread(tpl.ensure)
-            template_ok = True
-        if self.use_template and template_ok:
-            try:
-                script = await asyncio.to_thread(tpl.script_standalone, head)
-            except CloneError:
-                script = None
-            if script is not None:
-                async with conn.transaction():
-                    await conn.execute(tpl.clone_message(conn, schema, script, mset))
-                self.last_path = "template"
-                return
-        if any(m.sql is None for m in mset.tenant):
-            raise MigrationError(
-                f"cannot provision {schema!r} on an async connection by migrations: Python "
-                "migrations need a sync connection; enable the template path",
-                schema=schema,
-            )
-        await self._aby_migrations(conn, target, mset, schema)
-        self.last_path = "migrations"
-
-    @staticmethod
-    async def _aby_migrations(
-        conn: psycopg.AsyncConnection[Any], target: Target, mset: MigrationSet, schema: str
-    ) -> None:
-        shared = target.shared_schema
-        async with conn.transaction():
-            await conn.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
-            cur = await conn.execute("select current_setting('search_path')")
-            old = await cur.fetchone()
-            path = search_path_value(conn, schema, shared)
-            await conn.execute("select set_config('search_path', %s, true)", (path,))
-            await conn.execute(history_ddl(schema))
-            durs: list[float] = []
-            for m in mset.tenant:
-                assert m.sql is not None
-                try:
-                    t = time.perf_counter()
-                    if m.sql.strip():
-                        await conn.execute(m.sql.encode())
-                    durs.append((time.perf_counter() - t) * 1000)
-                except Exception as exc:
-                    raise MigrationError(
-                        f"migration {m.id!r} failed while provisioning {schema!r}: {exc}",
-                        schema=schema,
-                        migration=m.id,
-                    ) from exc
-            await conn.execute(record_sql(schema, shared), _record_params(schema, mset, durs))
-            hook = _source_history(mset, schema)
-            if hook is not None:
-                await conn.execute(hook.as_string(conn).encode())
-            if old is not None:
-                await conn.execute("select set_config('search_path', %s, true)", (old[0],))
-
-
-def _source_history(mset: MigrationSet, schema: str) -> sql.Composable | None:
-    """The migration source's ``after_schema`` SQL for a new tenant ``schema`` that has every
-    tenant migration (None for tenantkit's own files, which keep no other history)."""
-    ids = [m.id for m in mset.tenant]
-    return mset.after_sql("tenant", schema, ids, ids)
-
-
-def _record_params(schema: str, mset: MigrationSet, durs: list[float]) -> dict[str, Any]:
-    """Parameters of :func:`record_sql` for a schema created with every tenant migration."""
-    ids = [m.id for m in mset.tenant]
-    return {
-        "ids": ids,
-        "sums": [m.checksum for m in mset.tenant],
-        "durs": durs,
-        "schema": schema,
-        "kind": "tenant",
-        "all_ids": ids,
-        "all_sums": [m.checksum for m in mset.tenant],
-        "digest": state_digest(ids, mset.tenant),
-    }
+        self.last_path = await aprovision_schema(
+            conn,
+            schema,
+            target=target,
+            template=Template(self.tenancy),
+            mset=mset,
+            spares=self.use_spares,
+            use_template=self.use_template,
+        )
 
 
 class CloneProvisioner:
