@@ -35,6 +35,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Run as a script, this folder is sys.path[0], where benchmarks/django.py would shadow Django.
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
 SIDES = ("plain", "tenantkit", "django-tenants")
 PACKAGE = {"tenantkit": "tenantkit.django", "django-tenants": "django_tenants"}
 

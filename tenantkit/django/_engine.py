@@ -150,15 +150,30 @@ def conninfo_for(database: str) -> str:
 
 
 def engine_target(
-    database: str | None = None, *, fake: bool = False, has_tenant_table: bool = True
+    database: str | None = None,
+    *,
+    fake: bool = False,
+    has_tenant_table: bool = True,
+    collect: frozenset[tuple[str, str]] | None = None,
 ) -> EngineTarget:
-    """The duck-typed tenancy :func:`tenantkit.migrations.migrate` takes for this project."""
+    """The duck-typed tenancy :func:`tenantkit.migrations.migrate` takes for this project.
+
+    ``collect`` limits SQL rendering to those ``(kind, id)`` pairs (see
+    :attr:`DjangoMigrationSource.collect`); None renders every migration.
+    """
     database = database or tenant_settings().db_alias
     return EngineTarget(
         conninfo_for(database),
         tenant_settings().public_schema_name,
-        DjangoMigrationSource(database, fake=fake, has_tenant_table=has_tenant_table),
+        DjangoMigrationSource(
+            database, fake=fake, has_tenant_table=has_tenant_table, collect=collect
+        ),
     )
+
+
+def pending_pairs(entries: Sequence[Any]) -> frozenset[tuple[str, str]]:
+    """The ``(kind, id)`` pairs pending in plan entries: what ``collect`` needs to render."""
+    return frozenset((_kind(e.kind), mid) for e in entries for mid in e.pending)
 
 
 # -- the source ------------------------------------------------------------------------------
@@ -184,6 +199,7 @@ def clear_cache() -> None:
     """Forget collected migrations (migration files or settings changed in this process)."""
     with _cache_lock:
         _cache.clear()
+        _loaders.clear()
 
 
 @dataclass(frozen=True)
@@ -201,6 +217,11 @@ class DjangoMigrationSource:
     #: False before the public schema has the tenant table (the first ``migrate_schemas``
     #: of a project): no tenant is listed, the plan's query cannot name a missing table.
     has_tenant_table: bool = True
+    #: The ``(kind, id)`` pairs whose SQL is rendered (None: all). The others get the runner
+    #: path (Django's own apply), which is always correct, only slower: rendering costs
+    #: Django's state machinery per operation, so ``migrate_schemas`` plans with an empty set
+    #: (IDs and checksums need no rendering) and renders only what the plan found pending.
+    collect: frozenset[tuple[str, str]] | None = None
 
     @property
     def tenant_schemas(self) -> DjangoTenantTable | _NoTenants:
@@ -222,6 +243,7 @@ class DjangoMigrationSource:
             self.fast,
             self.fake,
             self.has_tenant_table,
+            self.collect,
             tuple(settings.INSTALLED_APPS),
             conf.shared_apps,
             conf.tenant_apps,
@@ -253,6 +275,9 @@ class DjangoMigrationSource:
         rows = [row for mid in new for row in loaded.records.get(mid, ())]
         if not rows:
             return None
+        if not loaded.create_table:
+            # A planning-only set (collect=empty) is never meant to migrate: fail closed.
+            raise RuntimeError("this migration set was loaded for planning only")
         table = sql.Identifier(schema, _TABLE)
         return sql.SQL(
             "{create};\n"
@@ -285,10 +310,25 @@ def plan_nodes(loader: Any) -> list[tuple[str, str]]:
     return out
 
 
+_loaders: dict[tuple[Any, ...], tuple[Any, list[tuple[str, str]]]] = {}
+
+
+def _graph(source: DjangoMigrationSource) -> tuple[Any, list[tuple[str, str]]]:
+    """The migration loader and its nodes in plan order, read from disk once per process and
+    configuration (the light planning set and the rendered set share it)."""
+    from django.conf import settings
+
+    key = (source.database, tuple(settings.INSTALLED_APPS))
+    found = _loaders.get(key)
+    if found is None:
+        loader = MigrationLoader(None, ignore_no_migrations=True)
+        found = _loaders[key] = (loader, plan_nodes(loader))
+    return found
+
+
 def _collect(source: DjangoMigrationSource) -> _Loaded:
     conf = tenant_settings()
-    loader = MigrationLoader(None, ignore_no_migrations=True)
-    nodes = plan_nodes(loader)
+    loader, nodes = _graph(source)
     ids = {f"{app}.{name}": (app, name) for app, name in nodes}
     records: dict[str, tuple[tuple[str, str], ...]] = {}
     for mid, node in ids.items():
@@ -300,6 +340,18 @@ def _collect(source: DjangoMigrationSource) -> _Loaded:
     public = _state.FakeTenant(conf.public_schema_name)
     # Rendered as if for a tenant: any valid name the router sends to TENANT_APPS.
     tenant = _state.FakeTenant("tenantkit_render")
+    if source.collect is not None and not source.fake:
+        wanted = {kind for kind, _ in source.collect}
+        if not wanted:
+            # Nothing to render (planning): no connection, no schema editor. The table DDL
+            # is only used by after_schema, which refuses a planning-only set.
+            shared = tuple(
+                _runner_migration(source, n, "shared", _atomic(loader, n)) for n in nodes
+            )
+            tenant_list = tuple(
+                _runner_migration(source, n, "tenant", _atomic(loader, n)) for n in nodes
+            )
+            return _Loaded(MigrationSet(None, shared, tenant_list), ids, records, "", loader)
     wrapper = connections.create_connection(source.database)
     try:
         wrapper.ensure_connection()
@@ -314,6 +366,10 @@ def _collect(source: DjangoMigrationSource) -> _Loaded:
         wrapper.close()
     mset = MigrationSet(None, shared, tenant_list)
     return _Loaded(mset, ids, records, create_table, loader)
+
+
+def _atomic(loader: Any, node: tuple[str, str]) -> bool:
+    return bool(loader.graph.nodes[node].atomic)
 
 
 def _create_table_sql(wrapper: Any) -> str:
@@ -375,12 +431,29 @@ def _collect_kind(
 ) -> tuple[Migration, ...]:
     out: list[Migration] = []
     state: Any = ProjectState(real_apps=loader.unmigrated_apps)
+    wanted = None
+    if source.collect is not None:
+        wanted = {mid for k, mid in source.collect if k == kind}
+    last = max(
+        (i for i, n in enumerate(nodes) if wanted is None or f"{n[0]}.{n[1]}" in wanted),
+        default=-1,
+    )
     with _rendering(wrapper, current):
-        for node in nodes:
+        for i, node in enumerate(nodes):
             migration = loader.graph.nodes[node]
             mid = f"{node[0]}.{node[1]}"
             if source.fake:
                 out.append(_sql_migration(mid, kind, node, [], True))
+                continue
+            if wanted is not None and mid not in wanted:
+                # Not pending anywhere: Django's own apply if it ever runs. The state only
+                # moves forward (cheap before the first rendering, as in Django's executor)
+                # while a wanted migration follows.
+                out.append(_runner_migration(source, node, kind, migration.atomic))
+                if i < last and state is not None:
+                    state = migration.mutate_state(state, preserve=False)
+                elif i < last:
+                    state = loader.project_state(node, at_end=True)
                 continue
             needs_python = any(
                 router.allow_migrate(wrapper.alias, migration.app_label, **op.hints)

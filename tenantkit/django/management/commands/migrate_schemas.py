@@ -119,7 +119,7 @@ class MigrateSchemasCommand(SyncCommon):
     def _engine_path(
         self, shared: bool, tenants: bool, schema: str | None, options: dict[str, Any]
     ) -> None:
-        from ..._engine import adopt, engine_target, tenant_table_exists
+        from ..._engine import adopt, engine_target, pending_pairs, tenant_table_exists
 
         conf = tenant_settings()
         database = options.get("database") or conf.db_alias
@@ -133,18 +133,25 @@ class MigrateSchemasCommand(SyncCommon):
                 self._engine_path(True, False, None, options)
                 self._engine_path(False, True, schema, options)
                 return
-        target = engine_target(
-            database,
-            fake=bool(options.get("fake")),
-            has_tenant_table=tenant_table_exists(database),
-        )
+        fake = bool(options.get("fake"))
+        has_table = tenant_table_exists(database)
+        # Planning needs IDs and checksums only: no SQL is rendered for it (collect=empty).
+        light = engine_target(database, fake=fake, has_tenant_table=has_table, collect=frozenset())
         only = [schema] if schema and schema != conf.public_schema_name else None
         try:
-            the_plan = engine.plan(target, shared=shared, tenants=tenants, schemas=only)
-            if adopt(target, the_plan.pending):
-                the_plan = engine.plan(target, shared=shared, tenants=tenants, schemas=only)
+            the_plan = engine.plan(light, shared=shared, tenants=tenants, schemas=only)
+            if adopt(light, the_plan.pending):
+                the_plan = engine.plan(light, shared=shared, tenants=tenants, schemas=only)
         except Exception as exc:
             raise CommandError(f"planning failed: {exc}") from exc
+        # The migrations pending somewhere are rendered once to SQL; anything else pending by
+        # the time the engine re-plans (a tenant added meanwhile) goes through Django's apply.
+        target = engine_target(
+            database,
+            fake=fake,
+            has_tenant_table=has_table,
+            collect=pending_pairs(the_plan.pending),
+        )
         if options.get("plan"):
             self._show_plan(the_plan)
             return
@@ -221,18 +228,37 @@ class MigrateSchemasCommand(SyncCommon):
 
     def _after(self, report: engine.MigrationReport, options: dict[str, Any], db: str) -> None:
         """Django's ``post_migrate`` where migrations ran (content types, permissions...),
-        and ``schema_migrated``, each with the schema current (as Django's ``migrate`` and
-        django-tenants do after each schema)."""
+        and ``schema_migrated``, each with the schema current.
+
+        django-tenants runs Django's ``migrate`` per schema, so ``post_migrate`` comes once per
+        schema with that schema current, and so it does here for every schema that got
+        migrations (the public schema always). One exception, for speed over many tenants:
+        when every receiver is one tenantkit knows does nothing in a tenant schema (Django's
+        content types and permissions when the router keeps those models out of tenant
+        schemas, tenantkit's own public-schema hook), it is sent once, with the first
+        migrated tenant current, instead of once per tenant. Any other receiver (a project's
+        own handler, ``contrib.auth`` in ``TENANT_APPS``) gets it per schema, as before.
+        """
         public = tenant_settings().public_schema_name
+        verbosity = max(0, self.verbosity - 1)
+        interactive = options.get("interactive", False)
+        per_tenant: bool | None = None
         for r in report.results:
             if r.kind not in ("shared", "tenant"):
                 continue
             if r.status != "applied" and r.kind != "shared":
                 continue
-            with schema_context(r.schema if r.kind == "tenant" else public):
-                emit_post_migrate_signal(
-                    max(0, self.verbosity - 1), options.get("interactive", False), db
-                )
+            if r.kind == "tenant":
+                if per_tenant is None:
+                    per_tenant = _post_migrate_needs_each_tenant(r.schema, db)
+                    send = True
+                else:
+                    send = per_tenant
+            else:
+                send = True
+            if send:
+                with schema_context(r.schema if r.kind == "tenant" else public):
+                    emit_post_migrate_signal(verbosity, interactive, db)
             if r.status == "applied":
                 schema_migrated.send(sender=MigrateSchemasCommand, schema_name=r.schema)
 
@@ -285,6 +311,53 @@ class MigrateSchemasCommand(SyncCommon):
                 failed.append(f"  {name}: {exc}")
         if failed:
             raise CommandError(f"{len(failed)} schema(s) failed:\n" + "\n".join(failed))
+
+
+def _post_migrate_needs_each_tenant(schema: str, database: str) -> bool:
+    """False only when every ``post_migrate`` receiver is known to do nothing in a tenant
+    schema (see ``_after``); True whenever that cannot be shown (fail closed)."""
+    from django.apps import apps
+    from django.db import router
+    from django.db.models.signals import post_migrate
+
+    from ...apps import _install_triggers
+
+    if tenant_settings().has_multi_type_tenants:
+        return True  # the router's answer depends on each tenant's type
+    try:
+        from django.contrib.contenttypes.management import create_contenttypes
+    except ImportError:  # pragma: no cover - contrib.contenttypes is part of Django
+        return True
+    known: dict[Any, tuple[tuple[str, str], ...]] = {
+        create_contenttypes: (("contenttypes", "ContentType"),),
+        _install_triggers: (),
+    }
+    try:
+        from django.contrib.auth.management import create_permissions
+
+        known[create_permissions] = (("contenttypes", "ContentType"), ("auth", "Permission"))
+    except ImportError:  # pragma: no cover
+        pass
+    models: set[tuple[str, str]] = set()
+    try:
+        for config in apps.get_app_configs():
+            # Django's own (private) receiver lookup; any change in its shape fails closed.
+            sync, asynchronous = post_migrate._live_receivers(config)
+            for receiver in (*sync, *asynchronous):
+                if receiver not in known:
+                    return True
+                models.update(known[receiver])
+        with schema_context(schema):
+            for label in models:
+                try:
+                    model = apps.get_model(*label)
+                except LookupError:
+                    continue  # not installed: its handler returns at once
+                if router.allow_migrate_model(database, model):
+                    return True
+    except Exception:
+        return True
+    return False
 
 
 def _is_tenant(schema: str, database: str | None) -> bool:
