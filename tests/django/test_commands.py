@@ -191,3 +191,57 @@ def test_tenant_command_and_all_tenants_command(tenant_factory: Any) -> None:
     assert f"Applying command to: {tenant.schema_name}" in out
     with pytest.raises(CommandError):
         _call("all_tenants_command", "no_such_command")
+
+
+def _post_migrate_schemas(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The schema current at each ``post_migrate`` emission of migrate_schemas."""
+    from django.db import connection
+
+    from tenantkit.django.management.commands import migrate_schemas
+
+    emitted: list[str] = []
+    original = migrate_schemas.emit_post_migrate_signal
+
+    def spy(*args: Any, **kwargs: Any) -> None:
+        emitted.append(connection.schema_name)
+        original(*args, **kwargs)
+
+    monkeypatch.setattr(migrate_schemas, "emit_post_migrate_signal", spy)
+    return emitted
+
+
+def test_post_migrate_once_per_tenant_when_a_project_receiver_listens(
+    bare: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receiver of the project's may work in each tenant schema: it gets every one, as
+    with django-tenants (which runs migrate per schema)."""
+    from django.db import connection
+    from django.db.models.signals import post_migrate
+
+    names = bare(2)
+    _call("migrate_schemas", shared=True, verbosity=0)
+    emitted = _post_migrate_schemas(monkeypatch)
+    seen: set[str] = set()
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        seen.add(connection.schema_name)
+
+    post_migrate.connect(receiver, weak=False, dispatch_uid="tk-test-per-tenant")
+    try:
+        _call("migrate_schemas", "--tenant", verbosity=0)
+    finally:
+        post_migrate.disconnect(dispatch_uid="tk-test-per-tenant")
+    assert set(names) <= seen
+    assert sorted(set(emitted) & set(names)) == sorted(names)
+
+
+def test_post_migrate_once_for_the_tenants_with_built_in_receivers_only(
+    bare: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Content types and permissions are kept out of tenant schemas in this project: their
+    receivers do nothing there, so the signal goes out once, not once per tenant."""
+    names = bare(3)
+    _call("migrate_schemas", shared=True, verbosity=0)
+    emitted = _post_migrate_schemas(monkeypatch)
+    _call("migrate_schemas", "--tenant", verbosity=0)
+    assert len([s for s in emitted if s in names]) == 1
