@@ -1,11 +1,18 @@
-"""What a psycopg connection sent, from a libpq trace: round trips and statements."""
+"""What a psycopg connection sent, from a libpq trace: round trips and statements.
+
+The one reader of libpq traces for the whole suite: :func:`traced` (a context manager over a
+``pgconn``, for sync and async code alike) and :func:`wire` (around one action) give the
+frontend messages as ``(kind, text)`` pairs, and :class:`Wire` counts round trips and
+statements from them.
+"""
 
 from __future__ import annotations
 
 import ctypes
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,18 +76,20 @@ class Wire:
         return out
 
 
-def wire(raw: Any, action: Callable[[], Any]) -> Wire:
-    """Run ``action`` and return what ``raw`` (a psycopg connection) sent meanwhile."""
+@contextmanager
+def traced(pgconn: pq.abc.PGconn) -> Iterator[list[tuple[str, str]]]:
+    """The frontend messages ``pgconn`` sent in the block, as ``(kind, text)`` (filled on
+    exit): the SQL of ``Query`` and ``Parse``, an empty text for the others."""
+    messages: list[tuple[str, str]] = []
     with tempfile.TemporaryFile("w+") as trace:
-        raw.pgconn.trace(trace.fileno())
-        raw.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        pgconn.trace(trace.fileno())
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
         try:
-            action()
+            yield messages
         finally:
-            raw.pgconn.untrace()
+            pgconn.untrace()
             ctypes.CDLL(None).fflush(None)  # libpq traces through a buffered FILE*
         trace.seek(0)
-        messages = []
         for line in trace:
             parts = line.rstrip("\n").split("\t")
             if len(parts) < 3 or parts[0] != "F":
@@ -93,4 +102,10 @@ def wire(raw: Any, action: Callable[[], Any]) -> Wire:
                 match = _PARSE.match(parts[3])
                 text = match.group(1) if match else parts[3]
             messages.append((kind, text))
-        return Wire(messages)
+
+
+def wire(raw: Any, action: Callable[[], Any]) -> Wire:
+    """Run ``action`` and return what ``raw`` (a psycopg connection) sent meanwhile."""
+    with traced(raw.pgconn) as messages:
+        action()
+    return Wire(messages)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ctypes
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from _wire import traced
 from psycopg import pq, sql
 from sqlalchemy import Column, Integer, MetaData, String, Table
 
@@ -76,27 +75,14 @@ def tracing(pgconn: pq.abc.PGconn) -> Iterator[list[str]]:
     (Parse/Bind/Describe/Execute) ends with one ``Sync``. Works around async code too.
     """
     sent: list[str] = []
-    with tempfile.TemporaryFile("w+") as trace:
-        pgconn.trace(trace.fileno())
-        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
-        try:
-            yield sent
-        finally:
-            pgconn.untrace()
-            ctypes.CDLL(None).fflush(None)  # libpq traces through a buffered FILE*
-        trace.seek(0)
-        pending = ""
-        for line in trace:
-            parts = line.rstrip("\n").split("\t")
-            if parts[0] != "F" or len(parts) < 3:
-                continue
-            kind, text = parts[2], "\t".join(parts[3:]).strip()
-            if text.startswith('"') and text.endswith('"'):
-                text = text[1:-1]
-            if kind == "Query":
-                sent.append(f"Query {text}")
-            elif kind == "Parse":
-                pending = text
-            elif kind == "Sync":
-                sent.append(f"Sync {pending}")
-                pending = ""
+    with traced(pgconn) as messages:
+        yield sent
+    pending = ""
+    for kind, text in messages:
+        if kind == "Query":
+            sent.append(f"Query {text}")
+        elif kind == "Parse":
+            pending = text
+        elif kind == "Sync":
+            sent.append(f"Sync {pending}")
+            pending = ""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from _wire import wire
 from psycopg import pq
 
 from tenantkit.core.context import (
@@ -34,22 +33,10 @@ def uniq() -> str:
 
 
 def frontend_messages(conn: psycopg.Connection[Any], action: Callable[[], Any]) -> list[str]:
-    """Run ``action`` and return the messages the client sent, from a libpq trace."""
-    with tempfile.TemporaryFile("w+") as trace:
-        conn.pgconn.trace(trace.fileno())
-        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
-        try:
-            action()
-        finally:
-            conn.pgconn.untrace()
-            ctypes.CDLL(None).fflush(None)  # libpq traces through a buffered FILE*
-        trace.seek(0)
-        sent = []
-        for line in trace:
-            parts = line.rstrip("\n").split("\t")
-            if parts[0] == "F" and parts[2] in ("Query", "Parse"):
-                sent.append(f"{parts[2]} {parts[3].strip()[1:-1]}")
-        return sent
+    """Run ``action`` and return the SQL the client sent (``Query``/``Parse``), in order."""
+    return [
+        f"{kind} {text}" for kind, text in wire(conn, action).messages if kind in ("Query", "Parse")
+    ]
 
 
 def session_path(tk: Tenancy) -> str:
