@@ -11,8 +11,10 @@ How it works (the reasons behind :class:`TenantConnection`):
   passed as a parameter, or inside a function, changes it without the query text saying so
   (PostgreSQL 15 does not report ``search_path`` changes to the client). A ``SET LOCAL``
   costs one short statement inside the message we send anyway; ``benchmarks/switch.py``
-  measures it. ``SET LOCAL`` precedes every savepoint of its transaction, so ``ROLLBACK TO
-  SAVEPOINT`` cannot undo it.
+  measures it. The ``SET LOCAL`` sent with ``BEGIN`` precedes every savepoint of its
+  transaction, so ``ROLLBACK TO SAVEPOINT`` cannot undo it. A switch in the middle of a
+  transaction (``use_tenant()``) is sent with the next statement and may land inside a
+  savepoint: after a ``ROLLBACK TO`` (psycopg's or in SQL) it is sent again.
 * Autocommit statements have no transaction to ride on: each is preceded by a session-level
   ``SET search_path`` (one round trip) for the same reason.
 * Temporary objects never pass from one borrower or tenant to the next, whatever created them
@@ -44,11 +46,12 @@ raises instead of running on an unknown path.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import psycopg
 from psycopg import errors as pgerrors
-from psycopg import pq
+from psycopg import pq, sql
 from psycopg.abc import PQGen
 from psycopg.pq.abc import PGconn, PGresult
 from psycopg.rows import AsyncRowFactory, Row, RowFactory, tuple_row
@@ -107,6 +110,11 @@ class _TenantState(psycopg.BaseConnection[Any]):
     #: Path to apply with SET LOCAL before the next query of the running transaction
     #: (a switch made by use_tenant() in the middle of a transaction).
     _tk_local: bytes | None = None
+    #: This transaction switched paths after its start: the SET LOCAL may sit inside a
+    #: savepoint, and a ``ROLLBACK TO`` would bring the previous tenant's path back.
+    _tk_switched: bool = False
+    #: A ``ROLLBACK TO`` ran after a switch: send the wanted path again before the next query.
+    _tk_rearm: bool = False
     _prepared: PrepareManager
 
     @property
@@ -226,6 +234,7 @@ class _TenantState(psycopg.BaseConnection[Any]):
         if local is not None and self.pgconn.transaction_status == _INTRANS:
             # A use_tenant() switch made in the middle of this transaction.
             self._tk_local = None
+            self._tk_switched = True
             self._tk_active = local
             parts = [_SET_LOCAL + local]
             if self._tk_discard or self._tk_pgbouncer:
@@ -281,6 +290,10 @@ class _TenantState(psycopg.BaseConnection[Any]):
                     return self._tk_commit_gen(command, discard=False)
             elif command == b"ROLLBACK":
                 self._tk_discard_inflight = False
+        if self._tk_switched and _rolls_back_to(command, self):
+            # A savepoint rolled back (psycopg's transaction blocks send ROLLBACK TO here): it
+            # may have held the switch's SET LOCAL.
+            self._tk_rearm = True
         return super()._exec_command(command, result_format)
 
     def _tk_begin_gen(self, begin: bytes) -> PQGen[PGresult | None]:
@@ -288,6 +301,7 @@ class _TenantState(psycopg.BaseConnection[Any]):
         # the temp-object discard and the one-time pooler check).
         self._tk_began = True
         self._tk_local = None  # the new transaction gets its path with BEGIN
+        self._tk_switched = self._tk_rearm = False
         self._tk_refuse_pooled()
         want = self._tk_want
         if want is None:
@@ -323,9 +337,31 @@ class _TenantState(psycopg.BaseConnection[Any]):
         return result
 
 
-def _checked_start(conn: psycopg.BaseConnection[Any], start: PQGen[None]) -> PQGen[None]:
+#: ``ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name`` sent as SQL.
+_ROLLBACK_TO = re.compile(rb"\s*rollback\s+((work|transaction)\s+)?to\b", re.IGNORECASE)
+
+
+def _rolls_back_to(query: Any, conn: psycopg.BaseConnection[Any]) -> bool:
+    """Whether ``query`` is a ``ROLLBACK TO`` (as text, bytes or composed SQL)."""
+    if isinstance(query, str):
+        query = query.encode()
+    elif isinstance(query, sql.Composable):
+        query = query.as_bytes(conn)  # psycopg's own: ROLLBACK TO "_pg3_1"
+    return isinstance(query, bytes) and _ROLLBACK_TO.match(query) is not None
+
+
+def _checked_start(
+    conn: psycopg.BaseConnection[Any], start: PQGen[None], query: Any = None
+) -> PQGen[None]:
     """The query start of a tenant cursor (sync or async: it is a generator either way)."""
     tk: _TenantState = conn  # type: ignore[assignment]
+    if tk._tk_rearm:
+        # The statement before was a ROLLBACK TO after a switch: the switch may be undone.
+        tk._tk_rearm = False
+        if tk.pgconn.transaction_status == _INTRANS:
+            tk._tk_local = tk._tk_want or tk._tk_neutral
+    if tk._tk_switched and _rolls_back_to(query, conn):
+        tk._tk_rearm = True  # after it ran: the SET LOCAL would be rolled back too
     # The common case, a query inside a running transaction: no extra generator layer.
     if tk._tk_local is None and tk.pgconn.transaction_status == _INTRANS:
         return start
@@ -336,14 +372,14 @@ class TenantCursor(psycopg.Cursor[Row]):
     """Cursor of :class:`TenantConnection`: lets the connection check each transaction start."""
 
     def _start_query(self, query: Any = None) -> PQGen[None]:
-        return _checked_start(self._conn, super()._start_query(query))
+        return _checked_start(self._conn, super()._start_query(query), query)
 
 
 class AsyncTenantCursor(psycopg.AsyncCursor[Row]):
     """Cursor of :class:`AsyncTenantConnection`: lets the connection check each start."""
 
     def _start_query(self, query: Any = None) -> PQGen[None]:
-        return _checked_start(self._conn, super()._start_query(query))
+        return _checked_start(self._conn, super()._start_query(query), query)
 
 
 class TenantConnection(_TenantState, psycopg.Connection[Row]):

@@ -212,6 +212,37 @@ def test_switch_rides_on_begin_every_transaction(tk: Tenancy) -> None:
         assert len(sent) == 6  # BEGIN+SET, query, COMMIT, twice
 
 
+def test_a_savepoint_rollback_never_undoes_a_switch(tk: Tenancy) -> None:
+    """A switch inside a transaction is applied by a SET LOCAL sent with the next statement,
+    which may be inside a savepoint: rolling that savepoint back restores the previous
+    tenant's path, so the switch is sent again (psycopg's savepoints and SQL ones alike)."""
+    a, b = [t.schema for t in tk.tenants()]
+    with tk.connection(a) as conn:
+        assert who(conn) == a  # the transaction is open: what follows is a savepoint
+        with use_tenant(conn, b):
+            with pytest.raises(KeyError), conn.transaction():
+                assert who(conn) == b  # the SET LOCAL goes inside the savepoint
+                raise KeyError
+            assert who(conn) == b
+            with conn.transaction():  # a savepoint that is released keeps it
+                assert who(conn) == b
+            assert who(conn) == b
+        assert who(conn) == a
+    with tk.connection(a) as conn:
+        assert who(conn) == a
+        with use_tenant(conn, b):
+            conn.execute("SAVEPOINT by_hand")
+            assert who(conn) == b
+            conn.execute("rollback  to by_hand")
+            assert who(conn) == b
+        with pytest.raises(KeyError), conn.transaction():
+            assert who(conn) == a
+            with use_tenant(conn, b):
+                assert who(conn) == b
+            raise KeyError
+        assert who(conn) == a  # the switch back was inside the savepoint too
+
+
 def test_rollback_never_leaves_a_stale_path(tk: Tenancy) -> None:
     a, b = [t.schema for t in tk.tenants()]
     with tk.connection(a) as conn:
