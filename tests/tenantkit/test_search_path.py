@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -220,7 +221,7 @@ def test_a_savepoint_rollback_never_undoes_a_switch(tk: Tenancy) -> None:
     with tk.connection(a) as conn:
         assert who(conn) == a  # the transaction is open: what follows is a savepoint
         with use_tenant(conn, b):
-            with pytest.raises(KeyError), conn.transaction():
+            with contextlib.suppress(KeyError), conn.transaction():
                 assert who(conn) == b  # the SET LOCAL goes inside the savepoint
                 raise KeyError
             assert who(conn) == b
@@ -235,7 +236,7 @@ def test_a_savepoint_rollback_never_undoes_a_switch(tk: Tenancy) -> None:
             assert who(conn) == b
             conn.execute("rollback  to by_hand")
             assert who(conn) == b
-        with pytest.raises(KeyError), conn.transaction():
+        with contextlib.suppress(KeyError), conn.transaction():
             assert who(conn) == a
             with use_tenant(conn, b):
                 assert who(conn) == b
