@@ -13,6 +13,8 @@ import sys
 from types import ModuleType
 from typing import Any
 
+from psycopg import pq
+
 import tenantkit
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "connection_module",
     "discarded",
     "is_tenant_connection",
+    "rearm",
     "rebind",
     "unbind_for_statement",
 ]
@@ -83,3 +86,15 @@ def unbind_for_statement(conn: Any) -> tuple[Any, ...]:
 def rebind(conn: Any, saved: tuple[Any, ...]) -> None:
     """Undo :func:`unbind_for_statement`."""
     conn._tk_want, conn._tk_neutral, conn._tk_pgbouncer, conn._tk_strict = saved
+
+
+def rearm(conn: Any) -> None:
+    """Send the path again before the next statement of the current transaction.
+
+    After ``ROLLBACK TO SAVEPOINT``: a ``SET LOCAL`` sent after that savepoint (a tenant
+    switch in the middle of the transaction) was undone with it, while the connection still
+    believes its path is set. Outside a transaction there is nothing to do (the next one
+    carries its path with ``BEGIN``).
+    """
+    if conn.pgconn.transaction_status == pq.TransactionStatus.INTRANS:
+        conn._tk_local = conn._tk_want or conn._tk_neutral

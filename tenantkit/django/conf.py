@@ -1,12 +1,16 @@
 """django-tenants' settings, read in one place.
 
 Every setting keeps django-tenants' name, default and meaning, so a project's settings module
-works unchanged. They are read once and cached; Django's ``setting_changed`` signal (sent by
-``override_settings``) clears the cache.
+works unchanged. They are read once and cached; the cache is dropped when Django's
+``setting_changed`` signal says so (``override_settings``) and when one of the settings was
+assigned or deleted directly (``settings.TENANT_APPS = ...``, as django-tenants' own test cases
+do): each call compares the setting objects by identity, a tuple of about twenty attribute
+reads.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,7 +67,39 @@ class TenantSettings:
     extra_set_tenant_method: str | None = None
 
 
+#: The settings :func:`_read` depends on: a change to any of them re-reads all.
+_NAMES = (
+    "TENANT_MODEL",
+    "TENANT_DOMAIN_MODEL",
+    "SHARED_APPS",
+    "TENANT_APPS",
+    "HAS_MULTI_TYPE_TENANTS",
+    "TENANT_TYPES",
+    "MULTI_TYPE_DATABASE_FIELD",
+    "PUBLIC_SCHEMA_NAME",
+    "PUBLIC_SCHEMA_URLCONF",
+    "PG_EXTRA_SEARCH_PATHS",
+    "TENANT_BASE_SCHEMA",
+    "TENANT_CREATION_FAKES_MIGRATIONS",
+    "TENANT_SUBFOLDER_PREFIX",
+    "SHOW_PUBLIC_IF_NO_TENANT_FOUND",
+    "DEFAULT_NOT_FOUND_TENANT_VIEW",
+    "TENANT_MULTIPROCESSING_MAX_PROCESSES",
+    "TENANT_MULTIPROCESSING_CHUNKS",
+    "TENANT_LIMIT_SET_CALLS",
+    "TENANT_DB_ALIAS",
+    "TENANT_MIGRATION_ORDER",
+    "EXTRA_SET_TENANT_METHOD_PATH",
+)
+_MISSING = object()
 _cached: TenantSettings | None = None
+_seen: tuple[Any, ...] = ()
+
+
+def _fingerprint() -> tuple[Any, ...]:
+    # The objects themselves: tuple equality compares by identity first, so an unchanged
+    # configuration costs no deep comparison.
+    return tuple(getattr(settings, name, _MISSING) for name in _NAMES)
 
 
 def _read() -> TenantSettings:
@@ -86,7 +122,7 @@ def _read() -> TenantSettings:
     else:
         shared = tuple(get(settings, "SHARED_APPS", ()))
         tenant = tuple(get(settings, "TENANT_APPS", ()))
-    prefix = (get(settings, "TENANT_SUBFOLDER_PREFIX", "") or "").strip("/")
+    prefix = (get(settings, "TENANT_SUBFOLDER_PREFIX", "") or "").strip().strip("/")
     return TenantSettings(
         tenant_model=get(settings, "TENANT_MODEL", ""),
         domain_model=get(settings, "TENANT_DOMAIN_MODEL", ""),
@@ -114,20 +150,39 @@ def _read() -> TenantSettings:
 
 def tenant_settings() -> TenantSettings:
     """The project's tenancy settings (read once; ``override_settings`` re-reads them)."""
-    global _cached
+    global _cached, _seen
     current = _cached
-    if current is None:
+    seen = _fingerprint()
+    if current is None or seen != _seen:
+        if current is not None:
+            _forget()
         current = _cached = _read()
+        _seen = seen
     return current
 
 
-def _forget(**kwargs: Any) -> None:
+#: Settings that change which migrations apply where: the collected migrations go with them.
+_MIGRATION_SETTINGS = frozenset(
+    {"INSTALLED_APPS", "MIGRATION_MODULES", "DATABASES", "DATABASE_ROUTERS", *_NAMES}
+)
+
+
+def _forget(setting: str | None = None, **kwargs: Any) -> None:
     global _cached
     _cached = None
     from . import _state, utils
 
     _state.forget_paths()
     utils._models.clear()
+    if setting is None or setting in _MIGRATION_SETTINGS:
+        # Django's TransactionTestCase sends INSTALLED_APPS here when it narrows the app
+        # registry to available_apps: a migration loader built for the other registry names
+        # apps that are gone ("No installed app with label ..."). Only if already loaded:
+        # importing the engine needs the app registry ready.
+        engine = sys.modules.get(f"{__package__}._engine")
+        clear = getattr(engine, "clear_cache", None)
+        if clear is not None:
+            clear()
 
 
 setting_changed.connect(_forget, dispatch_uid="tenantkit.django._forget")

@@ -41,12 +41,15 @@ __all__ = [
     "get_public_schema_urlconf",
     "get_subfolder_prefix",
     "get_tenant",
+    "get_tenant_base_migrate_command_class",
     "get_tenant_base_schema",
     "get_tenant_database_alias",
     "get_tenant_domain_model",
+    "get_tenant_migration_order",
     "get_tenant_model",
     "get_tenant_type_choices",
     "get_tenant_types",
+    "get_type_base_schemas",
     "has_multi_type_tenants",
     "parse_tenant_config_path",
     "quote_schema_name",
@@ -57,6 +60,7 @@ __all__ = [
     "schema_rename",
     "tenant_context",
     "tenant_migration",
+    "validate_extra_extensions",
 ]
 
 
@@ -134,25 +138,50 @@ def get_subfolder_prefix() -> str:
     return tenant_settings().subfolder_prefix
 
 
-def get_creation_fakes_migrations() -> bool:
-    """``TENANT_CREATION_FAKES_MIGRATIONS`` (needs ``TENANT_BASE_SCHEMA``)."""
+def get_type_base_schemas() -> dict[str, str]:
+    """``TENANT_TYPES[type]["BASE_SCHEMA"]`` of the types that name one (multi-type tenants)."""
     conf = tenant_settings()
-    if conf.creation_fakes_migrations and not conf.base_schema:
+    if not conf.has_multi_type_tenants:
+        return {}
+    return {
+        name: spec["BASE_SCHEMA"]
+        for name, spec in conf.tenant_types.items()
+        if isinstance(spec, dict) and spec.get("BASE_SCHEMA")
+    }
+
+
+def get_creation_fakes_migrations() -> bool:
+    """``TENANT_CREATION_FAKES_MIGRATIONS``: new tenants are cloned from a template schema.
+
+    It needs ``TENANT_BASE_SCHEMA``, or a ``BASE_SCHEMA`` per tenant type in ``TENANT_TYPES``.
+    """
+    conf = tenant_settings()
+    if conf.creation_fakes_migrations and not conf.base_schema and not get_type_base_schemas():
         raise ImproperlyConfigured(
-            "TENANT_CREATION_FAKES_MIGRATIONS needs TENANT_BASE_SCHEMA, the schema new "
-            "tenants are cloned from"
+            "TENANT_CREATION_FAKES_MIGRATIONS needs TENANT_BASE_SCHEMA (or "
+            "TENANT_TYPES[type]['BASE_SCHEMA'] per tenant type), the schema new tenants are "
+            "cloned from"
         )
     return conf.creation_fakes_migrations
 
 
 def get_tenant_base_schema(tenant_type: str | None = None) -> str | None:
-    """The schema new tenants are cloned from (``TENANT_BASE_SCHEMA``, or per tenant type)."""
+    """The schema new tenants (of ``tenant_type``) are cloned from, or None.
+
+    ``TENANT_TYPES[tenant_type]["BASE_SCHEMA"]`` when the type names one, else
+    ``TENANT_BASE_SCHEMA``. A template without ``TENANT_CREATION_FAKES_MIGRATIONS`` is a
+    configuration error (django-tenants' rule): the clone would get no migration history.
+    """
     conf = tenant_settings()
-    if tenant_type is not None and conf.has_multi_type_tenants:
-        spec = conf.tenant_types.get(tenant_type, {})
-        base: str | None = spec.get("BASE_SCHEMA") or conf.base_schema
-        return base
-    return conf.base_schema
+    base: str | None = conf.base_schema
+    if tenant_type is not None:
+        base = get_type_base_schemas().get(tenant_type, base)
+    if base and not conf.creation_fakes_migrations:
+        raise ImproperlyConfigured(
+            "TENANT_BASE_SCHEMA (or a tenant type's BASE_SCHEMA) needs "
+            "TENANT_CREATION_FAKES_MIGRATIONS = True: new tenants are cloned from it"
+        )
+    return base or None
 
 
 class _Context(ContextDecorator):
@@ -327,6 +356,46 @@ def tenant_migration(*args: Any, tenant_schema: bool = True, public_schema: bool
 def get_tenant(request: Any) -> Any:
     """The tenant the request was routed to, or None."""
     return getattr(request, "tenant", None)
+
+
+def get_tenant_migration_order() -> Any:
+    """``TENANT_MIGRATION_ORDER``: ``order_by()`` fields of the tenants in ``migrate_schemas``."""
+    return tenant_settings().migration_order
+
+
+def get_tenant_base_migrate_command_class() -> Any:
+    """``TENANT_BASE_MIGRATE_COMMAND`` (a dotted path), else Django's ``migrate`` command."""
+    path = getattr(settings, "TENANT_BASE_MIGRATE_COMMAND", None)
+    if path:
+        return import_string(path)
+    from django.core.management.commands.migrate import Command
+
+    return Command
+
+
+def validate_extra_extensions() -> None:
+    """Check ``PG_EXTRA_SEARCH_PATHS``: not the public schema, not a tenant's schema.
+
+    ``SKIP_PG_EXTRA_VALIDATION = True`` skips the check (django-tenants' setting).
+    """
+    extras = tenant_settings().extra_search_paths
+    if not extras or getattr(settings, "SKIP_PG_EXTRA_VALIDATION", False):
+        return
+    public = get_public_schema_name()
+    if public in extras:
+        raise ImproperlyConfigured(f"{public} can not be included on PG_EXTRA_SEARCH_PATHS.")
+    model = get_tenant_model()
+    rows = _execute(
+        get_tenant_database_alias(),
+        sql.SQL("SELECT pg_catalog.to_regclass(%s) IS NOT NULL"),
+        [quote_schema_name(public) + "." + quote_schema_name(model._meta.db_table)],
+    )
+    if rows and rows[0][0]:
+        clash = set(extras) & set(model._default_manager.values_list("schema_name", flat=True))
+        if clash:
+            raise ImproperlyConfigured(
+                f"Do not include tenant schemas ({sorted(clash)}) on PG_EXTRA_SEARCH_PATHS."
+            )
 
 
 def get_current_tenant(database: str | None = None) -> Any:

@@ -123,7 +123,12 @@ class _TenantStatements:
         conn = self._conn
         _bind_current(conn)
         if not (self._tk_pipeline and _outside_transaction(conn, query)):
-            return super().execute(query, params, **kwargs)  # type: ignore[misc]
+            result = super().execute(query, params, **kwargs)  # type: ignore[misc]
+            if isinstance(query, str) and query.startswith("ROLLBACK TO SAVEPOINT"):
+                # Django's savepoint_rollback(): a tenant switch made after the savepoint
+                # was undone with it; the next statement must carry the path again.
+                _core.rearm(conn)
+            return result
         if self._tk_simple and isinstance(query, (str, bytes)):
             return self._tk_prefixed(query, params, **kwargs)
         if conn._tk_pgbouncer:
@@ -250,7 +255,11 @@ class DatabaseWrapper(pg_base.DatabaseWrapper):
 
     @tenant.setter
     def tenant(self, value: Any) -> None:
-        self.set_tenant(value)
+        # django-tenants code resets with ``connection.tenant = None``: the public schema.
+        if value is None:
+            self.set_schema_to_public()
+        else:
+            self.set_tenant(value)
 
     @property
     def schema_name(self) -> str:

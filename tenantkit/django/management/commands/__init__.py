@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.core.management import call_command, get_commands, load_command_class
@@ -152,8 +153,24 @@ class SyncCommon(BaseCommand):
         parser.add_argument("-s", "--schema", dest="schema_name", help="Migrate one schema.")
         parser.add_argument(
             "--executor",
-            default=None,
-            choices=["standard", "multiprocessing", "threads"],
+            # django-tenants reads the EXECUTOR environment variable when --executor is not
+            # given (its CI selects the executor that way): so do we.
+            default=_executor_from_env(),
+            choices=list(_EXECUTOR_NAMES),
             help="standard (one schema at a time), multiprocessing "
-            "(TENANT_MULTIPROCESSING_MAX_PROCESSES processes) or threads",
+            "(TENANT_MULTIPROCESSING_MAX_PROCESSES processes) or threads; default: "
+            "$EXECUTOR, else standard",
         )
+
+
+_EXECUTOR_NAMES = ("standard", "multiprocessing", "threads")
+
+
+def _executor_from_env() -> str | None:
+    """``$EXECUTOR`` when set; an unknown value is an error rather than a silent default."""
+    name = os.environ.get("EXECUTOR") or None
+    if name is not None and name not in _EXECUTOR_NAMES:
+        raise CommandError(
+            f"EXECUTOR={name!r} is not an executor: use one of {', '.join(_EXECUTOR_NAMES)}"
+        )
+    return name

@@ -69,8 +69,15 @@ class Command(BaseCommand):
                 tenant.save(verbosity=int(options.get("verbosity", 1)))
                 if domain_values.get("domain"):
                     domain = get_tenant_domain_model()(tenant=tenant, **domain_values)
-                    domain.full_clean(exclude=["tenant"])
-                    domain.save()
+                    try:
+                        domain.full_clean(exclude=["tenant"])
+                        domain.save()
+                    except (ValidationError, IntegrityError) as exc:
+                        # django-tenants' wording; the tenant is rolled back with it.
+                        reason = (
+                            "; ".join(exc.messages) if isinstance(exc, ValidationError) else exc
+                        )
+                        raise CommandError(f"Could not create domain: {reason}") from exc
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
         except IntegrityError as exc:

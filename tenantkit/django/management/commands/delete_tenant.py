@@ -29,12 +29,17 @@ class Command(InteractiveTenantOption, BaseCommand):
         if tenant.schema_name == get_public_schema_name():
             raise CommandError("the public tenant cannot be deleted")
         if options.get("interactive", True):
-            answer = input(
-                f"Warning: this drops the schema {tenant.schema_name!r} and all its data. "
-                "Type 'yes' to continue: "
+            self.stderr.write(
+                f"Warning: this drops the schema {tenant.schema_name!r} and all its data; "
+                "there is no undo."
             )
-            if answer.strip().lower() not in ("yes", "y"):
-                raise CommandError("Deletion cancelled.")
+            answer = input(f"Are you sure you want to delete {tenant.schema_name!r} [yes/no]? ")
+            # Only a clear answer counts (django-tenants asks again until it gets one).
+            while answer.strip().lower() not in ("yes", "no"):
+                answer = input("Please answer yes or no: ")
+            if answer.strip().lower() == "no":
+                self.stderr.write("Canceled")
+                return
         with transaction.atomic(using=get_tenant_database_alias()):
             tenant.delete(force_drop=True)
         self.stdout.write(self.style.SUCCESS(f"Deleted {tenant.schema_name!r}"))
