@@ -1,7 +1,9 @@
 """Django on the suite's embedded server: the project in ``tests/django/project``.
 
 The settings are configured once per test process (``settings.configure()``, then
-``django.setup()``) on the ``dsn`` database; pytest-django stays inert (no
+``django.setup()``) on a database of their own: ``dsn`` is overridden here, so Django's public
+schema (its tables, tenantkit's books of it) never meets the other tests' shared schemas;
+pytest-django stays inert (no
 ``DJANGO_SETTINGS_MODULE``; its ``db`` fixtures are not used). Fixtures:
 
 * ``django_project`` (session): Django configured with ``tenantkit.django`` (host routing,
@@ -17,8 +19,8 @@ The settings are configured once per test process (``settings.configure()``, the
 Helpers importable from here (``from conftest import ...``): ``database_settings(dsn,
 **options)`` (a ``DATABASES`` entry on tenantkit's backend, e.g. for an extra alias with
 ``pgbouncer=True``), ``host_of(schema)`` (the host the fixtures give a tenant) and
-``PUBLIC_HOST``. ``tests/django/_wire.py`` counts what a connection sent (round trips,
-statements) from a libpq trace.
+``PUBLIC_HOST``. ``tests/_wire.py`` counts what a connection sent (round trips, statements)
+from a libpq trace.
 """
 
 from __future__ import annotations
@@ -46,6 +48,15 @@ def database_settings(dsn: str, **options: Any) -> dict[str, Any]:
         "CONN_MAX_AGE": None,
         "OPTIONS": dict(options),
     }
+
+
+@pytest.fixture(scope="session")
+def dsn(server_conninfo: str) -> Iterator[str]:
+    """A database of the Django tests' own (``conn`` and every fixture here use it)."""
+    from tenantkit.server import temporary_database
+
+    with temporary_database(server_conninfo, prefix="tk_django") as conninfo:
+        yield conninfo
 
 
 @pytest.fixture(scope="session")
