@@ -20,7 +20,15 @@ import re
 from django.core.exceptions import ValidationError
 from psycopg import sql
 
-__all__ = ["check_schema_name", "is_valid_schema_name", "path_bytes", "quote_schema_name"]
+from tenantkit.errors import InvalidSchemaName
+
+__all__ = [
+    "check_schema_name",
+    "core_name_policy",
+    "is_valid_schema_name",
+    "path_bytes",
+    "quote_schema_name",
+]
 
 # django-tenants' PGSQL_VALID_SCHEMA_NAME (same meaning, written afresh).
 _ALLOWED = re.compile(r"(?!pg_)[^\"'\\;\x00\r\n]{1,63}\Z", re.IGNORECASE)
@@ -42,6 +50,13 @@ def check_schema_name(name: object) -> None:
     """Raise ``ValidationError`` (django-tenants' error) unless ``name`` is a valid schema name."""
     if not is_valid_schema_name(name):
         raise ValidationError(f"Invalid string used for the schema name: {name!r}.")
+
+
+def core_name_policy(name: str) -> None:
+    """django-tenants' rule as a name policy of tenantkit's core (``validate_name=`` of
+    ``tenantkit.clone_schema``): raise ``InvalidSchemaName`` for a name it refuses."""
+    if not is_valid_schema_name(name):
+        raise InvalidSchemaName(name, "not a schema name django-tenants accepts")
 
 
 def quote_schema_name(name: str) -> str:

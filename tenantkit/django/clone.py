@@ -14,10 +14,10 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import connections, transaction
 
-import tenantkit
 from tenantkit.errors import InvalidSchemaName
+from tenantkit.provisioning.clone import clone_schema
 
-from ._names import check_schema_name
+from ._names import check_schema_name, core_name_policy
 from .utils import get_tenant_database_alias, schema_exists
 
 __all__ = ["CloneSchema"]
@@ -56,16 +56,14 @@ class CloneSchema:
         with transaction.atomic(using=alias):
             connection.ensure_connection()
             try:
-                tenantkit.clone_schema(
+                clone_schema(
                     connection.connection,
                     base_schema_name,
                     new_schema_name,
                     data=_MODES[clone_mode],
+                    # django-tenants' name rule (hyphens, capitals...), not tenantkit's
+                    # stricter one: the cloner quotes every identifier either way.
+                    validate_name=core_name_policy,
                 )
             except InvalidSchemaName as exc:
-                # tenantkit's cloner takes only [a-z_][a-z0-9_]* names so far; refuse the
-                # others clearly rather than half-create them.
-                raise ValidationError(
-                    f"cannot clone into {new_schema_name!r}: {exc} (tenantkit's schema "
-                    "cloning takes lower-case letters, digits and '_' only)"
-                ) from exc
+                raise ValidationError(f"cannot clone into {new_schema_name!r}: {exc}") from exc

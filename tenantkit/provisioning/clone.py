@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from ..core.names import validate_schema_name
-from ..errors import CloneError, SchemaExists, SchemaNotFound
+from ..errors import CloneError, InvalidSchemaName, SchemaExists, SchemaNotFound
 from ..introspection.catalog import PLACEHOLDER, Column, SchemaCatalog, Sequence_, read_catalog
 
 __all__ = ["CloneError", "CloneScript", "clone_schema", "clone_script"]
@@ -65,13 +65,24 @@ def clone_schema(
     *,
     data: bool = False,
     script: CloneScript | None = None,
+    validate_name: Callable[[str], object] | None = None,
 ) -> None:
     """Create schema ``target`` with the structure of ``source`` (and its rows with ``data``).
 
     Runs in one transaction (a savepoint inside the caller's transaction). ``script`` reuses a
     script built earlier by :func:`clone_script` instead of reading the catalog again.
+
+    ``validate_name`` is the name policy for ``target``: a callable that raises for a name it
+    refuses (default: tenantkit's strict :func:`~tenantkit.validate_schema_name`). An
+    integration with a wider rule (django-tenants allows hyphens, capitals...) passes its
+    own; the name is only ever quoted as an identifier, and whatever the policy, an empty
+    name, a NUL byte or more than 63 bytes (which PostgreSQL would truncate) is refused.
     """
-    validate_schema_name(target, shared_schema="")
+    if validate_name is None:
+        validate_schema_name(target, shared_schema="")
+    else:
+        _check_identifier(target)
+        validate_name(target)
     with conn.transaction():
         if script is None:
             script = clone_script(conn, source)
@@ -82,6 +93,16 @@ def clone_schema(
         script.apply(conn, target)
         if data:
             _copy_data(conn, read_catalog(conn, [source])[source], source, target)
+
+
+def _check_identifier(name: object) -> None:
+    """What every policy must refuse: not a usable, untruncated PostgreSQL identifier."""
+    if not isinstance(name, str) or not name:
+        raise InvalidSchemaName(name, "expected a non-empty str")
+    if "\x00" in name:
+        raise InvalidSchemaName(name, "it contains a NUL byte")
+    if len(name.encode("utf-8")) > 63:
+        raise InvalidSchemaName(name, "it is longer than 63 bytes (PostgreSQL would truncate it)")
 
 
 def _build(conn: psycopg.Connection[Any], cat: SchemaCatalog) -> CloneScript:

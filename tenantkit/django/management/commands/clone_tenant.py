@@ -12,6 +12,7 @@ from psycopg import sql
 
 from tenantkit.core.storage import MIGRATION_STATE_TABLE
 
+from ..._names import core_name_policy
 from ...utils import (
     get_public_schema_name,
     get_tenant_database_alias,
@@ -65,7 +66,13 @@ class Command(CreateTenant):
                 connection = connections[database]
                 connection.ensure_connection()
                 raw = connection.connection
-                clone_schema(raw, source.schema_name, tenant.schema_name, data=True)
+                clone_schema(
+                    raw,
+                    source.schema_name,
+                    tenant.schema_name,
+                    data=True,
+                    validate_name=core_name_policy,
+                )
                 state = sql.Identifier(get_public_schema_name(), MIGRATION_STATE_TABLE)
                 if _exists(raw, state):
                     # The copy is at the source's migrations: so say tenantkit's books.

@@ -17,7 +17,8 @@ the command exits non-zero at the end naming it. See docs/django-migrations.md.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from django.core.management.base import CommandError
@@ -27,8 +28,8 @@ from django.db.migrations.autodetector import MigrationAutodetector
 from .... import migrations as engine
 from ..._names import is_valid_schema_name
 from ...conf import tenant_settings
-from ...signals import schema_migrated
-from ...utils import schema_context, schema_exists
+from ...signals import schema_migrated, schema_pre_migration
+from ...utils import get_tenant_migration_order, schema_context, schema_exists
 from . import SyncCommon
 
 __all__ = ["Command", "MigrateSchemasCommand"]
@@ -171,23 +172,37 @@ class MigrateSchemasCommand(SyncCommon):
                     f"({executor}, {jobs} worker{'s' if jobs > 1 else ''})"
                 )
             )
+        order = self._tenant_order(the_plan, database) if tenants and only is None else None
+        if executor != "sequential":
+            order = None  # as in django-tenants, the order is the standard executor's
+        visits = _visits(the_plan, shared, tenants, executor, order, conf.public_schema_name)
+        # django-tenants sends schema_pre_migration for each schema it visits (pending or not).
+        # The engine migrates them in one run with no hook between schemas, so they are all
+        # announced before it starts, in the order they are visited.
+        for name in visits:
+            schema_pre_migration.send(sender=MigrateSchemasCommand, schema_name=name)
         try:
-            report = engine.migrate(
-                target,
-                shared=shared,
-                tenants=tenants,
-                schemas=only,
-                jobs=jobs,
-                executor=executor,
-                chunk_size=chunk,
-                fail_fast=bool(options.get("fail_fast")),
-                progress=self._progress,
-            )
+            if order is not None and any(e.kind == "tenant" for e in the_plan.pending):
+                report = self._migrate_in_order(
+                    target, the_plan, shared, order, bool(options.get("fail_fast"))
+                )
+            else:
+                report = engine.migrate(
+                    target,
+                    shared=shared,
+                    tenants=tenants,
+                    schemas=only,
+                    jobs=jobs,
+                    executor=executor,
+                    chunk_size=chunk,
+                    fail_fast=bool(options.get("fail_fast")),
+                    progress=self._progress,
+                )
         except engine.MigrationInterrupted as exc:
             raise CommandError(f"{exc}; run migrate_schemas again to resume") from exc
         except Exception as exc:
             raise CommandError(f"migration failed: {exc}") from exc
-        self._after(report, options, database)
+        self._after(report, options, database, visits)
         if report.failed or report.skipped:
             lines = [
                 f"  {r.schema}: {r.migration or ''} {r.error or r.status}".rstrip()
@@ -205,6 +220,102 @@ class MigrateSchemasCommand(SyncCommon):
                     f"{counts['current']} already current"
                 )
             )
+
+    def _tenant_order(self, the_plan: engine.Plan, database: str) -> list[str] | None:
+        """The tenant schemas in ``TENANT_MIGRATION_ORDER`` (``order_by()`` fields), or None
+        when the setting is not given (the engine's order then).
+
+        Each pending tenant then runs as a run of its own, in that order; a tenant schema
+        name tenantkit's engine cannot take one by one (django-tenants' wider names, e.g.
+        with a hyphen) keeps the engine's order, with a warning.
+        """
+        from tenantkit import validate_schema_name
+        from tenantkit.errors import InvalidSchemaName
+
+        fields = get_tenant_migration_order()
+        if fields is None:
+            return None
+        from ...utils import get_tenant_model
+
+        public = tenant_settings().public_schema_name
+        names = list(
+            get_tenant_model()
+            ._default_manager.using(database)
+            .exclude(schema_name=public)
+            .order_by(*fields)
+            .values_list("schema_name", flat=True)
+        )
+        try:
+            # The engine's own name rule decides which schemas it can be given by name.
+            for e in the_plan.pending:
+                if e.kind == "tenant":
+                    validate_schema_name(e.schema, shared_schema=public)
+        except InvalidSchemaName as exc:
+            self.stderr.write(
+                f"TENANT_MIGRATION_ORDER not applied ({exc}): tenants migrate in name order"
+            )
+            return None
+        return names
+
+    def _migrate_in_order(
+        self,
+        target: Any,
+        the_plan: engine.Plan,
+        shared: bool,
+        order: Sequence[str],
+        fail_fast: bool,
+    ) -> engine.MigrationReport:
+        """The public schema, then each pending tenant in ``order``, one engine run each
+        (the engine orders the schemas of one run itself); one report for them all."""
+        t0 = time.perf_counter()
+        pending = {e.schema: e for e in the_plan.pending}
+        total = len(pending)
+        results: list[engine.SchemaResult] = []
+
+        def run(**kwargs: Any) -> engine.MigrationReport:
+            done = len(results)
+
+            def progress(event: engine.ProgressEvent) -> None:
+                # Number the schemas over the whole command, not per run.
+                self._progress(engine.ProgressEvent(done + event.done, total, event.result))
+
+            return engine.migrate(target, executor="sequential", progress=progress, **kwargs)
+
+        stop: str | None = None
+        if shared:
+            report = run(shared=True, tenants=False)
+            results.extend(report.results)
+            if report.failed:
+                stop = "shared migrations failed"
+        rest = [n for n in order if n in pending and pending[n].kind == "tenant"]
+        ordered = set(rest)
+        for name in rest:
+            if stop is not None:
+                results.append(engine.SchemaResult(name, "tenant", "skipped", error=stop))
+                continue
+            report = run(shared=False, tenants=True, schemas=[name])
+            results.extend(report.results)
+            if report.failed and fail_fast:
+                stop = "an earlier schema failed (--fail-fast)"
+        # Templates, spares, tenants no row names any more: in the engine's order, last.
+        others = [
+            e.schema for e in the_plan.pending if e.kind != "shared" and e.schema not in ordered
+        ]
+        if others and stop is None:
+            results.extend(run(shared=False, tenants=True, schemas=others).results)
+        elif others:
+            results.extend(
+                engine.SchemaResult(n, pending[n].kind, "skipped", error=stop) for n in others
+            )
+        seen = {r.schema for r in results}
+        results.extend(
+            engine.SchemaResult(e.schema, e.kind, "current")
+            for e in the_plan.entries
+            if e.schema not in seen
+        )
+        return engine.MigrationReport(
+            tuple(results), time.perf_counter() - t0, executor="sequential", jobs=1
+        )
 
     def _progress(self, event: engine.ProgressEvent) -> None:
         r = event.result
@@ -226,9 +337,16 @@ class MigrateSchemasCommand(SyncCommon):
             for mid in entry.pending:
                 self.stdout.write(f"  {mid}")
 
-    def _after(self, report: engine.MigrationReport, options: dict[str, Any], db: str) -> None:
+    def _after(
+        self,
+        report: engine.MigrationReport,
+        options: dict[str, Any],
+        db: str,
+        visits: Sequence[str] = (),
+    ) -> None:
         """Django's ``post_migrate`` where migrations ran (content types, permissions...),
-        and ``schema_migrated``, each with the schema current.
+        each with the schema current, then ``schema_migrated`` for each of ``visits`` that
+        did not fail, in order.
 
         django-tenants runs Django's ``migrate`` per schema, so ``post_migrate`` comes once per
         schema with that schema current, and so it does here for every schema that got
@@ -259,8 +377,12 @@ class MigrateSchemasCommand(SyncCommon):
             if send:
                 with schema_context(r.schema if r.kind == "tenant" else public):
                     emit_post_migrate_signal(verbosity, interactive, db)
-            if r.status == "applied":
-                schema_migrated.send(sender=MigrateSchemasCommand, schema_name=r.schema)
+        outcome = {r.schema: r.status for r in report.results}
+        for name in visits:
+            # A schema the plan saw and the run did not fail or skip; django-tenants sends
+            # nothing for a schema whose migrate raised.
+            if outcome.get(name, "current") in ("applied", "current"):
+                schema_migrated.send(sender=MigrateSchemasCommand, schema_name=name)
 
     # -- Django's own path (a target) ----------------------------------------------------
 
@@ -291,16 +413,19 @@ class MigrateSchemasCommand(SyncCommon):
                 if schema and schema != conf.public_schema_name:
                     yield schema
                 else:
-                    yield from list(
-                        get_tenant_model()
-                        ._default_manager.exclude(schema_name=conf.public_schema_name)
-                        .values_list("schema_name", flat=True)
+                    rows = get_tenant_model()._default_manager.exclude(
+                        schema_name=conf.public_schema_name
                     )
+                    fields = get_tenant_migration_order()
+                    if fields is not None:
+                        rows = rows.order_by(*fields)
+                    yield from list(rows.values_list("schema_name", flat=True))
 
         failed: list[str] = []
         for name in names():
             if self.verbosity >= 1:
                 self.stdout.write(self.style.NOTICE(f"=== Running migrate for schema {name}"))
+            schema_pre_migration.send(sender=MigrateSchemasCommand, schema_name=name)
             try:
                 with schema_context(name):
                     call_command(
@@ -309,8 +434,35 @@ class MigrateSchemasCommand(SyncCommon):
                 resync(database, name)
             except Exception as exc:
                 failed.append(f"  {name}: {exc}")
+            else:
+                schema_migrated.send(sender=MigrateSchemasCommand, schema_name=name)
         if failed:
             raise CommandError(f"{len(failed)} schema(s) failed:\n" + "\n".join(failed))
+
+
+def _visits(
+    the_plan: engine.Plan,
+    shared: bool,
+    tenants: bool,
+    executor: engine.ExecutorName,
+    order: Sequence[str] | None,
+    public: str,
+) -> list[str]:
+    """The schemas django-tenants' executor would migrate in this process, in its order.
+
+    The public schema (when asked), then with the standard (and threads) executor every
+    tenant schema of the plan, pending or not; a multiprocessing run migrates the tenants in
+    other processes, whose signals the caller never sees, so it visits the public one only.
+    """
+    out = [public] if shared else []
+    if not tenants or executor == "processes":
+        return out
+    planned = [e.schema for e in the_plan.entries if e.kind == "tenant"]
+    if order is not None:
+        known = set(planned)
+        ranked = [n for n in order if n in known]
+        planned = ranked + [n for n in planned if n not in set(ranked)]
+    return out + planned
 
 
 def _post_migrate_needs_each_tenant(schema: str, database: str) -> bool:
