@@ -144,28 +144,21 @@ class TenantMainMiddleware:
 
     def process_request(self, request: HttpRequest) -> Any:
         """django-tenants' entry point: route and make the tenant current (no reset)."""
-        routed = self._route(request)
-        if routed is _NOT_FOUND:
+        early = _settle(self._route(request))
+        if early is _NOT_FOUND:
             return self.no_tenant_found(request, request._tenantkit_hostname)
-        if not hasattr(routed, "schema_name"):
-            return routed
-        _state.set_current(routed)
-        return None
+        return early
 
     def __call__(self, request: HttpRequest) -> Any:
         if self._async:
             return self.__acall__(request)
         token = _state.set_current(_state.public_tenant())
         try:
-            routed = self._route(request)
-            if routed is _NOT_FOUND:
-                response = self.no_tenant_found(request, request._tenantkit_hostname)
-                if response is not None:
-                    return response
-            elif not hasattr(routed, "schema_name"):
-                return routed
-            else:
-                _state.set_current(routed)
+            early = _settle(self._route(request))
+            if early is _NOT_FOUND:
+                early = self.no_tenant_found(request, request._tenantkit_hostname)
+            if early is not None:
+                return early
             return _keep_tenant(self.get_response(request))
         finally:
             _state.reset_current(token)
@@ -177,18 +170,27 @@ class TenantMainMiddleware:
                 routed = self._route(request)  # pure: a dictionary lookup
             else:
                 routed = await sync_to_async(self._route)(request)
-            if routed is _NOT_FOUND:
+            early = _settle(routed)
+            if early is _NOT_FOUND:
                 hostname = request._tenantkit_hostname
-                response = await sync_to_async(self.no_tenant_found)(request, hostname)
-                if response is not None:
-                    return response
-            elif not hasattr(routed, "schema_name"):
-                return routed
-            else:
-                _state.set_current(routed)
+                early = await sync_to_async(self.no_tenant_found)(request, hostname)
+            if early is not None:
+                return early
             return _keep_tenant(await self.get_response(request))
         finally:
             _state.reset_current(token)
+
+
+def _settle(routed: Any) -> Any:
+    """What a routing outcome means, for the sync and async paths alike: ``_NOT_FOUND`` (ask
+    ``no_tenant_found``), a response to return at once (a host not allowed), or None once the
+    routed tenant is made current (the caller resets it after the response)."""
+    if routed is _NOT_FOUND:
+        return _NOT_FOUND
+    if not hasattr(routed, "schema_name"):
+        return routed
+    _state.set_current(routed)
+    return None
 
 
 def _keep_tenant(response: Any) -> Any:
