@@ -62,7 +62,7 @@ from tenantkit.core.storage import HISTORY_TABLE, MIGRATION_STATE_TABLE
 from tenantkit.migrations import Migration, MigrationSet
 
 from . import _state
-from .conf import tenant_settings
+from .conf import database_conninfo, tenant_settings
 
 __all__ = ["DjangoMigrationSource", "DjangoTenantTable", "EngineTarget", "engine_target"]
 
@@ -116,37 +116,9 @@ class EngineTarget:
     migration_source: DjangoMigrationSource
 
 
-#: Keys of Django's connection parameters that libpq does not take.
-_NOT_LIBPQ = frozenset(
-    {
-        "autocommit",
-        "context",
-        "cursor_factory",
-        "prepare_threshold",
-        "pool",
-        "pgbouncer",
-        "server_side_binding",
-        "isolation_level",
-        "assume_role",
-    }
-)
-
-
 def conninfo_for(database: str) -> str:
     """A libpq conninfo for ``database`` (``TENANTKIT_MIGRATE_CONNINFO`` wins when set)."""
-    from django.conf import settings
-    from psycopg.conninfo import make_conninfo
-
-    explicit = getattr(settings, "TENANTKIT_MIGRATE_CONNINFO", None)
-    if explicit:
-        return str(explicit)
-    params = connections[database].get_connection_params()
-    kept = {
-        k: v
-        for k, v in params.items()
-        if k not in _NOT_LIBPQ and isinstance(v, (str, int)) and not isinstance(v, bool)
-    }
-    return make_conninfo("", **kept)
+    return database_conninfo(database, override="TENANTKIT_MIGRATE_CONNINFO")
 
 
 def engine_target(

@@ -17,16 +17,14 @@ import logging
 import threading
 from typing import Any
 
-from django.conf import settings
-from django.db import connections
 from django.db.models.base import ModelState
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from tenantkit import InvalidHostname, TenantResolver, normalize_host
 from tenantkit.web.sources import RegistryListener, Routes
 
 from . import _state
+from .conf import database_conninfo
 from .utils import (
     _execute,
     get_public_schema_name,
@@ -50,34 +48,13 @@ logger = logging.getLogger("tenantkit.django")
 #: The channel the triggers on the tenant and domain tables NOTIFY.
 CHANNEL = "tenantkit_django"
 _FUNCTION = "tenantkit_django_notify"
-#: Keys of Django's connection parameters that are not libpq's.
-_NOT_LIBPQ = frozenset(
-    {
-        "autocommit",
-        "context",
-        "cursor_factory",
-        "prepare_threshold",
-        "pool",
-        "pgbouncer",
-        "server_side_binding",
-        "isolation_level",
-        "assume_role",
-    }
-)
 
 
 def listen_conninfo(database: str | None = None) -> str:
     """Where to LISTEN: ``TENANTKIT_LISTEN_CONNINFO`` or the database's own parameters."""
-    explicit = getattr(settings, "TENANTKIT_LISTEN_CONNINFO", None)
-    if explicit:
-        return str(explicit)
-    params = connections[database or get_tenant_database_alias()].get_connection_params()
-    kept = {
-        k: v
-        for k, v in params.items()
-        if k not in _NOT_LIBPQ and isinstance(v, (str, int)) and not isinstance(v, bool)
-    }
-    return make_conninfo("", **kept)
+    return database_conninfo(
+        database or get_tenant_database_alias(), override="TENANTKIT_LISTEN_CONNINFO"
+    )
 
 
 def _copy(instance: Any) -> Any:

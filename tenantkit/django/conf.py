@@ -20,7 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS
 
-__all__ = ["TenantSettings", "tenant_settings"]
+__all__ = ["TenantSettings", "database_conninfo", "tenant_settings"]
 
 
 @dataclass(frozen=True)
@@ -186,3 +186,37 @@ def _forget(setting: str | None = None, **kwargs: Any) -> None:
 
 
 setting_changed.connect(_forget, dispatch_uid="tenantkit.django._forget")
+
+
+#: Keys of Django's connection parameters that libpq does not take.
+_NOT_LIBPQ = frozenset(
+    {
+        "autocommit",
+        "context",
+        "cursor_factory",
+        "prepare_threshold",
+        "pool",
+        "pgbouncer",
+        "server_side_binding",
+        "isolation_level",
+        "assume_role",
+    }
+)
+
+
+def database_conninfo(database: str, *, override: str) -> str:
+    """A libpq conninfo for Django's ``database`` alias (its connection parameters, less the
+    ones libpq does not take); the setting named ``override`` wins when it is set."""
+    from django.db import connections
+    from psycopg.conninfo import make_conninfo
+
+    explicit = getattr(settings, override, None)
+    if explicit:
+        return str(explicit)
+    params = connections[database].get_connection_params()
+    kept = {
+        k: v
+        for k, v in params.items()
+        if k not in _NOT_LIBPQ and isinstance(v, (str, int)) and not isinstance(v, bool)
+    }
+    return make_conninfo("", **kept)

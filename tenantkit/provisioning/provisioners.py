@@ -371,19 +371,21 @@ class MigrationProvisioner:
         self._provision(conn, schema)
         return None
 
-    def _provision(self, conn: psycopg.Connection[Any], schema: str) -> None:
+    def _inputs(self) -> tuple[Target, dict[str, Any]]:
+        """Where to provision and the arguments of ``provision_schema`` / its async twin."""
         target = resolve(self.tenancy)
-        mset = load_migrations(target.migrations_dir)
+        return target, {
+            "target": target,
+            "template": Template(self.tenancy),
+            "mset": load_migrations(target.migrations_dir),
+            "spares": self.use_spares,
+            "use_template": self.use_template,
+        }
+
+    def _provision(self, conn: psycopg.Connection[Any], schema: str) -> None:
+        target, inputs = self._inputs()
         _ensure_ready(target)
-        self.last_path = provision_schema(
-            conn,
-            schema,
-            target=target,
-            template=Template(self.tenancy),
-            mset=mset,
-            spares=self.use_spares,
-            use_template=self.use_template,
-        )
+        self.last_path = provision_schema(conn, schema, **inputs)
 
     async def aprovision(self, conn: psycopg.AsyncConnection[Any], schema: str) -> None:
         """The async twin of :meth:`provision`.
@@ -391,18 +393,9 @@ class MigrationProvisioner:
         The same paths; blocking preparation (the bookkeeping tables, the clone script, and
         building the template when Python migrations need it) runs in a worker thread.
         """
-        target = resolve(self.tenancy)
-        mset = load_migrations(target.migrations_dir)
+        target, inputs = self._inputs()
         await asyncio.to_thread(_ensure_ready, target)
-        self.last_path = await aprovision_schema(
-            conn,
-            schema,
-            target=target,
-            template=Template(self.tenancy),
-            mset=mset,
-            spares=self.use_spares,
-            use_template=self.use_template,
-        )
+        self.last_path = await aprovision_schema(conn, schema, **inputs)
 
 
 class CloneProvisioner:

@@ -16,7 +16,8 @@ pytest-django stays inert (no
 * ``tenant_pair`` (session): two such tenants shared by the read-only tests.
 * ``unique_schema``: a fresh schema name (not created).
 
-Helpers importable from here (``from conftest import ...``): ``database_settings(dsn,
+Helpers in ``_djsupport`` (``from _djsupport import ...``; a module of its own, since every
+test directory's conftest is named ``conftest``): ``database_settings(dsn,
 **options)`` (a ``DATABASES`` entry on tenantkit's backend, e.g. for an extra alias with
 ``pgbouncer=True``), ``host_of(schema)`` (the host the fixtures give a tenant) and
 ``PUBLIC_HOST``. ``tests/_wire.py`` counts what a connection sent (round trips, statements)
@@ -30,24 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from psycopg.conninfo import conninfo_to_dict
-
-PUBLIC_HOST = "public.test"
-
-
-def database_settings(dsn: str, **options: Any) -> dict[str, Any]:
-    """A ``DATABASES`` entry for ``dsn`` on tenantkit's backend (persistent connections)."""
-    params = conninfo_to_dict(dsn)
-    return {
-        "ENGINE": "tenantkit.django.postgresql_backend",
-        "NAME": params.get("dbname", ""),
-        "HOST": params.get("host", ""),
-        "PORT": str(params.get("port", "")),
-        "USER": params.get("user", ""),
-        "PASSWORD": params.get("password", ""),
-        "CONN_MAX_AGE": None,
-        "OPTIONS": dict(options),
-    }
+from _djsupport import PUBLIC_HOST, database_settings, host_of
 
 
 @pytest.fixture(scope="session")
@@ -82,11 +66,6 @@ def django_project(dsn: str) -> Iterator[Any]:
 
     reset_resolver()
     connections.close_all()
-
-
-def host_of(schema: str) -> str:
-    """The host the fixtures give a tenant: its schema with ``-`` for ``_``, under ``.test``."""
-    return schema.replace("_", "-") + ".test"
 
 
 def _new_schema() -> str:

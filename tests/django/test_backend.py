@@ -7,8 +7,8 @@ import uuid
 from typing import Any
 
 import pytest
+from _djsupport import database_settings
 from _wire import wire
-from conftest import database_settings
 
 pytestmark = pytest.mark.usefixtures("django_project")
 

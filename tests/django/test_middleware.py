@@ -10,8 +10,8 @@ import time
 from typing import Any
 
 import pytest
+from _djsupport import PUBLIC_HOST, host_of
 from _wire import wire
-from conftest import PUBLIC_HOST, host_of
 
 pytestmark = pytest.mark.usefixtures("django_project")
 

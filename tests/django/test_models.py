@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import host_of
+from _djsupport import host_of
 
 pytestmark = pytest.mark.usefixtures("django_project")
 
