@@ -368,9 +368,10 @@ def main() -> None:
     if requests_out:
         print("routed requests (benchmarks/django_requests.py):")
         print("  " + requests_out.strip().replace("\n", "\n  "))
-        over = _number(r"overhead vs plain: ([+-]?[\d.]+)%", requests_out)
-        if over is not None:
-            print(f"  routed overhead {over:+.1f}% (< 10%): {_met(over < 10)}")
+        for pattern in ("switch", "repeat"):
+            over = _number(rf"overhead vs plain \({pattern}\): ([+-]?[\d.]+)%", requests_out)
+            if over is not None:
+                print(f"  routed overhead, {pattern} {over:+.1f}% (< 10%): {_met(over < 10)}")
     if tests_out:
         print("fresh tenant per test (benchmarks/plugin_django.py):")
         print("  " + tests_out.strip().replace("\n", "\n  "))

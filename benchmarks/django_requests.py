@@ -8,12 +8,14 @@ in its own process (Django settings are per process) on its own database of one 
 - *django-tenants*: ``django_tenants`` 4.0.1, configured the same way.
 
 Each request goes through Django's WSGI handler called in a loop with a synthetic environ (no
-HTTP client measured), rotating over the tenants' hosts (a tenant switch on every request),
-with persistent connections. Short rounds rotate over the sides (ABC BCA CAB ...) so that load
-from other processes hits all alike; the figure per side is the median of its rounds' mean
-time per request. Statements and round trips per request are read from a libpq trace of the
-connection during warm requests (what the client sent, including anything the library sends
-itself), Django-visible queries from ``CaptureQueriesContext``.
+HTTP client measured), with persistent connections, in two patterns: *switch* rotates over the
+tenants' hosts (a tenant switch on every request, the worst case for a connection), *repeat*
+sends a round's requests to one tenant (the next round to the next one). Short rounds rotate
+over the sides (ABC BCA CAB ...) so that load from other processes hits all alike; the figure
+per side is the median of its rounds' mean time per request. Statements and round trips per
+request are read from a libpq trace of the connection during warm requests (what the client
+sent, including anything the library sends itself), Django-visible queries from
+``CaptureQueriesContext``.
 
     PGTENANTS_DSN=... python benchmarks/django_requests.py [--tenants 10] [--rounds 30]
         [--requests 200]
@@ -40,6 +42,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
     del sys.path[0]
 
 SIDES = ("plain", "tenantkit", "django-tenants")
+PATTERNS = ("switch", "repeat")
 PACKAGE = {"tenantkit": "tenantkit.django", "django-tenants": "django_tenants"}
 
 # -- the project, written into a temporary directory ----------------------------------------
@@ -275,8 +278,16 @@ def _wire_counts(messages: list[tuple[str, str]]) -> tuple[int, int]:
     return statements, waits + syncs
 
 
+def _sample(hosts: list[str], pattern: str, number: int, count: int) -> list[str]:
+    """The hosts of round ``number``: rotating (``switch``) or one tenant (``repeat``)."""
+    if pattern == "switch":
+        return [hosts[n % len(hosts)] for n in range(count)]
+    return [hosts[number % len(hosts)]] * count
+
+
 def worker(side: str, conninfo: str, project: str, tenants: int) -> None:
-    """Serve commands from the parent on stdin: ``round N``, ``stats``, ``quit``."""
+    """Serve commands from the parent on stdin: ``round N PATTERN K``, ``stats PATTERN``,
+    ``notify N``, ``quit``."""
     sys.path.insert(0, project)
     import django
     from django.conf import settings
@@ -316,14 +327,17 @@ def worker(side: str, conninfo: str, project: str, tenants: int) -> None:
     for line in sys.stdin:
         command = line.split()
         if command[0] == "round":
-            count = int(command[1])
+            count, pattern, number = int(command[1]), command[2], int(command[3])
+            sample = _sample(hosts, pattern, number, count)
             started = time.perf_counter()
-            for n in range(count):
-                request(hosts[n % len(hosts)])
+            for host in sample:
+                request(host)
             print(json.dumps((time.perf_counter() - started) / count), flush=True)
         elif command[0] == "stats":
             connection.ensure_connection()
-            sample = [hosts[n % len(hosts)] for n in range(40)]
+            sample = _sample(hosts, command[1], 0, 40)
+            if command[1] == "repeat":
+                request(sample[0])  # the switch that starts a round of one tenant
             with CaptureQueriesContext(connection) as queries:
 
                 def run(sample: list[str] = sample) -> None:
@@ -434,12 +448,14 @@ def main() -> None:
                     proc.stdin.flush()
                     return json.loads(proc.stdout.readline())
 
-                times: dict[str, list[float]] = {side: [] for side in SIDES}
+                times = {(p, side): list[float]() for p in PATTERNS for side in SIDES}
                 for n in range(args.rounds):
                     order = SIDES[n % 3 :] + SIDES[: n % 3]
-                    for side in order:
-                        times[side].append(ask(side, f"round {args.requests}"))
-                stats = {side: ask(side, "stats") for side in SIDES}
+                    for pattern in PATTERNS:
+                        for side in order:
+                            seconds = ask(side, f"round {args.requests} {pattern} {n}")
+                            times[pattern, side].append(seconds)
+                stats = {(p, side): ask(side, f"stats {p}") for p in PATTERNS for side in SIDES}
                 notify = ask("tenantkit", "notify 5")
             finally:
                 for proc in procs.values():
@@ -447,26 +463,34 @@ def main() -> None:
                         proc.stdin.write("quit\n")
                         proc.stdin.close()
                     proc.wait(timeout=60)
-    base = statistics.median(times["plain"])
     print(
-        f"routed requests: {args.tenants} tenants, a switch per request, "
-        f"{args.rounds} rounds x {args.requests} requests per side"
+        f"routed requests: {args.tenants} tenants, {args.rounds} rounds x {args.requests} "
+        "requests per side and pattern"
     )
-    header = f"{'side':<16}{'median/request':>16}{'vs plain':>10}{'django queries':>16}"
-    print(header + f"{'statements':>12}{'round trips':>13}")
-    for side in SIDES:
-        median = statistics.median(times[side])
-        s = stats[side]
-        print(
-            f"{side:<16}{median * 1e6:>13.0f} us{median / base:>9.2f}x"
-            f"{s['django_queries']:>16.2f}{s['statements']:>12.2f}{s['round_trips']:>13.2f}"
-        )
+    overheads = {}
+    for pattern in PATTERNS:
+        what = "a tenant switch on every request" if pattern == "switch" else "one tenant per round"
+        print(f"{pattern}: {what}")
+        header = f"  {'side':<16}{'median/request':>16}{'vs plain':>10}{'django queries':>16}"
+        print(header + f"{'statements':>12}{'round trips':>13}")
+        base = statistics.median(times[pattern, "plain"])
+        for side in SIDES:
+            median = statistics.median(times[pattern, side])
+            s = stats[pattern, side]
+            print(
+                f"  {side:<16}{median * 1e6:>13.0f} us{median / base:>9.2f}x"
+                f"{s['django_queries']:>16.2f}{s['statements']:>12.2f}{s['round_trips']:>13.2f}"
+            )
+        overheads[pattern] = statistics.median(times[pattern, "tenantkit"]) / base - 1
     print(
         f"tenantkit.django: a domain added by another client is routed after "
         f"{notify * 1e3:.1f} ms (median of 5; LISTEN/NOTIFY)"
     )
-    overhead = statistics.median(times["tenantkit"]) / base - 1
-    print(f"tenantkit.django overhead vs plain: {overhead:+.1%} (target < +10%)")
+    for pattern in PATTERNS:
+        print(
+            f"tenantkit.django overhead vs plain ({pattern}): {overheads[pattern]:+.1%} "
+            "(target < +10%)"
+        )
 
 
 if __name__ == "__main__":

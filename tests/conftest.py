@@ -59,13 +59,13 @@ def conn(dsn: str) -> Iterator[psycopg.Connection]:
 
 
 @pytest.fixture(scope="session")
-def pgbouncer_factory(server_conninfo: str, dsn: str) -> Iterator[Callable[..., PgBouncer]]:
-    """Start real pgbouncers in front of the test server: ``pgbouncer_factory(pool_mode=...)``.
+def _pgbouncers(server_conninfo: str) -> Iterator[Callable[..., PgBouncer]]:
+    """The session's pgbouncers: ``start(direct_dsn, pool_mode=, pool_size=, shared=)``.
 
-    Each call starts a new pgbouncer (own port and directory, ``pool_size`` server connections
-    per database) whose ``.dsn`` reaches the ``dsn`` database; all are stopped at the end of
-    the session. Skips when the binary is missing, fails instead with
-    ``PGTENANTS_REQUIRE_PGBOUNCER=1`` (CI).
+    Depends on no database fixture: a session fixture that did would keep the first
+    requester's ``dsn`` for everyone, and the Django tests override ``dsn`` with a database of
+    their own (so the fixtures over it are per module). ``share=True`` returns one bouncer per
+    database, mode and size.
     """
     try:
         find_pgbouncer()
@@ -74,13 +74,22 @@ def pgbouncer_factory(server_conninfo: str, dsn: str) -> Iterator[Callable[..., 
             pytest.fail(f"{exc} ({ENV_REQUIRE}=1)", pytrace=False)
         pytest.skip(str(exc))
     started: list[PgBouncer] = []
+    shared: dict[tuple[str, str, int], PgBouncer] = {}
 
-    def start(*, pool_mode: str = "transaction", pool_size: int = 3) -> PgBouncer:
+    def start(
+        direct_dsn: str, *, pool_mode: str = "transaction", pool_size: int = 3, share: bool = False
+    ) -> PgBouncer:
+        key = (direct_dsn, pool_mode, pool_size)
+        if share and key in shared:
+            return shared[key]
         bouncer = PgBouncer(
-            server_conninfo, direct_dsn=dsn, pool_mode=pool_mode, pool_size=pool_size
+            server_conninfo, direct_dsn=direct_dsn, pool_mode=pool_mode, pool_size=pool_size
         )
         started.append(bouncer)
-        return bouncer.start()
+        bouncer.start()
+        if share:
+            shared[key] = bouncer
+        return bouncer
 
     try:
         yield start
@@ -89,11 +98,27 @@ def pgbouncer_factory(server_conninfo: str, dsn: str) -> Iterator[Callable[..., 
             bouncer.stop()
 
 
-@pytest.fixture(scope="session")
-def pgbouncer(pgbouncer_factory: Callable[..., PgBouncer]) -> PgBouncer:
+@pytest.fixture(scope="module")
+def pgbouncer_factory(_pgbouncers: Callable[..., PgBouncer], dsn: str) -> Callable[..., PgBouncer]:
+    """Start real pgbouncers in front of ``dsn``: ``pgbouncer_factory(pool_mode=...)``.
+
+    Each call starts a new pgbouncer (own port and directory, ``pool_size`` server connections
+    per database) whose ``.dsn`` reaches the ``dsn`` database; all are stopped at the end of
+    the session. Skips when the binary is missing, fails instead with
+    ``PGTENANTS_REQUIRE_PGBOUNCER=1`` (CI).
+    """
+
+    def start(*, pool_mode: str = "transaction", pool_size: int = 3) -> PgBouncer:
+        return _pgbouncers(dsn, pool_mode=pool_mode, pool_size=pool_size)
+
+    return start
+
+
+@pytest.fixture(scope="module")
+def pgbouncer(_pgbouncers: Callable[..., PgBouncer], dsn: str) -> PgBouncer:
     """A real pgbouncer (transaction pooling, 3 server connections) in front of ``dsn``.
 
     ``.dsn`` goes through it, ``.direct_dsn`` straight to PostgreSQL; ``.port`` and
-    ``.pool_mode`` say how it runs. One per test process (pytest-xdist workers each have one).
+    ``.pool_mode`` say how it runs. One per database and test process, started on first use.
     """
-    return pgbouncer_factory(pool_mode="transaction", pool_size=3)
+    return _pgbouncers(dsn, pool_mode="transaction", pool_size=3, share=True)

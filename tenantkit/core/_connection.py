@@ -17,6 +17,17 @@ How it works (the reasons behind :class:`TenantConnection`):
   savepoint: after a ``ROLLBACK TO`` (psycopg's or in SQL) it is sent again.
 * Autocommit statements have no transaction to ride on: each is preceded by a session-level
   ``SET search_path`` (one round trip) for the same reason.
+* One exception, opted into by an integration that sees every statement of its connections
+  (``tenantkit.django``'s backend: ``session_path=True``): the session path is remembered
+  (``_tk_session``) and not sent again while it is known to hold. It is set at session level
+  (in autocommit, or with ``BEGIN`` and known only once that ``COMMIT`` succeeded), and
+  forgotten on a failure, a rollback that may undo it, and before any statement whose text
+  may change it (:func:`may_change_path`: ``search_path``, ``set_config``, ``SET``, ``RESET``,
+  ``DISCARD``, ``COPY`` or SQL it cannot read). What text cannot show is a server-side
+  function whose body changes the session path: the first statement of each connection, and
+  one a minute after (``SESSION_PATH_RECHECK``), asks for such functions in its own message
+  (with the pooler check); if one exists, or the connection defines one, the connection
+  leaves the mode for good and logs a warning. Off unless asked for, never with ``pgbouncer``.
 * Temporary objects never pass from one borrower or tenant to the next, whatever created them
   (a function can create a temp table without the query text saying so). When a connection
   changes hands or tenants (pool return, ``use_tenant()``), ``_tk_discard`` is set and the next
@@ -46,7 +57,9 @@ raises instead of running on an unknown path.
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from typing import Any
 
 import psycopg
@@ -75,6 +88,23 @@ _SET_LOCAL = b"SET LOCAL search_path TO "
 _SET_SESSION = b"SET search_path TO "
 _DISCARD = b"DISCARD TEMP"
 _PID = b"SELECT pg_catalog.pg_backend_pid()"
+#: session_path mode, once per connection with the pooler check: functions whose body may
+#: change the session's search_path (a SET clause on the function restores it on return).
+_PATH_FUNCTIONS = (
+    b"SELECT pg_catalog.string_agg(p.oid::pg_catalog.regprocedure::text, ', ') "
+    b"FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang "
+    b"WHERE l.lanname NOT IN ('internal', 'c') "
+    b"AND p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace "
+    b"AND p.prosrc OPERATOR(pg_catalog.~*) 'search_path|set_config' "
+    b"AND NOT EXISTS (SELECT FROM pg_catalog.unnest(p.proconfig) AS c "
+    b"WHERE c OPERATOR(pg_catalog.~~) 'search\\_path=%')"
+)
+
+#: session_path mode: seconds between two checks for such functions on one connection (one
+#: created by another connection is found within this time).
+SESSION_PATH_RECHECK = 60.0
+
+logger = logging.getLogger("tenantkit.core")
 
 
 class _PathPrepareManager(PrepareManager):
@@ -115,6 +145,16 @@ class _TenantState(psycopg.BaseConnection[Any]):
     _tk_switched: bool = False
     #: A ``ROLLBACK TO`` ran after a switch: send the wanted path again before the next query.
     _tk_rearm: bool = False
+    #: Remember the session path (``session_path=True``): a known path is not sent again.
+    _tk_cache: bool = False
+    #: The session's search_path as far as we know it for certain (None: unknown).
+    _tk_session: bytes | None = None
+    #: Session path the running transaction set: it holds once its COMMIT succeeds.
+    _tk_pending: bytes | None = None
+    #: The statement being started may change the session path: learn nothing from it.
+    _tk_tainted: bool = False
+    #: When the pooler and function checks run again (session_path mode; monotonic clock).
+    _tk_recheck_at: float = 0.0
     _prepared: PrepareManager
 
     @property
@@ -143,11 +183,15 @@ class _TenantState(psycopg.BaseConnection[Any]):
         strict: bool,
         pgbouncer: bool,
         prepare: bool | None = None,
+        session_path: bool = False,
     ) -> None:
         self._tk_neutral = neutral
         self._tk_base = base
         self._tk_strict = strict
         self._tk_pgbouncer = pgbouncer
+        # Behind a transaction pooler the session is not ours between transactions.
+        self._tk_cache = session_path and not pgbouncer
+        self._tk_session = self._tk_pending = None
         if prepare is None:
             prepare = not pgbouncer
         if not prepare:
@@ -202,21 +246,52 @@ class _TenantState(psycopg.BaseConnection[Any]):
         return results
 
     def _tk_send(self, parts: list[bytes], check_pid: bool) -> PQGen[PGresult | None]:
-        """Send ``parts`` as one simple-query message; check the pooler PID if asked."""
+        """Send ``parts`` as one simple-query message; check the pooler PID if asked.
+
+        The first check of a connection in ``session_path`` mode also asks for the functions
+        that would make a remembered path unsafe (see :meth:`_tk_guard`).
+        """
         if self._pipeline:
             # Pipeline mode: queue each; they travel with the next sync anyway. No PID check
             # (its result would be discarded): it runs on the next non-pipeline transaction.
             for part in parts:
                 yield from super()._exec_command(part)
             return None
+        guard = check_pid and self._tk_cache
+        if guard:
+            parts = [*parts, _PATH_FUNCTIONS]
         results = yield from self._tk_exchange(b"; ".join(parts))
+        if guard and results:
+            self._tk_guard(results.pop())
         if check_pid and results and results[-1].status == _TUPLES_OK:
             value = results[-1].get_value(0, 0)
             if value is not None and int(value) != self.pgconn.backend_pid:
                 self._tk_pooled = True
                 self._tk_refuse_pooled()
             self._tk_verified = True
+            self._tk_recheck_at = time.monotonic() + SESSION_PATH_RECHECK
         return results[0] if results else None
+
+    def _tk_guard(self, result: PGresult) -> None:
+        """Stop remembering the session path if a function could change it unseen."""
+        found = result.get_value(0, 0) if result.status == _TUPLES_OK else b"?"
+        if found:
+            self._tk_forget_for_good(
+                "functions whose body may change the session's search_path exist: "
+                + bytes(found).decode("utf-8", "replace")
+            )
+
+    def _tk_forget_for_good(self, why: str) -> None:
+        """Leave ``session_path`` mode on this connection: the path goes with every statement."""
+        if self._tk_cache:
+            self._tk_cache = False
+            self._tk_session = self._tk_pending = None
+            logger.warning(
+                "tenantkit: this connection sends the tenant's search_path with every "
+                "statement instead of remembering it (%s). Give such functions a "
+                "'SET search_path' clause, which PostgreSQL restores on return.",
+                why,
+            )
 
     def _tk_around_query(self, start: PQGen[None]) -> PQGen[None]:
         """Run psycopg's query start (BEGIN...), check our hook ran, then our own steps."""
@@ -263,17 +338,26 @@ class _TenantState(psycopg.BaseConnection[Any]):
         self._tk_active = want
         if want is None:  # a plain, unconfigured connection
             return
-        # The session path may have been changed by anything since: set it every time.
-        parts = [_SET_SESSION + want]
+        # Unless the session path is known to hold (session_path mode), it may have been
+        # changed by anything since: set it every time.
+        known = self._tk_cache and self._tk_session == want
+        parts = [] if known else [_SET_SESSION + want]
         discard = self._tk_discard
         if discard:
             parts.append(_DISCARD)
         check = not self._tk_verified
         if check:
             parts.append(_PID)
+        if not parts:
+            return
+        if not known:
+            self._tk_session = None  # unknown until the SET is seen to succeed
         yield from self._tk_send(parts, check_pid=check)
-        if discard and not self._pipeline:
-            self._tk_discard = False
+        if not self._pipeline:
+            if discard:
+                self._tk_discard = False
+            if self._tk_cache and not self._tk_tainted:
+                self._tk_session = want
 
     def _exec_command(
         self, command: Any, result_format: pq.Format = pq.Format.TEXT
@@ -290,6 +374,9 @@ class _TenantState(psycopg.BaseConnection[Any]):
                     return self._tk_commit_gen(command, discard=False)
             elif command == b"ROLLBACK":
                 self._tk_discard_inflight = False
+                self._tk_pending = None
+            if command == b"COMMIT" and self._tk_cache:
+                return self._tk_commit_gen(command, discard=False)
         if self._tk_switched and _rolls_back_to(command, self):
             # A savepoint rolled back (psycopg's transaction blocks send ROLLBACK TO here): it
             # may have held the switch's SET LOCAL.
@@ -309,7 +396,16 @@ class _TenantState(psycopg.BaseConnection[Any]):
         self._prepared.path = want  # type: ignore[attr-defined]  # i.e. self._tk_active
         if want is None:  # a plain, unconfigured connection
             return super()._exec_command(begin)
-        parts = [begin, _SET_LOCAL + want]
+        if self._tk_cache:
+            # session_path mode: a known session path is not sent again; otherwise it is set
+            # for the session, and known once this transaction's COMMIT succeeds.
+            parts = [begin]
+            if self._tk_session != want:
+                parts.append(_SET_SESSION + want)
+                self._tk_session = None
+            self._tk_pending = None if self._tk_tainted else want
+        else:
+            parts = [begin, _SET_LOCAL + want]
         if self._tk_pgbouncer:
             parts.append(_DISCARD)
             return self._tk_send(parts, check_pid=False)
@@ -319,6 +415,8 @@ class _TenantState(psycopg.BaseConnection[Any]):
         check = not self._tk_verified
         if check:
             parts.append(_PID)
+        if len(parts) == 1:
+            return super()._exec_command(begin)
         return self._tk_send(parts, check_pid=check)
 
     def _tk_commit_gen(self, command: bytes, *, discard: bool) -> PQGen[PGresult | None]:
@@ -331,9 +429,15 @@ class _TenantState(psycopg.BaseConnection[Any]):
             result = results[-1] if results else None
         else:
             result = yield from super()._exec_command(command)
-        # A COMMIT of a failed transaction answers ROLLBACK: the discard was undone.
-        if inflight and result is not None and result.command_status == b"COMMIT":
-            self._tk_discard = False
+        # A COMMIT of a failed transaction answers ROLLBACK: the discard was undone, and
+        # a session path set with BEGIN too.
+        pending = self._tk_pending
+        self._tk_pending = None
+        if result is not None and result.command_status == b"COMMIT":
+            if inflight:
+                self._tk_discard = False
+            if pending is not None:
+                self._tk_session = pending
         return result
 
 
@@ -350,11 +454,50 @@ def _rolls_back_to(query: Any, conn: psycopg.BaseConnection[Any]) -> bool:
     return isinstance(query, bytes) and _ROLLBACK_TO.match(query) is not None
 
 
+#: Text that may change the session's search_path: the name itself, ``set_config``, and any
+#: statement starting with SET, RESET or DISCARD (after ``;``, spaces or comments).
+_MAY_CHANGE_PATH = re.compile(
+    r"search_path|set_config|\bu&[\"']|(?:^|;)(?:\s|/\*.*?\*/|--[^\n]*\n)*(?:set|reset|discard)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+#: A statement that defines or alters a routine (tainted ones only are checked).
+_DEFINES_ROUTINE = re.compile(r"\b(?:function|procedure)\b", re.IGNORECASE)
+
+
+def may_change_path(query: Any) -> bool:
+    """Whether running ``query`` may change the session's ``search_path``, as far as its text
+    tells: deliberately broad (any ``SET``, ``RESET`` or ``DISCARD`` statement, any mention of
+    ``search_path`` or ``set_config``, Unicode-escaped names, ``COPY`` or a query given as
+    composed SQL). A false alarm costs one ``SET`` on the next statement, a miss a stale path.
+    """
+    if isinstance(query, bytes):
+        query = query.decode("utf-8", "replace")
+    elif not isinstance(query, str):
+        return True
+    return _MAY_CHANGE_PATH.search(query) is not None
+
+
 def _checked_start(
     conn: psycopg.BaseConnection[Any], start: PQGen[None], query: Any = None
 ) -> PQGen[None]:
     """The query start of a tenant cursor (sync or async: it is a generator either way)."""
     tk: _TenantState = conn  # type: ignore[assignment]
+    if tk._tk_cache:
+        if tk._tk_verified and time.monotonic() >= tk._tk_recheck_at:
+            # Look for functions that could change the path unseen again (with the pooler
+            # check, in the message of this statement's start).
+            tk._tk_verified = False
+        if may_change_path(query):
+            tk._tk_tainted = True
+            tk._tk_session = tk._tk_pending = None
+            if _DEFINES_ROUTINE.search(query if isinstance(query, str) else str(query)):
+                # A function that may change the path from now on, unseen by every later
+                # statement that calls it.
+                tk._tk_forget_for_good("this connection defined a routine that mentions it")
+        else:
+            tk._tk_tainted = False
     if tk._tk_rearm:
         # The statement before was a ROLLBACK TO after a switch: the switch may be undone.
         tk._tk_rearm = False

@@ -25,6 +25,8 @@ __all__ = [
     "connection_module",
     "discarded",
     "is_tenant_connection",
+    "learn_session",
+    "path_holds",
     "rearm",
     "rebind",
     "unbind_for_statement",
@@ -49,9 +51,35 @@ def is_tenant_connection(conn: object) -> bool:
     return isinstance(conn, _TenantState)
 
 
-def configure(conn: Any, neutral: bytes, base: tuple[str, ...], *, pgbouncer: bool) -> None:
-    """Configure a tenant connection as ``Tenancy`` does for its pool's connections."""
-    conn._tk_configure(neutral, base, strict=False, pgbouncer=pgbouncer, prepare=None)
+def configure(
+    conn: Any, neutral: bytes, base: tuple[str, ...], *, pgbouncer: bool, session_path: bool
+) -> None:
+    """Configure a tenant connection as ``Tenancy`` does for its pool's connections.
+
+    ``session_path``: remember the session's path and send it only when it changes (the
+    backend sees every statement of its connections; see ``tenantkit.core._connection``).
+    """
+    conn._tk_configure(
+        neutral, base, strict=False, pgbouncer=pgbouncer, prepare=None, session_path=session_path
+    )
+
+
+def path_holds(conn: Any) -> bool:
+    """Whether the connection's session path is known to be the one it wants, with nothing
+    to discard: its next autocommit statement needs nothing in front of it."""
+    session = conn._tk_session
+    return (
+        session is not None
+        and not conn._tk_discard
+        and session == (conn._tk_want or conn._tk_neutral)
+    )
+
+
+def learn_session(conn: Any, path: bytes, query: Any) -> None:
+    """Record that ``path`` was set for the session by a statement that succeeded (sent in
+    front of ``query`` in one implicit transaction), unless ``query`` may change it too."""
+    if conn._tk_cache and not _mod.may_change_path(query):
+        conn._tk_session = path
 
 
 def bind(conn: Any, path: bytes | None) -> None:

@@ -94,18 +94,23 @@ def test_odd_valid_names_are_always_quoted(django_project: Any) -> None:
     assert not schema_exists(name)
 
 
-def test_autocommit_statement_costs_one_round_trip(tenant_pair: Any) -> None:
+def test_autocommit_path_is_sent_only_when_it_changes(tenant_pair: Any) -> None:
     from tenantkit.django.utils import schema_context
 
     a, b = tenant_pair
-    for tenant in (a, a, b, b):
+    _raw()
+    for tenant, switch in ((a, True), (a, False), (b, True), (b, False), (a, True)):
         with schema_context(tenant.schema_name):
             sent = wire(_raw(), _names)
             assert _names() == [tenant.schema_name]
-        # Django's own statement only; the path travels in the same pipeline sync.
         assert sent.round_trips == 1, sent.messages
         assert len(sent.app_statements) == 1, sent.app_statements
-        assert any(f'"{tenant.schema_name}"' in t for t in sent.texts)
+        if switch:
+            # The path (and DISCARD TEMP) in front of the statement, in the same message.
+            assert sent.texts[0].startswith(f'SET search_path TO "{tenant.schema_name}"')
+        else:
+            # A repeat tenant: Django's statement alone, as plain Django sends it.
+            assert sent.texts == sent.app_statements
 
 
 def test_executemany_and_bulk_writes_land_in_the_tenant(tenant_factory: Any) -> None:
@@ -124,18 +129,24 @@ def test_executemany_and_bulk_writes_land_in_the_tenant(tenant_factory: Any) -> 
 def test_transaction_path_rides_on_begin(tenant_pair: Any) -> None:
     from django.db import transaction
 
-    from tenantkit.django.utils import tenant_context
+    from tenantkit.django.utils import schema_context, tenant_context
 
-    a, _ = tenant_pair
+    a, b = tenant_pair
 
     def run() -> None:
         with tenant_context(a), transaction.atomic():
             assert _names() == [a.schema_name]
             assert _names() == [a.schema_name]
 
+    with schema_context(b.schema_name):
+        _names()  # the session path is b's
     sent = wire(_raw(), run)
-    assert sent.texts[0].startswith(f'BEGIN; SET LOCAL search_path TO "{a.schema_name}"')
+    assert sent.texts[0].startswith(f'BEGIN; SET search_path TO "{a.schema_name}"')
     assert sent.round_trips == 4  # BEGIN (+path), two queries, COMMIT: as plain Django
+    # Committed: the session path is a's, and the next transaction of a sends plain BEGIN.
+    sent = wire(_raw(), run)
+    assert sent.texts[0] == "BEGIN"
+    assert sent.texts == ["BEGIN", *sent.app_statements, "COMMIT"]
 
 
 def test_switch_inside_a_transaction(tenant_pair: Any) -> None:

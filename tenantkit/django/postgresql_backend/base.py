@@ -61,10 +61,11 @@ _NO_PIPELINE = re.compile(
 )
 
 _SET_LOCAL = b"SET LOCAL search_path TO "
-_DISCARD = b"; DISCARD TEMP; "
+_SET_SESSION = b"SET search_path TO "
+_DISCARD = b"DISCARD TEMP"
 
 #: OPTIONS keys of this backend (removed before the rest reaches psycopg).
-_OWN_OPTIONS = ("pgbouncer",)
+_OWN_OPTIONS = ("pgbouncer", "session_path")
 
 
 def _check_schema_name(name: str) -> None:
@@ -122,7 +123,9 @@ class _TenantStatements:
         """Run ``query`` on the current tenant's path (see the module docstring)."""
         conn = self._conn
         _bind_current(conn)
-        if not (self._tk_pipeline and _outside_transaction(conn, query)):
+        if _core.path_holds(conn) or not (self._tk_pipeline and _outside_transaction(conn, query)):
+            # In a transaction (the path rode on BEGIN), or the session path is known to be
+            # the tenant's already: the statement alone, as plain Django sends it.
             result = super().execute(query, params, **kwargs)  # type: ignore[misc]
             if isinstance(query, str) and query.startswith("ROLLBACK TO SAVEPOINT"):
                 # Django's savepoint_rollback(): a tenant switch made after the savepoint
@@ -134,19 +137,30 @@ class _TenantStatements:
         if conn._tk_pgbouncer:
             method = super().execute  # type: ignore[misc]
             return self._tk_in_transaction(method, query, params, **kwargs)
+        want = conn._tk_want or conn._tk_neutral
         with conn.pipeline():
             result = super().execute(query, params, **kwargs)  # type: ignore[misc]
-        # The implicit transaction of the pipeline committed, with its DISCARD TEMP.
+        # The implicit transaction of the pipeline committed, with its DISCARD TEMP and path.
         _core.discarded(conn)
+        _core.learn_session(conn, want, query)
         return result
 
     def _tk_prefixed(self, query: str | bytes, params: Any, **kwargs: Any) -> Any:
-        # Client-side binding sends one simple-query message: the path goes in front of the
-        # statement, as SET LOCAL of the implicit transaction the message runs in (nothing
-        # stays on the connection: safe behind pgbouncer too).
+        # Client-side binding sends one simple-query message: what the statement needs goes
+        # in front of it, in the implicit transaction the message runs in. The path is set
+        # for the session when the backend remembers it (OPTIONS["session_path"]), else as
+        # SET LOCAL (nothing stays on the connection: safe behind pgbouncer too).
         conn = self._conn
         discard = conn._tk_discard or conn._tk_pgbouncer
-        prefix = _SET_LOCAL + conn._tk_want + (_DISCARD if discard else b"; ")
+        want = conn._tk_want
+        parts = []
+        if not conn._tk_cache:
+            parts.append(_SET_LOCAL + want)
+        elif conn._tk_session != want:
+            parts.append(_SET_SESSION + want)
+        if discard:
+            parts.append(_DISCARD)
+        prefix = b"".join(part + b"; " for part in parts)
         if params is not None:
             prefix = prefix.replace(b"%", b"%%")  # the statement's placeholders are merged
         if isinstance(query, str):
@@ -158,10 +172,11 @@ class _TenantStatements:
             super().execute(text, params, **kwargs)  # type: ignore[misc]
         finally:
             _core.rebind(conn, saved)
-        for _ in range(2 if discard else 1):
+        for _ in parts:
             self.nextset()  # type: ignore[attr-defined]  # past the prefix's results, to the statement's own
         if discard:
             _core.discarded(conn)
+        _core.learn_session(conn, want, query)
         return self
 
     def _tk_in_transaction(self, method: Any, *args: Any, **kwargs: Any) -> Any:
@@ -245,6 +260,8 @@ class DatabaseWrapper(pg_base.DatabaseWrapper):
         self.introspection = DatabaseSchemaIntrospection(self)
         options = self.settings_dict.get("OPTIONS", {})
         self.tenantkit_pgbouncer = bool(options.get("pgbouncer", False))
+        # Remember each connection's session path (never behind pgbouncer: not our session).
+        self.tenantkit_session_path = bool(options.get("session_path", True))
 
     # -- the tenant API (django-tenants' names) -----------------------------------------
 
@@ -377,7 +394,13 @@ class DatabaseWrapper(pg_base.DatabaseWrapper):
         conf = tenant_settings()
         base = (conf.public_schema_name, *conf.extra_search_paths)
         neutral = _state.path_for(conf.public_schema_name)
-        _core.configure(connection, neutral, base, pgbouncer=self.tenantkit_pgbouncer)
+        _core.configure(
+            connection,
+            neutral,
+            base,
+            pgbouncer=self.tenantkit_pgbouncer,
+            session_path=self.tenantkit_session_path,
+        )
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         """A tenant connection (from the pool when ``OPTIONS["pool"]`` is set)."""
