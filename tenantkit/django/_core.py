@@ -26,6 +26,7 @@ __all__ = [
     "discarded",
     "is_tenant_connection",
     "learn_session",
+    "note_statement",
     "path_holds",
     "rearm",
     "rebind",
@@ -75,10 +76,11 @@ def path_holds(conn: Any) -> bool:
     )
 
 
-def learn_session(conn: Any, path: bytes, query: Any) -> None:
+def learn_session(conn: Any, path: bytes) -> None:
     """Record that ``path`` was set for the session by a statement that succeeded (sent in
-    front of ``query`` in one implicit transaction), unless ``query`` may change it too."""
-    if conn._tk_cache and not _mod.may_change_path(query):
+    front of a statement in one implicit transaction), unless that statement may change it
+    too (as :func:`note_statement` or the cursor hook found)."""
+    if conn._tk_cache and not conn._tk_tainted:
         conn._tk_session = path
 
 
@@ -96,6 +98,13 @@ def discarded(conn: Any) -> None:
     conn._tk_discard = False
 
 
+def note_statement(conn: Any, query: Any) -> None:
+    """What the connection's cursor hook does with a statement's text in ``session_path``
+    mode (see :func:`learn_session`), for a statement that runs with a prefix of ours."""
+    if conn._tk_cache:
+        _mod.note_statement(conn, query)
+
+
 def unbind_for_statement(conn: Any) -> tuple[Any, ...]:
     """Let an autocommit statement that carries its own ``SET LOCAL search_path`` run.
 
@@ -105,15 +114,19 @@ def unbind_for_statement(conn: Any) -> tuple[Any, ...]:
     transaction) needs neither: until :func:`rebind` the connection looks unbound, so its
     hook sends nothing (the pooler check still runs). Returns what ``rebind`` restores.
     """
-    saved = (conn._tk_want, conn._tk_neutral, conn._tk_pgbouncer, conn._tk_strict)
+    saved = (conn._tk_want, conn._tk_neutral, conn._tk_pgbouncer, conn._tk_strict, conn._tk_cache)
     conn._tk_want = conn._tk_neutral = None
     conn._tk_pgbouncer = conn._tk_strict = False
+    # The prefix sets the path: unknown until the message succeeds (learn_session), and
+    # the hook need not read our own prefix (note_statement read the statement already).
+    conn._tk_cache = False
+    conn._tk_session = None
     return saved
 
 
 def rebind(conn: Any, saved: tuple[Any, ...]) -> None:
     """Undo :func:`unbind_for_statement`."""
-    conn._tk_want, conn._tk_neutral, conn._tk_pgbouncer, conn._tk_strict = saved
+    (conn._tk_want, conn._tk_neutral, conn._tk_pgbouncer, conn._tk_strict, conn._tk_cache) = saved
 
 
 def rearm(conn: Any) -> None:

@@ -142,7 +142,7 @@ class _TenantStatements:
             result = super().execute(query, params, **kwargs)  # type: ignore[misc]
         # The implicit transaction of the pipeline committed, with its DISCARD TEMP and path.
         _core.discarded(conn)
-        _core.learn_session(conn, want, query)
+        _core.learn_session(conn, want)  # the hook read the statement
         return result
 
     def _tk_prefixed(self, query: str | bytes, params: Any, **kwargs: Any) -> Any:
@@ -167,6 +167,7 @@ class _TenantStatements:
             text: str | bytes = prefix.decode() + query
         else:
             text = prefix + query
+        _core.note_statement(conn, query)
         saved = _core.unbind_for_statement(conn)
         try:
             super().execute(text, params, **kwargs)  # type: ignore[misc]
@@ -176,7 +177,7 @@ class _TenantStatements:
             self.nextset()  # type: ignore[attr-defined]  # past the prefix's results, to the statement's own
         if discard:
             _core.discarded(conn)
-        _core.learn_session(conn, want, query)
+        _core.learn_session(conn, want)
         return self
 
     def _tk_in_transaction(self, method: Any, *args: Any, **kwargs: Any) -> Any:
