@@ -12,10 +12,12 @@ Measured:
 
 - **create a tenant**: ``Client(schema_name=...).save()`` (schema, 20 tables, Django history),
   median of ``--creates``; tenantkit from warm spares (filled beforehand, not timed);
-- **apply migration 2** to ``--tenants`` tenants with ``migrate_schemas --tenant``, against
-  the baseline: the same DDL (what Django renders for it, ``sqlmigrate``) sent per schema in
-  one message and one transaction each over one connection, to the same schemas in a copy of
-  tenantkit's database taken just before;
+- **apply migration 2** to ``--tenants`` tenants with ``migrate_schemas --tenant`` (a fresh
+  process, so Django renders the migration once, as a deploy does), against the baseline: the
+  same DDL (what Django renders for it, ``sqlmigrate``) sent per schema in one message and one
+  transaction each over one connection. ``--apply-rounds`` rounds on copies of tenantkit's
+  database taken just before (bare DDL and tenantkit alternating, each on its own copy), then
+  tenantkit on the database itself; medians;
 - **no-op** ``migrate_schemas`` over ``--tenants`` and ``--noop`` tenants (django-tenants at
   ``--noop`` only with ``--full``; tenants beyond the first are SQL copies of it, so setting up
   1,000 does not take django-tenants' 0.3 s each, and tenantkit adopts their history untimed);
@@ -49,6 +51,8 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from typing import Any  # noqa: E402
 
 
@@ -216,18 +220,16 @@ def _run(side: str, conninfo: str, root: str, phase: str, n: int = 0) -> dict[st
     return dict(json.loads(lines[-1])) if lines else {}
 
 
-def _bare(server: str, database: str, ddl: str, n: int) -> float:
-    """The floor: migration 2's DDL alone (what Django renders for it), sent per tenant
-    schema in one message and one transaction each, over one connection, to a copy of
-    ``database`` taken just before ``migrate_schemas`` applies it there (same schemas, same
-    tables, same server)."""
+@contextmanager
+def _copy(server: str, database: str) -> Iterator[str]:
+    """A copy of ``database`` (same schemas, tables and history), dropped afterwards."""
     import psycopg
     from psycopg import sql
     from psycopg.conninfo import conninfo_to_dict
 
     from tenantkit.server.embedded import with_dbname
 
-    name = f"bm_bare_{os.getpid()}"
+    name = f"bm_copy_{os.getpid()}_{time.monotonic_ns()}"
     source = conninfo_to_dict(database)["dbname"]
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(
@@ -236,17 +238,36 @@ def _bare(server: str, database: str, ddl: str, n: int) -> float:
             )
         )
     try:
-        with psycopg.connect(with_dbname(server, name), autocommit=True) as conn:
-            started = time.perf_counter()
-            for i in range(n):
-                path = sql.Identifier(f"t{i}").as_string(conn)
-                conn.execute(
-                    f"begin; set local search_path to {path}, public; {ddl} commit".encode()
-                )
-            return time.perf_counter() - started
+        yield with_dbname(server, name)
     finally:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+
+
+def _bare(database: str, ddl: str, n: int) -> float:
+    """The floor: migration 2's DDL alone (what Django renders for it), sent per tenant
+    schema in one message and one transaction each, over one connection."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        started = time.perf_counter()
+        for i in range(n):
+            path = sql.Identifier(f"t{i}").as_string(conn)
+            conn.execute(f"begin; set local search_path to {path}, public; {ddl} commit".encode())
+        return time.perf_counter() - started
+
+
+def _with_second(migrations: Path, second: Path, root: Path) -> None:
+    """Put migration 2 (and the models it leads to) into a side's project."""
+    (migrations / second.name).write_text(second.read_text())
+    (root / "bench_proj" / "shop" / "models.py").write_text(_models(True))
+
+
+def _without_second(migrations: Path, second: Path, root: Path) -> None:
+    """Take migration 2 back out of a side's project."""
+    (migrations / second.name).unlink()
+    (root / "bench_proj" / "shop" / "models.py").write_text(_models(False))
 
 
 def _script(name: str, args: list[str], dsn: str) -> str:
@@ -271,6 +292,9 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=100)
     parser.add_argument("--noop", type=int, default=1000)
     parser.add_argument("--creates", type=int, default=20)
+    parser.add_argument(
+        "--apply-rounds", type=int, default=3, help="tenantkit's apply and the bare DDL on copies"
+    )
     parser.add_argument("--full", action="store_true", help="django-tenants' no-op at --noop too")
     parser.add_argument("--sides", default=",".join(SIDES), help="comma-separated sides")
     parser.add_argument("--skip-requests", action="store_true")
@@ -287,7 +311,8 @@ def main() -> None:
     n = args.tenants
     res: dict[str, dict[str, float | None]] = {s: {} for s in SIDES}
     requests_out = tests_out = ""
-    bare = 0.0
+    bares: list[float] = []
+    rounds: dict[str, list[float]] = {}
     with (
         server_conninfo_from_env() as server,
         tempfile.TemporaryDirectory() as tmp,
@@ -321,11 +346,21 @@ def main() -> None:
             _run(side, db, root, "grow", n)
             res[side][f"no-op, {n} tenants"] = _run(side, db, root, "noop")["seconds"]
             migrations = roots[side] / "bench_proj" / "shop" / "migrations"
+            applies: list[float] = []
             if side == "tenantkit":
-                bare = _bare(server, db, ddl2, n)
-            (migrations / second.name).write_text(second.read_text())
-            (roots[side] / "bench_proj" / "shop" / "models.py").write_text(_models(True))
-            res[side][f"apply 2, {n} tenants"] = _run(side, db, root, "apply")["seconds"]
+                # Rounds on copies of the database taken here (bare DDL and tenantkit
+                # alternating, each on a copy of its own), then the real apply below.
+                for _ in range(args.apply_rounds):
+                    with _copy(server, db) as copy:
+                        bares.append(_bare(copy, ddl2, n))
+                    with _copy(server, db) as copy:
+                        _with_second(migrations, second, roots[side])
+                        applies.append(_run(side, copy, root, "apply")["seconds"])
+                        _without_second(migrations, second, roots[side])
+            _with_second(migrations, second, roots[side])
+            applies.append(_run(side, db, root, "apply")["seconds"])
+            res[side][f"apply 2, {n} tenants"] = statistics.median(applies)
+            rounds[side] = applies
             key = f"no-op, {args.noop} tenants"
             if side == "tenantkit" or args.full:
                 _run(side, db, root, "grow", args.noop)
@@ -334,7 +369,7 @@ def main() -> None:
                 res[side][key] = None
         if not args.skip_requests:
             requests_out = _script(
-                "django_requests.py", ["--rounds", "15", "--requests", "200"], server
+                "django_requests.py", ["--rounds", "10", "--requests", "1000"], server
             )
         if not args.skip_tests:
             tests_out = _script("plugin_django.py", ["--tests", "50", "--per-class", "10"], server)
@@ -353,7 +388,16 @@ def main() -> None:
         print(f"{key:<26}{a_text}{b_text}{ratio}")
     apply = tk.get(f"apply 2, {n} tenants") or 0.0
     dt_apply = dt.get(f"apply 2, {n} tenants") or 0.0
-    print(f"bare DDL of migration 2, the same {n} schemas (a copy of the database): {bare:.3f}s")
+    bare = statistics.median(bares) if bares else 0.0
+    print(
+        f"bare DDL of migration 2, the same {n} schemas (copies of the database): median "
+        f"{bare:.3f}s of {len(bares)} rounds; tenantkit's apply: median of {len(bares) + 1} "
+        "(the same copies' twins, and the database itself)"
+    )
+    for side, seconds in rounds.items():
+        print(f"  {side} apply rounds: " + ", ".join(f"{x:.3f}s" for x in seconds))
+    if bares:
+        print("  bare DDL rounds: " + ", ".join(f"{x:.3f}s" for x in bares))
     print("targets:")
     create = (tk.get("create (median)") or 0.0) * 1000
     print(f"  create from spares {create:.1f} ms (< 10 ms): {_met(create < 10)}")

@@ -318,3 +318,40 @@ def test_threads_switching_at_random_read_only_their_tenant(tenant_pair: Any) ->
         t.join()
     assert not errors, errors
     assert wrong == []
+
+
+def test_a_repeat_tenant_sends_what_djangos_own_backend_sends(
+    alias: Any, dsn: str, tenant_pair: Any
+) -> None:
+    """The same ORM calls, on Django's own PostgreSQL backend (no tenancy; the tenant's
+    schema given as the connection's path) and on tenantkit's: the same statements, the
+    same round trips, once tenantkit's connection has served the tenant."""
+    from django.db import connections
+    from django.db.backends.postgresql.base import DatabaseWrapper as PlainWrapper
+    from project.tenant_app.models import Item
+
+    from tenantkit.django.utils import schema_context
+
+    a, _ = tenant_pair
+    settings = database_settings(dsn, options=f"-c search_path={a.schema_name},public")
+    settings.update(ENGINE="django.db.backends.postgresql", CONN_HEALTH_CHECKS=False)
+    settings.update(TIME_ZONE=None, AUTOCOMMIT=True, ATOMIC_REQUESTS=False, TEST={})
+    connections["plain"] = PlainWrapper(settings, alias="plain")
+    ours = alias()
+
+    def work(name: str) -> None:
+        assert _names(name) == [a.schema_name]
+        Item.objects.using(name).filter(name="nothing").update(name="still nothing")
+        assert Item.objects.using(name).filter(name__startswith="dj_").count() == 1
+
+    try:
+        with schema_context(a.schema_name):
+            work(ours)  # the connection's first use: its checks, and the path
+            work("plain")
+            mine = wire(_raw(ours), lambda: work(ours))
+            theirs = wire(_raw("plain"), lambda: work("plain"))
+        assert mine.texts == theirs.texts
+        assert mine.round_trips == theirs.round_trips == 3
+    finally:
+        connections["plain"].close()
+        del connections["plain"]
