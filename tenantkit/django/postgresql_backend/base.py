@@ -3,19 +3,24 @@
 What differs from django-tenants' backend, and why:
 
 * Connections are :class:`tenantkit.TenantConnection` objects (direct, or from Django's pool
-  with ``OPTIONS["pool"]``). The tenant's ``search_path`` rides on the message that starts a
-  transaction (``BEGIN; SET LOCAL search_path TO ...``): no ``SET`` statement of its own, no
-  cached session path that a rollback or a function could make stale.
-* Django runs outside transactions by default (autocommit). Such a statement carries its
-  path: with Django's default client-side binding it is sent as one simple-query message
-  ``SET LOCAL search_path TO ...; <statement>``, which PostgreSQL runs as one implicit
-  transaction (and ``nextset()`` skips the prefix's result); with server-side binding the
-  path and the statement travel in one pipeline (pgbouncer mode: ``BEGIN``, ``SET LOCAL``,
-  the statement and ``COMMIT``). One round trip either way, and nothing outlives the
-  statement on the connection (safe behind a transaction pooler). Statements PostgreSQL
-  refuses in a transaction (``... CONCURRENTLY``, ``VACUUM``...), named cursors and the first
-  statement of a connection (the pooler check) go through ``TenantConnection``'s own
-  autocommit path instead: one extra round trip.
+  with ``OPTIONS["pool"]``), in their ``session_path`` mode (``OPTIONS["session_path"]``, on
+  unless ``pgbouncer``): each remembers the ``search_path`` it set for its session, so a
+  repeat tenant sends exactly the statements plain Django sends. The remembered path is
+  forgotten on a failure or rollback that may undo it and before any statement whose text may
+  change it; path-changing functions on the server are looked for once per connection and
+  every minute, and turn the mode off for that connection (see
+  :mod:`tenantkit.core._connection`).
+* A tenant switch rides on the message of the next statement: with Django's default
+  client-side binding ``SET search_path TO ...; DISCARD TEMP; <statement>`` in one
+  simple-query message, which PostgreSQL runs as one implicit transaction (``nextset()``
+  skips the prefix's results); with server-side binding the path and the statement travel in
+  one pipeline; in a transaction it goes with ``BEGIN`` and is remembered once ``COMMIT``
+  succeeds. One round trip either way. Without the mode the prefix is ``SET LOCAL``, and
+  nothing outlives the statement (pgbouncer mode: ``BEGIN``, ``SET LOCAL``, the statement
+  and ``COMMIT`` in one pipeline). Statements PostgreSQL refuses in a transaction
+  (``... CONCURRENTLY``, ``VACUUM``...), named cursors and the first statement of a
+  connection (the pooler check) go through ``TenantConnection``'s own autocommit path
+  instead: one extra round trip when the path must be sent.
 * The current tenant is not an attribute of the connection object but a ContextVar
   (:mod:`tenantkit.django._state`): ``connection.set_tenant()`` in one thread or asyncio task
   never changes what another one's queries see, and the path is taken from it at every
