@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
-__all__ = ["PUBLIC_HOST", "database_settings", "host_of"]
+__all__ = ["PUBLIC_HOST", "database_settings", "host_of", "in_threads"]
 
 #: The public tenant's host in the test project.
 PUBLIC_HOST = "public.test"
@@ -30,3 +32,27 @@ def database_settings(dsn: str, **options: Any) -> dict[str, Any]:
 def host_of(schema: str) -> str:
     """The host the fixtures give a tenant: its schema with ``-`` for ``_``, under ``.test``."""
     return schema.replace("_", "-") + ".test"
+
+
+def in_threads(work: Callable[[int], None], count: int = 8) -> None:
+    """Run ``work(n)`` in ``count`` threads at once (each closes its Django connections when
+    done); re-raise what any of them raised."""
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        from django.db import connections
+
+        try:
+            work(n)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise AssertionError(f"{len(errors)} thread(s) raised: {errors!r}") from errors[0]

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
-from _djsupport import database_settings
+from _djsupport import database_settings, in_threads
 from _wire import wire
 
 pytestmark = pytest.mark.usefixtures("django_project")
@@ -214,33 +214,22 @@ def test_connection_tenant_api(tenant_pair: Any) -> None:
 
 
 def test_threads_never_see_another_threads_tenant(tenant_pair: Any) -> None:
-    from django.db import connection, connections
+    from django.db import connection
 
     a, b = tenant_pair
     barrier = threading.Barrier(8)
     wrong: list[str] = []
-    errors: list[BaseException] = []
 
     def worker(n: int) -> None:
-        try:
-            mine = (a, b)[n % 2]
-            connection.set_tenant(mine)
-            barrier.wait()
-            for _ in range(100):
-                got = _names()
-                if got != [mine.schema_name]:
-                    wrong.append(f"{mine.schema_name} read {got}")
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        mine = (a, b)[n % 2]
+        connection.set_tenant(mine)
+        barrier.wait()
+        for _ in range(100):
+            got = _names()
+            if got != [mine.schema_name]:
+                wrong.append(f"{mine.schema_name} read {got}")
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    in_threads(worker)
     assert wrong == []
     assert connection.schema_name == "public"  # the main thread was never switched
 

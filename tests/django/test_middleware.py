@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from _djsupport import PUBLIC_HOST, host_of
+from _djsupport import PUBLIC_HOST, host_of, in_threads
 from _wire import wire
 
 pytestmark = pytest.mark.usefixtures("django_project")
@@ -178,41 +178,29 @@ def test_streamed_content_runs_as_the_tenant(tenant_pair: Any, warm: Any) -> Non
 
 
 def test_8_threads_x_100_requests_never_read_another_tenant(tenant_pair: Any, warm: Any) -> None:
-    from django.db import connections
     from django.test import Client
 
     tenants = [*tenant_pair, None]
     wrong: list[str] = []
-    errors: list[BaseException] = []
     barrier = threading.Barrier(8)
 
     def worker(seed: int) -> None:
         rng = random.Random(seed)
         client = Client()
-        try:
-            barrier.wait()
-            for _ in range(100):
-                tenant = rng.choice(tenants)
-                if tenant is None:
-                    body = _get(client, PUBLIC_HOST).json()
-                    if body.get("schema") != "public":
-                        wrong.append(f"public got {body}")
-                    continue
-                body = _get(client, host_of(tenant.schema_name)).json()
-                expected = {"schema": tenant.schema_name, "items": [tenant.schema_name]}
-                if body != expected:
-                    wrong.append(f"{tenant.schema_name} got {body}")
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        barrier.wait()
+        for _ in range(100):
+            tenant = rng.choice(tenants)
+            if tenant is None:
+                body = _get(client, PUBLIC_HOST).json()
+                if body.get("schema") != "public":
+                    wrong.append(f"public got {body}")
+                continue
+            body = _get(client, host_of(tenant.schema_name)).json()
+            expected = {"schema": tenant.schema_name, "items": [tenant.schema_name]}
+            if body != expected:
+                wrong.append(f"{tenant.schema_name} got {body}")
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    in_threads(worker)
     assert wrong == []
 
 

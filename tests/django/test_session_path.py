@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _djsupport import database_settings
+from _djsupport import database_settings, in_threads
 from _wire import wire
 
 pytestmark = pytest.mark.usefixtures("django_project")
@@ -120,46 +119,41 @@ def test_session_set_committed_inside_a_transaction(warm_a: Any) -> None:
     _reads_own_rows_again(a)
 
 
-def test_a_failed_statement_undoes_the_path_sent_with_it(tenant_pair: Any) -> None:
+class _Undo(Exception):
+    pass
+
+
+def _failing_statement(tenant: Any) -> None:
+    # One implicit transaction: SET search_path (the tenant's), DISCARD TEMP, the statement.
     from django.db import DatabaseError
 
-    from tenantkit.django.utils import schema_context
-
-    a, b = tenant_pair
-    with schema_context(a.schema_name):
-        _names()
-    with schema_context(b.schema_name):
-        # One implicit transaction: SET search_path (b), DISCARD TEMP, the failing statement.
-        with pytest.raises(DatabaseError):
-            _run("SELECT * FROM no_such_table")
-        # The SET was rolled back with the statement: the session path is a's again, so b's
-        # path must be sent again.
-        _reads_own_rows_again(b)
-    with schema_context(a.schema_name):
-        _reads_own_rows_again(a)
+    with pytest.raises(DatabaseError):
+        _run("SELECT * FROM no_such_table")
 
 
-def test_a_rolled_back_transaction_undoes_the_path_set_with_begin(tenant_pair: Any) -> None:
+def _rolled_back_transaction(tenant: Any) -> None:
     from django.db import transaction
-
-    from tenantkit.django.utils import schema_context
-
-    a, b = tenant_pair
-    with schema_context(a.schema_name):
-        _names()
-
-    class Undo(Exception):
-        pass
 
     def read_then_fail() -> None:
         with transaction.atomic():
-            assert _names() == [b.schema_name]  # BEGIN; SET search_path TO b
-            raise Undo
+            assert _names() == [tenant.schema_name]  # BEGIN; SET search_path TO ...
+            raise _Undo
 
+    with pytest.raises(_Undo):
+        read_then_fail()
+
+
+@pytest.mark.parametrize("fail", [_failing_statement, _rolled_back_transaction])
+def test_a_failure_undoes_the_path_sent_with_it(tenant_pair: Any, fail: Any) -> None:
+    from tenantkit.django.utils import schema_context
+
+    a, b = tenant_pair
+    with schema_context(a.schema_name):
+        _names()
     with schema_context(b.schema_name):
-        with pytest.raises(Undo):
-            read_then_fail()
-        # ROLLBACK restored a's session path: b's is sent again.
+        fail(b)
+        # The SET was rolled back (with the statement, or with the transaction): the session
+        # path is a's again, so b's must be sent again.
         _reads_own_rows_again(b)
     with schema_context(a.schema_name):
         _reads_own_rows_again(a)
@@ -289,34 +283,21 @@ def test_defining_such_a_function_turns_remembering_off(alias: Any, tenant_pair:
 
 
 def test_threads_switching_at_random_read_only_their_tenant(tenant_pair: Any) -> None:
-    from django.db import connections
-
     from tenantkit.django.utils import schema_context
 
     a, b = tenant_pair
     wrong: list[tuple[str, list[str]]] = []
-    errors: list[BaseException] = []
 
     def work(seed: int) -> None:
         rng = random.Random(seed)
-        try:
-            for _ in range(100):
-                tenant = rng.choice((a, b, a))  # repeats as well as switches
-                with schema_context(tenant.schema_name):
-                    names = _names()
-                    if names != [tenant.schema_name]:
-                        wrong.append((tenant.schema_name, names))
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        for _ in range(100):
+            tenant = rng.choice((a, b, a))  # repeats as well as switches
+            with schema_context(tenant.schema_name):
+                names = _names()
+                if names != [tenant.schema_name]:
+                    wrong.append((tenant.schema_name, names))
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    in_threads(work)
     assert wrong == []
 
 
