@@ -370,13 +370,12 @@ class _TenantState(psycopg.BaseConnection[Any]):
             if command == b"COMMIT":
                 if self._tk_pgbouncer:
                     return self._tk_commit_gen(command, discard=True)
-                if self._tk_discard_inflight:
+                if self._tk_discard_inflight or self._tk_cache:
+                    # Its outcome settles the discard, and a path set with BEGIN.
                     return self._tk_commit_gen(command, discard=False)
             elif command == b"ROLLBACK":
                 self._tk_discard_inflight = False
                 self._tk_pending = None
-            if command == b"COMMIT" and self._tk_cache:
-                return self._tk_commit_gen(command, discard=False)
         if self._tk_switched and _rolls_back_to(command, self):
             # A savepoint rolled back (psycopg's transaction blocks send ROLLBACK TO here): it
             # may have held the switch's SET LOCAL.
