@@ -8,22 +8,11 @@ from typing import Any
 
 import pytest
 from _djsupport import database_settings, in_threads
+from _djsupport import item_names as _names
+from _djsupport import raw_connection as _raw
 from _wire import wire
 
 pytestmark = pytest.mark.usefixtures("django_project")
-
-
-def _raw() -> Any:
-    from django.db import connection
-
-    connection.ensure_connection()
-    return connection.connection
-
-
-def _names() -> list[str]:
-    from project.tenant_app.models import Item
-
-    return [i.name for i in Item.objects.order_by("id")]
 
 
 def test_settings_are_django_tenants_names() -> None:
@@ -259,8 +248,7 @@ def test_django_pool_option(dsn: str, tenant_pair: Any) -> None:
 
     a, b = tenant_pair
     settings = database_settings(dsn, pool={"min_size": 1, "max_size": 2})
-    settings.update(CONN_MAX_AGE=0, CONN_HEALTH_CHECKS=False, TIME_ZONE=None, AUTOCOMMIT=True)
-    settings.update(ATOMIC_REQUESTS=False, TEST={})
+    settings.update(CONN_MAX_AGE=0)
     wrapper = DatabaseWrapper(settings, alias="pooled")
     connections["pooled"] = wrapper
     try:
@@ -289,8 +277,6 @@ def test_pgbouncer_mode_against_a_real_pgbouncer(pgbouncer: Any, tenant_pair: An
 
     def wrapper_for(alias: str, **options: Any) -> Any:
         settings = database_settings(pgbouncer.dsn, **options)
-        settings.update(CONN_HEALTH_CHECKS=False, TIME_ZONE=None, AUTOCOMMIT=True)
-        settings.update(ATOMIC_REQUESTS=False, TEST={})
         wrapper = DatabaseWrapper(settings, alias=alias)
         connections[alias] = wrapper
         return wrapper
@@ -374,8 +360,6 @@ def test_iterator_named_cursors_follow_the_tenant(
 
     a, b = tenant_pair
     settings = database_settings(dsn, server_side_binding=binding)
-    settings.update(CONN_HEALTH_CHECKS=False, TIME_ZONE=None, AUTOCOMMIT=True)
-    settings.update(ATOMIC_REQUESTS=False, TEST={})
     connections["named"] = DatabaseWrapper(settings, alias="named")
     try:
         for tenant in (a, b, a):

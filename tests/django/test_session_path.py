@@ -16,22 +16,11 @@ from typing import Any
 
 import pytest
 from _djsupport import database_settings, in_threads
+from _djsupport import item_names as _names
+from _djsupport import raw_connection as _raw
 from _wire import wire
 
 pytestmark = pytest.mark.usefixtures("django_project")
-
-
-def _raw(alias: str = "default") -> Any:
-    from django.db import connections
-
-    connections[alias].ensure_connection()
-    return connections[alias].connection
-
-
-def _names(alias: str = "default") -> list[str]:
-    from project.tenant_app.models import Item
-
-    return [i.name for i in Item.objects.using(alias).order_by("id")]
 
 
 def _run(sql: str, params: Any = None, alias: str = "default") -> None:
@@ -53,8 +42,6 @@ def alias(dsn: str) -> Iterator[Any]:
     def make(**options: Any) -> str:
         name = f"extra{len(made)}"
         settings = database_settings(dsn, **options)
-        settings.update(CONN_HEALTH_CHECKS=False, TIME_ZONE=None, AUTOCOMMIT=True)
-        settings.update(ATOMIC_REQUESTS=False, TEST={})
         connections[name] = DatabaseWrapper(settings, alias=name)
         made.append(name)
         return name
@@ -315,8 +302,7 @@ def test_a_repeat_tenant_sends_what_djangos_own_backend_sends(
 
     a, _ = tenant_pair
     settings = database_settings(dsn, options=f"-c search_path={a.schema_name},public")
-    settings.update(ENGINE="django.db.backends.postgresql", CONN_HEALTH_CHECKS=False)
-    settings.update(TIME_ZONE=None, AUTOCOMMIT=True, ATOMIC_REQUESTS=False, TEST={})
+    settings.update(ENGINE="django.db.backends.postgresql")
     connections["plain"] = PlainWrapper(settings, alias="plain")
     ours = alias()
 
