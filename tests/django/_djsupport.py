@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
+import _threads
 from psycopg.conninfo import conninfo_to_dict
 
 __all__ = [
@@ -66,24 +66,11 @@ def host_of(schema: str) -> str:
 
 
 def in_threads(work: Callable[[int], None], count: int = 8) -> None:
-    """Run ``work(n)`` in ``count`` threads at once (each closes its Django connections when
-    done); re-raise what any of them raised."""
-    errors: list[BaseException] = []
+    """:func:`_threads.in_threads`, each thread closing its Django connections when done."""
 
-    def run(n: int) -> None:
+    def close() -> None:
         from django.db import connections
 
-        try:
-            work(n)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        connections.close_all()
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise AssertionError(f"{len(errors)} thread(s) raised: {errors!r}") from errors[0]
+    _threads.in_threads(work, count, cleanup=close)

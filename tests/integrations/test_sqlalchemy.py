@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 from _pgbouncer import PgBouncer
 from _sqla_support import items, populated, round_trips
+from _threads import in_threads
 from psycopg import sql
 from sqlalchemy import Column, Integer, MetaData, Table, create_engine, inspect, select, text
 from sqlalchemy.engine import Engine
@@ -180,32 +180,25 @@ def test_threads_rotating_tenants_read_only_their_own(
     tenancy, names = env
     eng = tenant_engine(tenancy, pool_size=4, max_overflow=0)
     wrong: list[str] = []
-    errors: list[BaseException] = []
 
     def worker(seed: int) -> None:
         rng = random.Random(seed)
-        try:
-            for i in range(60):
-                name = rng.choice(names)
-                if i % 2:
-                    with tenant_context(name), Session(eng) as session:
-                        seen = owner(session)
-                else:
-                    decoy = rng.choice(names)  # the explicit binding must win
-                    with tenant_context(decoy), tenant_session(eng, name) as session:
-                        seen = owner(session)
-                if seen != name:
-                    wrong.append(f"{name} read {seen}")
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        for i in range(60):
+            name = rng.choice(names)
+            if i % 2:
+                with tenant_context(name), Session(eng) as session:
+                    seen = owner(session)
+            else:
+                decoy = rng.choice(names)  # the explicit binding must win
+                with tenant_context(decoy), tenant_session(eng, name) as session:
+                    seen = owner(session)
+            if seen != name:
+                wrong.append(f"{name} read {seen}")
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    eng.dispose()
-    assert not errors, errors
+    try:
+        in_threads(worker)
+    finally:
+        eng.dispose()
     assert wrong == []
 
 
@@ -297,29 +290,22 @@ def test_pgbouncer_mode_behind_pgbouncer_reads_only_its_own(
         # More client connections than server connections: pgbouncer swaps them around.
         eng = tenant_engine(tenancy, pool_size=6, max_overflow=0, pool_pre_ping=True)
         wrong: list[str] = []
-        errors: list[BaseException] = []
 
         def worker(seed: int) -> None:
             rng = random.Random(seed)
-            try:
-                for _ in range(40):
-                    name = rng.choice(names)
-                    with tenant_session(eng, name) as session:
-                        session.execute(text("CREATE TEMP TABLE IF NOT EXISTS scratch (x int)"))
-                        seen = owner(session)
-                        session.execute(items.insert().values(owner=name))
-                    if seen != name:
-                        wrong.append(f"{name} read {seen}")
-            except BaseException as exc:  # reported below
-                errors.append(exc)
+            for _ in range(40):
+                name = rng.choice(names)
+                with tenant_session(eng, name) as session:
+                    session.execute(text("CREATE TEMP TABLE IF NOT EXISTS scratch (x int)"))
+                    seen = owner(session)
+                    session.execute(items.insert().values(owner=name))
+                if seen != name:
+                    wrong.append(f"{name} read {seen}")
 
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        eng.dispose()
-        assert not errors, errors
+        try:
+            in_threads(worker)
+        finally:
+            eng.dispose()
         assert wrong == []
         with psycopg.connect(pgbouncer.direct_dsn) as raw:  # every row landed in its own table
             for schema in [tenancy.shared_schema, *names]:
