@@ -449,56 +449,32 @@ def adopt(
     ``schemas`` limits it to those tenant schemas.
     """
     from .migrations import plan
-    from .migrations._apply import record_applied
-    from .migrations._executors import connect
-    from .migrations._tracking import (
-        LOCK_NAMESPACE,
-        ensure_tracking_table,
-        resolve,
-        schema_lock_key,
-    )
+    from .migrations._adopt import adopt_schemas
+    from .migrations._tracking import resolve
 
     target = resolve(tenancy, source)
     found = source.load()
     the_plan = plan(tenancy, migrations=source, schemas=schemas)
-    adopted: dict[str, list[str]] = {}
-    with connect(target.conninfo) as conn:
-        for entry in the_plan.entries:
-            kind: Kind = "shared" if entry.kind == "shared" else "tenant"
-            migrations = found.of(kind)
-            if not migrations or len(entry.pending) != len(migrations):
-                continue  # tenantkit has history for it already
-            with conn.transaction():
-                conn.execute(
-                    "select pg_advisory_xact_lock(%s, %s)",
-                    (LOCK_NAMESPACE, schema_lock_key(entry.schema)),
-                )
-                table = sql.Identifier(entry.schema, source.version_table)
-                exists = conn.execute(
-                    "select to_regclass(%s) is not null", (table.as_string(conn),)
-                ).fetchone()
-                if not exists or not exists[0]:
-                    continue
-                heads = [
-                    r[0] for r in conn.execute(sql.SQL("select version_num from {}").format(table))
-                ]
-                done = _ancestors(source._down, heads)
-                unknown = [h for h in heads if h not in source._down]
-                if unknown:
-                    raise MigrationError(
-                        f"schema {entry.schema!r} is at Alembic revision(s) {unknown} that "
-                        f"{source!r} does not hold: update the code before adopting",
-                        schema=entry.schema,
-                    )
-                ids = [m.id for m in migrations if m.id in done]
-                if not ids:
-                    continue
-                ensure_tracking_table(conn, entry.schema)
-                record_applied(
-                    conn, entry.schema, entry.kind, target.shared_schema, migrations, ids
-                )
-                adopted[entry.schema] = ids
-    return adopted
+
+    def applied(conn: Any, schema: str, migrations: Sequence[Migration]) -> list[str]:
+        table = sql.Identifier(schema, source.version_table)
+        exists = conn.execute(
+            "select to_regclass(%s) is not null", (table.as_string(conn),)
+        ).fetchone()
+        if not exists or not exists[0]:
+            return []
+        heads = [r[0] for r in conn.execute(sql.SQL("select version_num from {}").format(table))]
+        unknown = [h for h in heads if h not in source._down]
+        if unknown:
+            raise MigrationError(
+                f"schema {schema!r} is at Alembic revision(s) {unknown} that "
+                f"{source!r} does not hold: update the code before adopting",
+                schema=schema,
+            )
+        done = _ancestors(source._down, heads)
+        return [m.id for m in migrations if m.id in done]
+
+    return adopt_schemas(target.conninfo, target.shared_schema, the_plan.entries, found.of, applied)
 
 
 def _ancestors(down: dict[str, tuple[str, ...]], heads: Sequence[str]) -> set[str]:

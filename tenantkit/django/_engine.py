@@ -656,68 +656,37 @@ def adopt(target: EngineTarget, entries: Sequence[Any]) -> dict[str, list[str]]:
     every migration pending are looked at, each in one transaction under its migration lock,
     from its ``django_migrations`` rows. Returns schema -> the IDs recorded.
     """
-    from tenantkit.migrations._apply import record_applied
-    from tenantkit.migrations._executors import connect
-    from tenantkit.migrations._tracking import (
-        LOCK_NAMESPACE,
-        ensure_tracking_table,
-        schema_lock_key,
-    )
+    from tenantkit.migrations._adopt import adopt_schemas
 
     loaded = target.migration_source.loaded()
-    adopted: dict[str, list[str]] = {}
-    todo = [
-        e for e in entries if e.pending and len(e.pending) == len(loaded.mset.of(_kind(e.kind)))
-    ]
-    if not todo:
-        return adopted
-    with connect(target.conninfo) as conn:
-        for entry in todo:
-            migrations = loaded.mset.of(_kind(entry.kind))
-            with conn.transaction():
-                conn.execute(
-                    "select pg_advisory_xact_lock(%s, %s)",
-                    (LOCK_NAMESPACE, schema_lock_key(entry.schema)),
-                )
-                table = sql.Identifier(entry.schema, _TABLE)
-                row = conn.execute(
-                    "select to_regclass(%s) is not null, to_regclass(%s) is not null",
-                    (
-                        table.as_string(conn),
-                        sql.Identifier(entry.schema, HISTORY_TABLE).as_string(conn),
-                    ),
-                ).fetchone()
-                if row is None or not row[0]:
-                    continue
-                if row[1]:
-                    has = conn.execute(
-                        sql.SQL("select exists (select from {})").format(
-                            sql.Identifier(entry.schema, HISTORY_TABLE)
-                        )
-                    ).fetchone()
-                    if has is not None and has[0]:
-                        continue  # tenantkit's own history: not ours to rewrite
-                done = {
-                    (r[0], r[1])
-                    for r in conn.execute(sql.SQL("select app, name from {}").format(table))
-                }
-                ids = [
-                    m.id
-                    for m in migrations
-                    if loaded.nodes[m.id] in done
-                    or (
-                        all(r in done for r in loaded.records[m.id] if r != loaded.nodes[m.id])
-                        and len(loaded.records[m.id]) > 1
-                    )
-                ]
-                if not ids:
-                    continue
-                ensure_tracking_table(conn, entry.schema)
-                record_applied(
-                    conn, entry.schema, entry.kind, target.shared_schema, migrations, ids
-                )
-                adopted[entry.schema] = ids
-    return adopted
+
+    def applied(conn: Any, schema: str, migrations: Sequence[Migration]) -> list[str]:
+        table = sql.Identifier(schema, _TABLE)
+        exists = conn.execute(
+            "select to_regclass(%s) is not null", (table.as_string(conn),)
+        ).fetchone()
+        if exists is None or not exists[0]:
+            return []
+        done = {
+            (r[0], r[1]) for r in conn.execute(sql.SQL("select app, name from {}").format(table))
+        }
+        return [
+            m.id
+            for m in migrations
+            if loaded.nodes[m.id] in done
+            or (
+                all(r in done for r in loaded.records[m.id] if r != loaded.nodes[m.id])
+                and len(loaded.records[m.id]) > 1
+            )
+        ]
+
+    return adopt_schemas(
+        target.conninfo,
+        target.shared_schema,
+        entries,
+        lambda kind: loaded.mset.of(_kind(kind)),
+        applied,
+    )
 
 
 def _kind(kind: str) -> Any:
