@@ -161,6 +161,10 @@ class _Loaded:
     records: dict[str, tuple[tuple[str, str], ...]]
     create_table: str
     loader: Any = field(repr=False)
+    #: ``after_schema``'s rendered app and name lists, by the IDs it records.
+    hook_values: dict[tuple[str, ...], tuple[sql.Composable, sql.Composable]] = field(
+        default_factory=dict, repr=False
+    )
 
 
 _cache: dict[tuple[Any, ...], _Loaded] = {}
@@ -250,6 +254,14 @@ class DjangoMigrationSource:
         if not loaded.create_table:
             # A planning-only set (collect=empty) is never meant to migrate: fail closed.
             raise RuntimeError("this migration set was loaded for planning only")
+        key = tuple(new)
+        values = loaded.hook_values.get(key)
+        if values is None:
+            # Rendered once per set of new IDs: every schema of a run gets the same rows.
+            values = loaded.hook_values[key] = (
+                sql.SQL(sql.Literal([a for a, _ in rows]).as_string(None)),
+                sql.SQL(sql.Literal([n for _, n in rows]).as_string(None)),
+            )
         table = sql.Identifier(schema, _TABLE)
         return sql.SQL(
             "{create};\n"
@@ -261,8 +273,8 @@ class DjangoMigrationSource:
         ).format(
             create=sql.SQL(loaded.create_table).format(table=table),
             table=table,
-            apps=sql.Literal([a for a, _ in rows]),
-            names=sql.Literal([n for _, n in rows]),
+            apps=values[0],
+            names=values[1],
         )
 
 

@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import ClientCursor, sql
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from ..core.storage import HISTORY_TABLE, tables
 from ..errors import MigrationChecksumMismatch, MigrationError, PoolerDetected
-from ._loader import Migration, after_sql, migrations_digest
+from ._loader import Kind, Migration, after_sql, migrations_digest
 from ._report import SchemaKind, SchemaResult, Status
 from ._tracking import LOCK_NAMESPACE, ensure_tracking_table, schema_lock_key
 
@@ -131,32 +132,50 @@ def hook_sql(
     )
 
 
-def record_sql(schema: str, shared: str, *, history: bool = True) -> sql.Composed:
-    """One statement writing the history rows and the summary row."""
+def record_sql(
+    schema: str,
+    shared: str,
+    *,
+    history: bool = True,
+    values: Mapping[str, sql.Composable] | None = None,
+) -> sql.Composed:
+    """One statement writing the history rows and the summary row.
+
+    Its values are the named parameters ``ids``, ``sums``, ``durs``, ``schema``, ``kind``,
+    ``all_ids``, ``all_sums`` and ``digest``, or, given ``values``, those SQL fragments
+    (literals rendered beforehand).
+    """
+    v: Mapping[str, sql.Composable] = values or _RECORD_PLACEHOLDERS
     parts: list[sql.Composable] = []
     if history:
         parts.append(
             sql.SQL(
-                "h as (insert into {} (id, checksum, duration_ms) "
+                "h as (insert into {table} (id, checksum, duration_ms) "
                 # A null duration (a migration sent in the same message as this statement)
                 # is measured by the server: the message arrived at statement_timestamp().
                 "select id, sum, coalesce(d, 1000 * extract(epoch from "
                 "clock_timestamp() - statement_timestamp())::float8) "
-                "from unnest(%(ids)s::text[], %(sums)s::text[], %(durs)s::float8[]) "
+                "from unnest({ids}::text[], {sums}::text[], {durs}::float8[]) "
                 "as u(id, sum, d) returning duration_ms)"
-            ).format(sql.Identifier(schema, HISTORY_TABLE))
+            ).format(table=sql.Identifier(schema, HISTORY_TABLE), **v)
         )
     parts.append(
         sql.SQL(
             "s as (insert into {state} "
             "(schema, kind, applied, checksums, digest, updated_at) "
-            "values (%(schema)s, %(kind)s, %(all_ids)s, %(all_sums)s, %(digest)s, now()) "
+            "values ({schema}, {kind}, {all_ids}, {all_sums}, {digest}, now()) "
             "on conflict (schema) do update set kind = excluded.kind, "
             "applied = excluded.applied, checksums = excluded.checksums, "
             "digest = excluded.digest, updated_at = now())"
-        ).format(**tables(shared))
+        ).format(state=tables(shared)["state"], **v)
     )
     return sql.SQL("with {} select 1").format(sql.SQL(", ").join(parts))
+
+
+_RECORD_PLACEHOLDERS: dict[str, sql.Composable] = {
+    name: sql.Placeholder(name)
+    for name in ("ids", "sums", "durs", "schema", "kind", "all_ids", "all_sums", "digest")
+}
 
 
 class _Failure(Exception):
@@ -259,12 +278,9 @@ def _fast_step(
     """
     if not hint:
         return "slow"
-    wanted = set(hint)
-    pending = [m for m in migrations if m.id in wanted]
-    if not pending or any(not m.transactional or m.sql is None for m in pending):
+    batch = _batch(conn, kind, shared, migrations, hint)
+    if batch is None:
         return "slow"
-    before = [m for m in migrations if m.id not in wanted]
-    expected = sorted(f"{m.id}:{m.checksum}" for m in before)
     head = sql.SQL(
         "begin;\n"
         "select pg_advisory_xact_lock({ns}, {key}), set_config('search_path', {path}, true);\n"
@@ -273,23 +289,21 @@ def _fast_step(
         "collate \"C\") from {history}), '{{}}') = {expected}::text[] then null "
         "else ({marker} || clock_timestamp())::int end;\n"
     ).format(
-        ns=sql.Literal(LOCK_NAMESPACE),
+        ns=_LOCK_NAMESPACE,
         key=sql.Literal(schema_lock_key(schema)),
         path=sql.Literal(search_path_value(conn, schema, shared)),
         history=sql.Identifier(schema, HISTORY_TABLE),
-        expected=sql.Literal(expected),
-        marker=sql.Literal(_GUARD_MARKER),
+        expected=batch.expected,
+        marker=_GUARD_MARKER_SQL,
     )
-    durs: list[float | None] = [None] * len(pending)  # timed by the server, see record_sql
-    before_ids = [m.id for m in before]
-    query, params = _record_args(schema, kind, shared, migrations, before_ids, pending, durs)
-    hook = hook_sql(schema, kind, migrations, before_ids, pending)
+    record = record_sql(schema, shared, values={**batch.values, "schema": sql.Literal(schema)})
+    hook = after_sql(batch.source, batch.hook_kind, schema, batch.hook_applied, batch.pending_ids)
     message = b"".join(
         [
-            head.as_string(conn).encode(),
-            *(m.sql.encode() + b"\n;\n" for m in pending if m.sql is not None),
-            ClientCursor(conn).mogrify(query, params).encode(),
-            b";\n" + hook.as_string(conn).encode() if hook is not None else b"",
+            head.as_bytes(conn),
+            batch.ddl,
+            record.as_bytes(conn),
+            b";\n" + hook.as_bytes(conn) if hook is not None else b"",
             b";\ncommit",
         ]
     )
@@ -297,16 +311,91 @@ def _fast_step(
         conn.execute(message)
     except psycopg.Error as exc:
         if conn.closed:
-            raise _Failure(pending[0].id if len(pending) == 1 else None, exc) from exc
+            raise _Failure(
+                batch.pending_ids[0] if len(batch.pending_ids) == 1 else None, exc
+            ) from exc
         if conn.info.transaction_status != TransactionStatus.IDLE:
             conn.rollback()
         return "slow"
-    applied.extend(m.id for m in pending)
+    applied.extend(batch.pending_ids)
     return None
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """What :func:`_fast_step` sends alike to every schema with the same migrations applied
+    and pending, rendered once: per schema only its names are filled in. (Adapting the lists
+    of IDs and checksums to literals cost more than everything else in the message.)"""
+
+    migrations: Sequence[Migration]
+    before_ids: tuple[str, ...]
+    pending_ids: tuple[str, ...]
+    #: The guard's expected history, as a literal.
+    expected: sql.Composable
+    #: The pending migrations' SQL, encoded.
+    ddl: bytes
+    #: :func:`record_sql`'s values but ``schema``, as literals.
+    values: dict[str, sql.Composable]
+    #: The migration source, and its ``after_schema`` hook's kind and applied IDs.
+    source: Any
+    hook_kind: Kind
+    hook_applied: tuple[str, ...]
+
+
+#: Batches by (id of the migration list, kind, shared schema, encoding, pending IDs). A worker
+#: applies one plan, so a handful at most (cleared when it grows past ``_BATCHES``).
+_batches: dict[tuple[int, str, str, str, tuple[str, ...]], _Batch] = {}
+_BATCHES = 64
+
+
+def _batch(
+    conn: psycopg.Connection[Any],
+    kind: SchemaKind,
+    shared: str,
+    migrations: Sequence[Migration],
+    hint: Sequence[str],
+) -> _Batch | None:
+    """The batch for ``hint`` pending in ``migrations``, or None when the pending ones cannot
+    go in one message (a non-transactional one, or one that only runs from Python)."""
+    key = (id(migrations), kind, shared, conn.info.encoding, tuple(hint))
+    found = _batches.get(key)
+    # The batch holds the list, so its id cannot be reused while cached.
+    if found is not None and found.migrations is migrations:
+        return found
+    wanted = set(hint)
+    pending = [m for m in migrations if m.id in wanted]
+    if not pending or any(not m.transactional or m.sql is None for m in pending):
+        return None
+    before = [m for m in migrations if m.id not in wanted]
+    before_ids = [m.id for m in before]
+    encoding = conn.info.encoding
+    params = _record_params(kind, migrations, before_ids, pending, [None] * len(pending))
+    done = {*before_ids, *(m.id for m in pending)}
+
+    def literal(value: Any) -> sql.Composable:
+        return sql.SQL(sql.Literal(value).as_string(conn))
+
+    batch = _Batch(
+        migrations=migrations,
+        before_ids=tuple(before_ids),
+        pending_ids=tuple(m.id for m in pending),
+        expected=literal(sorted(f"{m.id}:{m.checksum}" for m in before)),
+        ddl=b"".join(m.sql.encode(encoding) + b"\n;\n" for m in pending if m.sql is not None),
+        values={name: literal(value) for name, value in params.items()},
+        source=next((m.source for m in migrations if m.source is not None), None),
+        hook_kind="shared" if kind == "shared" else "tenant",
+        hook_applied=tuple(m.id for m in migrations if m.id in done),
+    )
+    if len(_batches) >= _BATCHES:
+        _batches.clear()
+    _batches[key] = batch
+    return batch
+
+
+_LOCK_NAMESPACE = sql.Literal(LOCK_NAMESPACE)
 #: Text of the guard's deliberate error (see _fast_step).
 _GUARD_MARKER = "tenantkit: history changed since planning "
+_GUARD_MARKER_SQL = sql.Literal(_GUARD_MARKER)
 
 
 def _apply_step(
@@ -415,25 +504,23 @@ def _lock_and_read(
     return [(r[0], r[1]) for r in cur]
 
 
-def _record_args(
-    schema: str,
+def _record_params(
     kind: SchemaKind,
-    shared: str,
     migrations: Sequence[Migration],
-    before_ids: list[str],
+    before_ids: Sequence[str],
     group: Sequence[Migration],
     durs: Sequence[float | None],
-) -> tuple[sql.Composed, dict[str, Any]]:
+) -> dict[str, Any]:
+    """:func:`record_sql`'s values for ``group`` applied on top of ``before_ids``, all but
+    the schema's name (the same for every schema with that history)."""
     by_id = {m.id: m for m in migrations}
     all_ids = [*before_ids, *(m.id for m in group)]
     done = set(all_ids)
     ordered = [m for m in migrations if m.id in done]
-    query = record_sql(schema, shared, history=bool(group))
-    return query, {
+    return {
         "ids": [m.id for m in group],
         "sums": [m.checksum for m in group],
         "durs": list(durs),
-        "schema": schema,
         "kind": kind,
         "all_ids": [m.id for m in ordered],
         "all_sums": [by_id[m.id].checksum for m in ordered],
@@ -441,9 +528,18 @@ def _record_args(
     }
 
 
-def _record(conn: psycopg.Connection[Any], *args: Any) -> None:
-    query, params = _record_args(*args)
-    conn.execute(query, params)
+def _record(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    kind: SchemaKind,
+    shared: str,
+    migrations: Sequence[Migration],
+    before_ids: Sequence[str],
+    group: Sequence[Migration],
+    durs: Sequence[float | None],
+) -> None:
+    params = _record_params(kind, migrations, before_ids, group, durs)
+    conn.execute(record_sql(schema, shared, history=bool(group)), {**params, "schema": schema})
 
 
 def record_applied(

@@ -71,6 +71,40 @@ def test_plan_then_migrate_then_noop(mig_tenancy: Tenancy, conn: psycopg.Connect
     assert again.run_id is None and not again.applied  # no-op: no journal entry either
 
 
+def test_schemas_at_different_versions_in_one_run(
+    mig_tenancy: Tenancy, conn: psycopg.Connection, mig_dir: Path
+) -> None:
+    # The one-message path renders what schemas with the same history share once: each schema
+    # must still get its own name, lock, history check and summary row.
+    shared = mig_tenancy.shared_schema
+    current = [mig_tenancy.create_tenant(f"{shared}_c{i}").schema for i in range(3)]
+    bare = [f"{shared}_b{i}" for i in range(3)]
+    for name in bare:  # registered without any migration
+        conn.execute(psycopg.sql.SQL("create schema {}").format(psycopg.sql.Identifier(name)))
+        conn.execute(
+            f'insert into "{shared}".tenantkit_tenants (schema, name) values (%s, %s)',
+            (name, name),
+        )
+    write(mig_dir, "tenant/0003_note.sql", "alter table items add column note text;")
+    report = migrate(mig_tenancy)
+    assert report.ok
+    assert {n: report[n].applied for n in current} == {n: ("0003_note",) for n in current}
+    everything = ("0001_items", "0002_orders", "0003_note")
+    assert {n: report[n].applied for n in bare} == {n: everything for n in bare}
+    for name in [*current, *bare]:
+        assert history(conn, name) == list(everything)
+        assert "note" in columns(conn, name, "items")
+    summary = dict(
+        conn.execute(
+            f'select schema, applied from "{shared}".tenantkit_migration_state '
+            "where schema = any(%s)",
+            ([*current, *bare],),
+        ).fetchall()
+    )
+    assert summary == {n: list(everything) for n in [*current, *bare]}
+    assert plan(mig_tenancy).is_empty
+
+
 @pytest.mark.parametrize(("executor", "jobs"), [("threads", 3), ("processes", 2)])
 def test_parallel_executors(
     mig_tenancy: Tenancy, conn: psycopg.Connection, mig_dir: Path, executor: str, jobs: int
