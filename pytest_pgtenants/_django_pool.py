@@ -177,26 +177,14 @@ class DjangoTenantPool:
         with conn.transaction():
             if self._script is None:
                 # The template's DDL, read from the catalog once per session.
-                self._script = clone_script(conn, self.template)
+                self._script = clone_script(conn, self.template, rows="all")
+            # Rows and sequence positions (the django_migrations ids) come with the clone.
             clone_schema(conn, self.template, building, data=True, script=self._script)
             conn.execute(
                 sql.SQL("alter schema {} rename to {}").format(
                     sql.Identifier(building), sql.Identifier(name)
                 )
             )
-            # clone_schema copies rows but leaves sequences at their start: move them to
-            # where the template's are, so the next django_migrations row (a later
-            # migration run on a tenant) does not collide with a copied id.
-            rows = conn.execute(
-                "select sequencename, last_value from pg_sequences "
-                "where schemaname = %s and last_value is not null",
-                (self.template,),
-            ).fetchall()
-            for sequence, last_value in rows:
-                conn.execute(
-                    "select setval(%s::regclass, %s)",
-                    (sql.Identifier(name, str(sequence)).as_string(conn), last_value),
-                )
         return name
 
     def _drop(self, schemas: Iterable[str]) -> None:

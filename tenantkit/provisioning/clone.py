@@ -6,15 +6,20 @@ definitions (sequence defaults, foreign keys, views, triggers, enum-typed column
 the target; references to other schemas (the shared one) are kept. Identity columns get their own
 sequences under the same names; serial sequences are re-created and re-owned.
 
+Rows, when copied, go in right after the tables are created: before the foreign keys (so the
+order of the tables does not matter) and before the triggers (the source's rows are copied as
+they are, nothing fires twice). Each sequence then continues where the source's stands, and a
+materialized view the source has populated is created populated.
+
 Not copied: grants and owners (objects belong to the role that clones), comments, row-level
 security policies, partitioned tables (:class:`CloneError`), domains and composite types.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
@@ -23,7 +28,14 @@ from ..core.names import validate_schema_name
 from ..errors import CloneError, InvalidSchemaName, SchemaExists, SchemaNotFound
 from ..introspection.catalog import PLACEHOLDER, Column, SchemaCatalog, Sequence_, read_catalog
 
-__all__ = ["CloneError", "CloneScript", "clone_schema", "clone_script"]
+__all__ = ["CloneError", "CloneScript", "Rows", "clone_schema", "clone_script"]
+
+
+#: Which rows a :class:`CloneScript` copies from its source: ``"none"`` (structure only),
+#: ``"all"`` (every table, every sequence position: ``clone_schema(data=True)``) or
+#: ``"present"`` (the tables that held rows and the sequences that had been used when the
+#: script was built: a template's seed data, written by its migrations).
+Rows = Literal["none", "all", "present"]
 
 
 @dataclass(frozen=True)
@@ -31,11 +43,13 @@ class CloneScript:
     """The DDL that recreates a schema, with the schema's name left as a placeholder.
 
     Generated once from the catalog and replayed for every new schema, so cloning N schemas
-    costs one catalog read and N single-message scripts.
+    costs one catalog read and N single-message scripts. With ``rows`` other than ``"none"``
+    the script also copies rows from its ``source`` (read when the script runs).
     """
 
     source: str
     statements: tuple[str, ...]
+    rows: Rows = "none"
 
     def render(self, conn: psycopg.Connection[Any], target: str) -> bytes:
         """The script for ``target``, as one multi-statement message."""
@@ -48,14 +62,70 @@ class CloneScript:
             conn.execute(self.render(conn, target))
 
 
-def clone_script(conn: psycopg.Connection[Any], source: str) -> CloneScript:
-    """Read ``source`` from the catalog and build its :class:`CloneScript`."""
+def clone_script(
+    conn: psycopg.Connection[Any],
+    source: str,
+    *,
+    rows: Rows = "none",
+    skip_rows: Collection[str] = (),
+) -> CloneScript:
+    """Read ``source`` from the catalog and build its :class:`CloneScript`.
+
+    ``rows`` says which rows the script copies (see :data:`Rows`); ``skip_rows`` names tables
+    whose rows are never copied (a history table the caller writes itself).
+    """
     exists = conn.execute(
         "select exists (select from pg_namespace where nspname = %s)", (source,)
     ).fetchone()
     if not exists or not exists[0]:
         raise SchemaNotFound(f"schema {source!r} does not exist; nothing to clone")
-    return _build(conn, read_catalog(conn, [source])[source])
+    cat = read_catalog(conn, [source])[source]
+    return _build(conn, cat, _what_to_copy(conn, cat, rows, set(skip_rows)), rows)
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """The rows a script copies: tables, sequence positions, populated materialized views."""
+
+    tables: tuple[str, ...] = ()
+    sequences: tuple[str, ...] = ()
+    populated: frozenset[str] = frozenset()
+
+
+def _what_to_copy(
+    conn: psycopg.Connection[Any], cat: SchemaCatalog, rows: Rows, skip: set[str]
+) -> _Copy:
+    if rows == "none":
+        return _Copy()
+    tables = [name for name, _kind, _p in cat.tables if name not in skip]
+    sequences = [s.name for s in cat.sequences]
+    matviews = [name for name, kind, _d in cat.views if kind == "m"]
+    populated = frozenset(
+        row[0]
+        for row in conn.execute(
+            "select c.relname from pg_catalog.pg_class c "
+            "join pg_catalog.pg_namespace n on n.oid = c.relnamespace "
+            "where n.nspname = %s and c.relname = any(%s) and c.relispopulated",
+            (cat.schema, matviews),
+        )
+    )
+    if rows == "present" and (tables or sequences):
+        # One query: which tables hold a row, which sequences have been used.
+        checks = [
+            sql.SQL("select 't', {} where exists (select from {})").format(
+                sql.Literal(t), sql.Identifier(cat.schema, t)
+            )
+            for t in tables
+        ] + [
+            sql.SQL("select 's', {} from {} where is_called").format(
+                sql.Literal(q), sql.Identifier(cat.schema, q)
+            )
+            for q in sequences
+        ]
+        found = conn.execute(sql.SQL(" union all ").join(checks)).fetchall()
+        tables = [t for t in tables if ("t", t) in found]
+        sequences = [q for q in sequences if ("s", q) in found]
+    return _Copy(tuple(tables), tuple(sequences), populated)
 
 
 def clone_schema(
@@ -70,7 +140,9 @@ def clone_schema(
     """Create schema ``target`` with the structure of ``source`` (and its rows with ``data``).
 
     Runs in one transaction (a savepoint inside the caller's transaction). ``script`` reuses a
-    script built earlier by :func:`clone_script` instead of reading the catalog again.
+    script built earlier by :func:`clone_script` instead of reading the catalog again: from
+    ``source``, with ``rows="all"`` when ``data`` (``ValueError`` otherwise). With ``data``
+    every row is copied and every sequence continues where the source's stands.
 
     ``validate_name`` is the name policy for ``target``: a callable that raises for a name it
     refuses (default: tenantkit's strict :func:`~tenantkit.validate_schema_name`). An
@@ -83,16 +155,20 @@ def clone_schema(
     else:
         _check_identifier(target)
         validate_name(target)
+    if script is not None and (script.source != source or (script.rows == "all") != data):
+        raise ValueError(
+            f"the script was built from {script.source!r} with rows={script.rows!r}; "
+            f"clone_schema({source!r}, data={data}) needs clone_script(conn, {source!r}, "
+            f"rows={'all' if data else 'none'!r})"
+        )
     with conn.transaction():
         if script is None:
-            script = clone_script(conn, source)
+            script = clone_script(conn, source, rows="all" if data else "none")
         try:
             conn.execute(sql.SQL("create schema {}").format(sql.Identifier(target)))
         except psycopg.errors.DuplicateSchema as exc:
             raise SchemaExists(f"schema {target!r} already exists; pick another name") from exc
         script.apply(conn, target)
-        if data:
-            _copy_data(conn, read_catalog(conn, [source])[source], source, target)
 
 
 def _check_identifier(name: object) -> None:
@@ -105,7 +181,9 @@ def _check_identifier(name: object) -> None:
         raise InvalidSchemaName(name, "it is longer than 63 bytes (PostgreSQL would truncate it)")
 
 
-def _build(conn: psycopg.Connection[Any], cat: SchemaCatalog) -> CloneScript:
+def _build(
+    conn: psycopg.Connection[Any], cat: SchemaCatalog, copy: _Copy, rows: Rows
+) -> CloneScript:
     def q(name: str) -> str:
         return sql.Identifier(name).as_string(conn)
 
@@ -145,6 +223,7 @@ def _build(conn: psycopg.Connection[Any], cat: SchemaCatalog) -> CloneScript:
         ]
         unlogged = "unlogged " if persistence == "u" else ""
         out.append(f"create {unlogged}table {rel(table)} ({', '.join(cols)})")
+    out.extend(_copy_rows(conn, cat, copy))
     for t, n, _k, d in cat.constraints:
         if (t, n) not in inline:
             out.append(f"alter table {rel(t)} add constraint {q(n)} {d}")
@@ -159,12 +238,13 @@ def _build(conn: psycopg.Connection[Any], cat: SchemaCatalog) -> CloneScript:
     for name, kind, definition in cat.views:
         body = definition.strip().rstrip(";")
         if kind == "m":
-            out.append(f"create materialized view {rel(name)} as {body} with no data")
+            data = "data" if name in copy.populated else "no data"
+            out.append(f"create materialized view {rel(name)} as {body} with {data}")
         else:
             out.append(f"create view {rel(name)} as {body}")
     out.extend(late_indexes)
     out.extend(d for _t, _n, d in cat.triggers)
-    return CloneScript(cat.schema, tuple(out))
+    return CloneScript(cat.schema, tuple(out), rows)
 
 
 def _column(
@@ -197,35 +277,53 @@ def _column(
     return " ".join(parts)
 
 
-def _copy_data(conn: psycopg.Connection[Any], cat: SchemaCatalog, source: str, target: str) -> None:
-    dst = sql.Identifier(target).as_string(conn)
-    for table, _kind, _p in cat.tables:
+def _copy_rows(conn: psycopg.Connection[Any], cat: SchemaCatalog, copy: _Copy) -> list[str]:
+    """Statements copying ``copy``'s rows and sequence positions from ``cat.schema``."""
+
+    def target(name: str) -> sql.Composable:
+        return sql.SQL("{}.{}").format(sql.SQL(PLACEHOLDER), sql.Identifier(name))
+
+    out: list[sql.Composable] = []
+    for table in copy.tables:
         cols = [c for c in cat.columns.get(table, ()) if not c.generated]
         if not cols:
             continue
         # Values of the schema's own types (enums) are cast through text to the target's type;
         # the type text comes from the catalog (format_type), not from user input.
         exprs = [
-            sql.SQL("{}::text::{}").format(
-                sql.Identifier(c.name),
-                sql.SQL(c.type.replace(PLACEHOLDER, dst)),
-            )
+            sql.SQL("{}::text::{}").format(sql.Identifier(c.name), sql.SQL(c.type))
             if PLACEHOLDER in c.type
             else sql.Identifier(c.name)
             for c in cols
         ]
-        conn.execute(
+        out.append(
             sql.SQL("insert into {} ({}) overriding system value select {} from {}").format(
-                sql.Identifier(target, table),
+                target(table),
                 sql.SQL(", ").join(sql.Identifier(c.name) for c in cols),
                 sql.SQL(", ").join(exprs),
-                sql.Identifier(source, table),
+                sql.Identifier(cat.schema, table),
             )
         )
-    for s in cat.sequences:
-        conn.execute(
-            sql.SQL("select setval(%s::regclass, last_value, is_called) from {}").format(
-                sql.Identifier(source, s.name)
-            ),
-            (sql.Identifier(target, s.name).as_string(conn),),
+    if copy.sequences:
+        # One statement: each target sequence (a one-row relation, named in the FROM clause,
+        # so no name goes into a literal) takes its source's position.
+        pairs = [
+            (sql.Identifier(f"d{i}"), sql.Identifier(f"s{i}")) for i in range(len(copy.sequences))
+        ]
+        out.append(
+            sql.SQL("select {} from {}").format(
+                sql.SQL(", ").join(
+                    sql.SQL("pg_catalog.setval({}.tableoid, {}.last_value, {}.is_called)").format(
+                        d, s, s
+                    )
+                    for d, s in pairs
+                ),
+                sql.SQL(", ").join(
+                    sql.SQL("{} {}, {} {}").format(
+                        target(name), d, sql.Identifier(cat.schema, name), s
+                    )
+                    for name, (d, s) in zip(copy.sequences, pairs, strict=True)
+                ),
+            )
         )
+    return [part.as_string(conn) for part in out]

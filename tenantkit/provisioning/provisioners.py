@@ -119,7 +119,9 @@ class Template:
         key = (self.target.conninfo, self.name, head)
         script = _scripts.get(key)
         if script is None:
-            script = clone_script(conn, self.name)
+            # The template's rows are its migrations' seed data: a clone copies them (its
+            # history rows are written by clone_message itself).
+            script = clone_script(conn, self.name, rows="present", skip_rows=(HISTORY_TABLE,))
             with _scripts_lock:
                 _scripts[key] = script
         return script

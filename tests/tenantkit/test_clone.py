@@ -92,6 +92,43 @@ def test_data_and_sequence_positions(
     assert conn.execute(f"select max(id) from {schema_name}.child").fetchone() == (3,)
 
 
+def test_data_copies_rows_before_keys_and_triggers(
+    conn: psycopg.Connection, schema_name: str
+) -> None:
+    # A referencing table that sorts first, a trigger that writes elsewhere, a populated
+    # materialized view: the copy is the source's rows as they are.
+    src = f"src_{uuid.uuid4().hex[:10]}"
+    conn.execute(f"create schema {src}")
+    conn.execute(
+        f"""
+        create table {src}.z_parent (id serial primary key);
+        create table {src}.a_child (id serial primary key,
+            parent_id int references {src}.z_parent (id));
+        create table {src}.log (n int);
+        create function {src}.logged() returns trigger language plpgsql as
+            $$ begin insert into {src}.log values (new.id); return new; end $$;
+        create trigger parent_logged after insert on {src}.z_parent
+            for each row execute function {src}.logged();
+        insert into {src}.z_parent default values;
+        insert into {src}.a_child (parent_id) values (1);
+        create materialized view {src}.counted as select count(*) as n from {src}.a_child;
+        """
+    )
+    clone_schema(conn, src, schema_name, data=True)
+    for table in ("z_parent", "a_child", "log", "counted"):
+        rows = f"select * from {{}}.{table} order by 1"
+        assert (
+            conn.execute(rows.format(schema_name)).fetchall()
+            == conn.execute(rows.format(src)).fetchall()
+        ), table
+    # The trigger is there for new rows, and writes into the clone's own table.
+    conn.execute(f"insert into {schema_name}.z_parent default values")
+    assert conn.execute(f"select n from {schema_name}.log order by n").fetchall() == [(1,), (2,)]
+    # A script of the other kind is refused rather than silently copying too much or too little.
+    with pytest.raises(ValueError, match="rows="):
+        clone_schema(conn, src, schema_name + "_2", script=clone_script(conn, src, rows="all"))
+
+
 def test_existing_target_and_unsupported_objects(
     conn: psycopg.Connection, source: str, schema_name: str
 ) -> None:
