@@ -99,6 +99,8 @@ class DjangoTenantPool:
         self.built = False
         self._side: psycopg.Connection[Any] | None = None
         self._script: CloneScript | None = None
+        #: The template cannot be copied (CloneError): spares are migrated instead.
+        self._unclonable = False
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -139,6 +141,12 @@ class DjangoTenantPool:
         self.fill(min(self.target, INITIAL_SPARES))
 
     def _build_template(self) -> None:
+        self._migrated(self.template)
+        self.built = True
+
+    def _migrated(self, name: str) -> None:
+        """Make ``name`` by the project's own migrations (under a build name, renamed once
+        complete, so an interrupted build is never taken for a finished one)."""
         from psycopg import sql
 
         building = _BUILD_PREFIX + secrets.token_hex(6)
@@ -152,10 +160,9 @@ class DjangoTenantPool:
             raise
         conn.execute(
             sql.SQL("alter schema {} rename to {}").format(
-                sql.Identifier(building), sql.Identifier(self.template)
+                sql.Identifier(building), sql.Identifier(name)
             )
         )
-        self.built = True
 
     def fill(self, count: int) -> None:
         """Make sure at least ``count`` spares are ready."""
@@ -166,18 +173,25 @@ class DjangoTenantPool:
         """Copy the template into a new spare (committed); return its name."""
         from psycopg import sql
 
-        from tenantkit.provisioning.clone import clone_schema, clone_script
+        from tenantkit.provisioning.clone import CloneError, clone_schema, clone_script
 
         suffix = secrets.token_hex(6)
         name = f"{SPARE_PREFIX}{self.digest[:8]}_{suffix}"
+        conn = self.side()
+        if self._script is None and not self._unclonable:
+            try:  # the template's DDL, read from the catalog once per session
+                self._script = clone_script(conn, self.template, rows="all")
+            except CloneError:
+                self._unclonable = True
+        if self._script is None:
+            # The template holds what a copy would lose (grants, row-level security...):
+            # each spare is migrated as the template was.
+            self._migrated(name)
+            return name
         # clone_schema only creates names a tenant could have; ours are reserved ones, so
         # the copy is made under a tenant-like name and renamed in the same transaction.
         building = f"pgtenants_dj_clone_{suffix}"
-        conn = self.side()
         with conn.transaction():
-            if self._script is None:
-                # The template's DDL, read from the catalog once per session.
-                self._script = clone_script(conn, self.template, rows="all")
             # Rows and sequence positions (the django_migrations ids) come with the clone.
             clone_schema(conn, self.template, building, data=True, script=self._script)
             conn.execute(

@@ -91,7 +91,9 @@ def source_history(mset: MigrationSet, schema: str) -> sql.Composable | None:
     return mset.after_sql("tenant", schema, ids, ids)
 
 
-def record_params(schema: str, mset: MigrationSet, durs: list[float]) -> dict[str, Any]:
+def record_params(
+    schema: str, mset: MigrationSet, durs: list[float], kind: str = "tenant"
+) -> dict[str, Any]:
     """Parameters of :func:`record_sql` for a schema created with every tenant migration."""
     ids = [m.id for m in mset.tenant]
     return {
@@ -99,7 +101,7 @@ def record_params(schema: str, mset: MigrationSet, durs: list[float]) -> dict[st
         "sums": [m.checksum for m in mset.tenant],
         "durs": durs,
         "schema": schema,
-        "kind": "tenant",
+        "kind": kind,
         "all_ids": ids,
         "all_sums": [m.checksum for m in mset.tenant],
         "digest": state_digest(ids, mset.tenant),

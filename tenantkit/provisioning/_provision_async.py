@@ -105,9 +105,15 @@ async def aprovision_schema(
 
 
 async def _aby_migrations(
-    conn: psycopg.AsyncConnection[Any], target: Target, mset: MigrationSet, schema: str
+    conn: psycopg.AsyncConnection[Any],
+    target: Target,
+    mset: MigrationSet,
+    schema: str,
+    *,
+    kind: str = "tenant",
 ) -> None:
-    """Create ``schema`` and replay every tenant migration in it, in a savepoint."""
+    """Create ``schema`` and replay every tenant migration in it, in a savepoint (``kind``:
+    what its summary row says it is, a tenant or a spare)."""
     shared = target.shared_schema
     async with conn.transaction():
         await conn.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
@@ -133,7 +139,7 @@ async def _aby_migrations(
                     schema=schema,
                     migration=m.id,
                 ) from exc
-        await conn.execute(record_sql(schema, shared), record_params(schema, mset, durs))
+        await conn.execute(record_sql(schema, shared), record_params(schema, mset, durs, kind))
         hook = source_history(mset, schema)
         if hook is not None:
             await conn.execute(hook.as_string(conn).encode())

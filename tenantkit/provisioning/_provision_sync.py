@@ -87,9 +87,15 @@ def provision_schema(
 
 
 def _by_migrations(
-    conn: psycopg.Connection[Any], target: Target, mset: MigrationSet, schema: str
+    conn: psycopg.Connection[Any],
+    target: Target,
+    mset: MigrationSet,
+    schema: str,
+    *,
+    kind: str = "tenant",
 ) -> None:
-    """Create ``schema`` and replay every tenant migration in it, in a savepoint."""
+    """Create ``schema`` and replay every tenant migration in it, in a savepoint (``kind``:
+    what its summary row says it is, a tenant or a spare)."""
     shared = target.shared_schema
     with conn.transaction():
         conn.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
@@ -110,7 +116,7 @@ def _by_migrations(
                     schema=schema,
                     migration=m.id,
                 ) from exc
-        conn.execute(record_sql(schema, shared), record_params(schema, mset, durs))
+        conn.execute(record_sql(schema, shared), record_params(schema, mset, durs, kind))
         hook = source_history(mset, schema)
         if hook is not None:
             conn.execute(hook.as_string(conn).encode())

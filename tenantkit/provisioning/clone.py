@@ -11,8 +11,11 @@ order of the tables does not matter) and before the triggers (the source's rows 
 they are, nothing fires twice). Each sequence then continues where the source's stands, and a
 materialized view the source has populated is created populated.
 
-Not copied: grants and owners (objects belong to the role that clones), comments, row-level
-security policies, partitioned tables (:class:`CloneError`), domains and composite types.
+Refused with :class:`CloneError` (a copy would differ from the source, or fail half-way):
+privileges granted in the schema, objects owned by another role, row-level security and
+policies, partitioned and foreign tables, table inheritance, rules, triggers that are not
+simply enabled, views with options (``security_barrier``...), domains, composite and range
+types, extension members. Not copied: comments.
 """
 
 from __future__ import annotations
@@ -79,8 +82,74 @@ def clone_script(
     ).fetchone()
     if not exists or not exists[0]:
         raise SchemaNotFound(f"schema {source!r} does not exist; nothing to clone")
+    _refuse_what_cannot_be_copied(conn, source)
     cat = read_catalog(conn, [source])[source]
     return _build(conn, cat, _what_to_copy(conn, cat, rows, set(skip_rows)), rows)
+
+
+#: What the cloner does not reproduce, found in one query: a clone would silently differ from
+#: its source (a tenant made by migrations), in ways that matter (privileges, row-level
+#: security, a view's security options, a disabled trigger) or it would fail half-way (types).
+_Q_UNSUPPORTED = """
+with n as (select oid, nspacl from pg_catalog.pg_namespace where nspname = %(schema)s),
+rel as (select c.* from pg_catalog.pg_class c join n on c.relnamespace = n.oid),
+me as (select oid from pg_catalog.pg_roles where rolname = current_user)
+select 'partitioned table', relname from rel where relkind = 'p'
+union all select 'foreign table', relname from rel where relkind = 'f'
+union all select 'domain, composite or range type', t.typname from pg_catalog.pg_type t join n
+    on t.typnamespace = n.oid where t.typtype in ('d', 'r', 'm')
+    or (t.typtype = 'c' and exists (select from rel where rel.oid = t.typrelid
+        and rel.relkind = 'c'))
+union all select 'row-level security', relname from rel
+    where relrowsecurity or relforcerowsecurity
+union all select 'policy', p.polname from pg_catalog.pg_policy p join rel on rel.oid = p.polrelid
+union all select 'privileges granted on the schema', '' from n where n.nspacl is not null
+union all select 'privileges granted', relname from rel where relacl is not null
+union all select 'privileges granted', p.proname from pg_catalog.pg_proc p join n
+    on p.pronamespace = n.oid where p.proacl is not null
+union all select 'privileges granted', t.typname from pg_catalog.pg_type t join n
+    on t.typnamespace = n.oid where t.typacl is not null
+union all select 'default privileges', '' from pg_catalog.pg_default_acl d join n
+    on d.defaclnamespace = n.oid
+union all select 'owned by another role', relname from rel where relowner <> (select oid from me)
+union all select 'owned by another role', p.proname from pg_catalog.pg_proc p join n
+    on p.pronamespace = n.oid where p.proowner <> (select oid from me)
+union all select 'table inheritance', rel.relname from pg_catalog.pg_inherits i
+    join rel on rel.oid = i.inhrelid where not rel.relispartition
+union all select 'rule', r.rulename from pg_catalog.pg_rewrite r join rel on rel.oid = r.ev_class
+    where r.rulename <> '_RETURN'
+union all select 'trigger not simply enabled', tg.tgname from pg_catalog.pg_trigger tg
+    join rel on rel.oid = tg.tgrelid where not tg.tgisinternal and tg.tgenabled <> 'O'
+union all select 'view options (security_barrier, security_invoker...)', relname from rel
+    where relkind in ('v', 'm') and reloptions is not null
+union all select 'extension member', coalesce(rel.relname, p.proname, t.typname)
+    from pg_catalog.pg_depend d
+    left join rel on d.classid = 'pg_catalog.pg_class'::regclass and rel.oid = d.objid
+    left join pg_catalog.pg_proc p on d.classid = 'pg_catalog.pg_proc'::regclass
+        and p.oid = d.objid and p.pronamespace = (select oid from n)
+    left join pg_catalog.pg_type t on d.classid = 'pg_catalog.pg_type'::regclass
+        and t.oid = d.objid and t.typnamespace = (select oid from n)
+    where d.deptype = 'e' and coalesce(rel.oid, p.oid, t.oid) is not null
+"""
+
+
+def _refuse_what_cannot_be_copied(conn: psycopg.Connection[Any], source: str) -> None:
+    """Raise :class:`CloneError` naming what ``source`` holds that a clone would lose."""
+    found = conn.execute(_Q_UNSUPPORTED, {"schema": source}).fetchall()
+    if not found:
+        return
+    kinds: dict[str, list[str]] = {}
+    for kind, name in found:
+        kinds.setdefault(kind, []).append(name)
+    listed = "; ".join(
+        kind + (f": {', '.join(sorted(set(names))[:5])}" if any(names) else "")
+        for kind, names in kinds.items()
+    )
+    raise CloneError(
+        f"schema {source!r} holds what clone_schema does not reproduce ({listed}); a copy "
+        "would differ from it, so create such schemas by migrations (tenantkit's provisioner "
+        "does so by itself)"
+    )
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,9 @@ from ._paths import (
     source_history,
 )
 from ._provision_async import aprovision_schema
+from ._provision_sync import _by_migrations as by_migrations
 from ._provision_sync import provision_schema
-from .clone import CloneScript, clone_schema, clone_script
+from .clone import CloneError, CloneScript, clone_schema, clone_script
 
 __all__ = ["SPARE_PREFIX", "CloneProvisioner", "MigrationProvisioner", "Spares", "Template"]
 
@@ -52,6 +53,8 @@ __all__ = ["SPARE_PREFIX", "CloneProvisioner", "MigrationProvisioner", "Spares",
 # One clone script per (database, template, migration head): built from the catalog on first
 # use in a process, then replayed.
 _scripts: dict[tuple[str, str, str], CloneScript] = {}
+#: Templates a clone cannot reproduce (CloneError), by the same key: built by migrations.
+_unclonable: dict[tuple[str, str, str], CloneError] = {}
 _scripts_lock = threading.Lock()
 # Databases whose bookkeeping tables this process has already ensured.
 _ready: set[tuple[str, str]] = set()
@@ -119,9 +122,17 @@ class Template:
         key = (self.target.conninfo, self.name, head)
         script = _scripts.get(key)
         if script is None:
-            # The template's rows are its migrations' seed data: a clone copies them (its
-            # history rows are written by clone_message itself).
-            script = clone_script(conn, self.name, rows="present", skip_rows=(HISTORY_TABLE,))
+            refused = _unclonable.get(key)
+            if refused is not None:  # asked once per head: the catalog says the same
+                raise refused
+            try:
+                # The template's rows are its migrations' seed data: a clone copies them
+                # (its history rows are written by clone_message itself).
+                script = clone_script(conn, self.name, rows="present", skip_rows=(HISTORY_TABLE,))
+            except CloneError as exc:
+                with _scripts_lock:
+                    _unclonable[key] = exc
+                raise
             with _scripts_lock:
                 _scripts[key] = script
         return script
@@ -231,10 +242,20 @@ class Spares:
         mset = self.template.migrations()
         head = mset.digest("tenant")
         with psycopg.connect(self.target.conninfo, autocommit=True) as conn:
+            try:
+                self.template.script(conn, head)
+                clonable = True
+            except CloneError:
+                # A copy would differ from the template (grants, row-level security...):
+                # each spare runs the migrations itself, still ahead of any tenant's creation.
+                clonable = False
             for _ in range(missing):
                 name = SPARE_PREFIX + secrets.token_hex(8)
                 with conn.transaction():
-                    self.template.clone_into(conn, name, head, mset)
+                    if clonable:
+                        self.template.clone_into(conn, name, head, mset)
+                    else:
+                        by_migrations(conn, self.target, mset, name, kind="spare")
                     conn.execute(
                         sql.SQL("insert into {} (schema) values (%s)").format(self._table()),
                         (name,),

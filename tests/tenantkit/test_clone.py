@@ -129,6 +129,71 @@ def test_data_copies_rows_before_keys_and_triggers(
         clone_schema(conn, src, schema_name + "_2", script=clone_script(conn, src, rows="all"))
 
 
+@pytest.mark.parametrize(
+    ("ddl", "reason"),
+    [
+        (
+            "create domain {s}.pos as int check (value > 0); create table {s}.t (a {s}.pos)",
+            "domain",
+        ),
+        ("create type {s}.pair as (a int, b int)", "composite"),
+        ("create table {s}.t (a int); grant select on {s}.t to public", "privileges granted: t"),
+        ("grant usage on schema {s} to public", "privileges granted on the schema"),
+        (
+            "create table {s}.t (a int); alter table {s}.t enable row level security; "
+            "create policy own on {s}.t using (a > 0)",
+            "row-level security: t; policy: own",
+        ),
+        ("create table {s}.p (a int); create table {s}.c (b int) inherits ({s}.p)", "inheritance"),
+        (
+            "create table {s}.t (a int); create table {s}.l (a int); "
+            "create rule r as on insert to {s}.t do also insert into {s}.l values (new.a)",
+            "rule: r",
+        ),
+        (
+            "create table {s}.t (a int); create function {s}.f() returns trigger "
+            "language plpgsql as $$ begin return new; end $$; "
+            "create trigger g before insert on {s}.t for each row execute function {s}.f(); "
+            "alter table {s}.t disable trigger g",
+            "trigger not simply enabled: g",
+        ),
+        (
+            "create table {s}.t (a int); "
+            "create view {s}.v with (security_barrier) as select * from {s}.t where a > 0",
+            "view options",
+        ),
+    ],
+    ids=[
+        "domain",
+        "composite",
+        "grant",
+        "schema-grant",
+        "row-security",
+        "inheritance",
+        "rule",
+        "disabled-trigger",
+        "view-options",
+    ],
+)
+def test_what_a_copy_would_lose_is_refused(
+    conn: psycopg.Connection, schema_name: str, ddl: str, reason: str
+) -> None:
+    # Privileges, row-level security, a view's security options, a disabled trigger: a copy
+    # without them is not the same schema, so the cloner refuses (the provisioner then builds
+    # the tenant by its migrations) instead of handing out a tenant that differs.
+    src = f"src_{uuid.uuid4().hex[:10]}"
+    conn.execute(f"create schema {src}")
+    conn.execute(ddl.format(s=src))
+    with pytest.raises(CloneError, match=reason):
+        clone_schema(conn, src, schema_name)
+    with pytest.raises(CloneError, match=reason):
+        clone_script(conn, src)
+    assert (
+        conn.execute("select 1 from pg_namespace where nspname = %s", (schema_name,)).fetchone()
+        is None
+    )
+
+
 def test_existing_target_and_unsupported_objects(
     conn: psycopg.Connection, source: str, schema_name: str
 ) -> None:

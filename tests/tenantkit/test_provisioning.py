@@ -112,6 +112,42 @@ def test_seed_rows_travel_with_every_path(
         assert tenancy.drift().ok
 
 
+GUARDED = """
+create table notes (id serial primary key, owner text not null, body text);
+alter table notes enable row level security;
+alter table notes force row level security;
+create policy own_notes on notes using (owner = current_user);
+grant select on notes to public;
+"""
+
+
+def test_a_template_a_copy_would_change_is_never_copied(
+    dsn: str, tmp_path: Path, shared_name: str, conn: psycopg.Connection
+) -> None:
+    # Row-level security and a grant in a tenant migration: a clone would lose both (a tenant
+    # whose rows anyone could read). Spares and new tenants run the migrations instead.
+    write(tmp_path / "m", "tenant/0001_notes.sql", GUARDED)
+    with Tenancy(dsn, shared_schema=shared_name, migrations=tmp_path / "m") as tenancy:
+        tenancy.install()
+        tenancy.migrate()
+        assert tenancy.spares.fill(1) == 1
+        made = {"spare": tenancy.create_tenant(f"{shared_name}_s").schema}
+        assert tenancy.provisioner.last_path == "spare"
+        Template(tenancy).ensure()
+        made["migrations"] = tenancy.create_tenant(f"{shared_name}_t").schema
+        assert tenancy.provisioner.last_path == "migrations"  # the template is not copied
+        for path, schema in made.items():
+            row = conn.execute(
+                "select c.relrowsecurity, c.relforcerowsecurity, c.relacl is not null, "
+                "(select count(*) from pg_policy p where p.polrelid = c.oid) "
+                "from pg_class c where c.oid = %s::regclass",
+                (f'"{schema}".notes',),
+            ).fetchone()
+            assert row == (True, True, True, 1), path
+        assert history(conn, made["spare"]) == ["0001_notes"]
+        assert tenancy.plan().is_empty
+
+
 def test_template_behind_head_falls_back_to_migrations(
     mig_tenancy: Tenancy, conn: psycopg.Connection, mig_dir: Path
 ) -> None:

@@ -75,7 +75,8 @@ def closed(dsn: str) -> psycopg.Connection[Any]:
 
 
 def unique(name: str) -> str:
-    suffix = "_" + uuid.uuid4().hex[:8]
+    # No "_" before the suffix: a valid "pg" would become the reserved "pg_...".
+    suffix = "x" + uuid.uuid4().hex[:8]
     return name[: MAX_IDENTIFIER_BYTES - len(suffix)] + suffix
 
 
