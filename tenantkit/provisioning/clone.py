@@ -105,6 +105,8 @@ union all select 'row-level security', relname from rel
 union all select 'policy', p.polname from pg_catalog.pg_policy p join rel on rel.oid = p.polrelid
 union all select 'privileges granted on the schema', '' from n where n.nspacl is not null
 union all select 'privileges granted', relname from rel where relacl is not null
+union all select 'privileges granted', rel.relname || '.' || a.attname
+    from pg_catalog.pg_attribute a join rel on rel.oid = a.attrelid where a.attacl is not null
 union all select 'privileges granted', p.proname from pg_catalog.pg_proc p join n
     on p.pronamespace = n.oid where p.proacl is not null
 union all select 'privileges granted', t.typname from pg_catalog.pg_type t join n
@@ -114,6 +116,8 @@ union all select 'default privileges', '' from pg_catalog.pg_default_acl d join 
 union all select 'owned by another role', relname from rel where relowner <> (select oid from me)
 union all select 'owned by another role', p.proname from pg_catalog.pg_proc p join n
     on p.pronamespace = n.oid where p.proowner <> (select oid from me)
+union all select 'owned by another role', t.typname from pg_catalog.pg_type t join n
+    on t.typnamespace = n.oid where t.typtype = 'e' and t.typowner <> (select oid from me)
 union all select 'table inheritance', rel.relname from pg_catalog.pg_inherits i
     join rel on rel.oid = i.inhrelid where not rel.relispartition
 union all select 'rule', r.rulename from pg_catalog.pg_rewrite r join rel on rel.oid = r.ev_class

@@ -139,6 +139,7 @@ def test_data_copies_rows_before_keys_and_triggers(
         ("create type {s}.pair as (a int, b int)", "composite"),
         ("create table {s}.t (a int); grant select on {s}.t to public", "privileges granted: t"),
         ("grant usage on schema {s} to public", "privileges granted on the schema"),
+        ("create table {s}.t (a int, b int); grant select (a) on {s}.t to public", "t.a"),
         (
             "create table {s}.t (a int); alter table {s}.t enable row level security; "
             "create policy own on {s}.t using (a > 0)",
@@ -168,6 +169,7 @@ def test_data_copies_rows_before_keys_and_triggers(
         "composite",
         "grant",
         "schema-grant",
+        "column-grant",
         "row-security",
         "inheritance",
         "rule",
