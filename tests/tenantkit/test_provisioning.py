@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -68,6 +70,18 @@ create table empty_one (id serial primary key);
 """
 
 
+@contextmanager
+def _migrated_tenancy(
+    dsn: str, tmp_path: Path, shared: str, migration: str, text: str
+) -> Iterator[Tenancy]:
+    """A Tenancy on its own shared schema whose one tenant migration is ``text``."""
+    write(tmp_path / "m", f"tenant/{migration}.sql", text)
+    with Tenancy(dsn, shared_schema=shared, migrations=tmp_path / "m") as tenancy:
+        tenancy.install()
+        tenancy.migrate()
+        yield tenancy
+
+
 def _contents(conn: psycopg.Connection, schema: str) -> dict[str, list[tuple[object, ...]]]:
     out = {}
     for table in ("roles", "audit", "a_grants", "empty_one", "role_count"):
@@ -90,10 +104,7 @@ def test_seed_rows_travel_with_every_path(
 ) -> None:
     # A tenant migration that writes rows: a tenant made from a spare or the template must
     # hold exactly what one made by running the migrations holds.
-    write(tmp_path / "m", "tenant/0001_roles.sql", SEEDED)
-    with Tenancy(dsn, shared_schema=shared_name, migrations=tmp_path / "m") as tenancy:
-        tenancy.install()
-        tenancy.migrate()
+    with _migrated_tenancy(dsn, tmp_path, shared_name, "0001_roles", SEEDED) as tenancy:
         made = {}
         made["migrations"] = tenancy.create_tenant(f"{shared_name}_m").schema
         assert tenancy.provisioner.last_path == "migrations"
@@ -126,10 +137,7 @@ def test_a_template_a_copy_would_change_is_never_copied(
 ) -> None:
     # Row-level security and a grant in a tenant migration: a clone would lose both (a tenant
     # whose rows anyone could read). Spares and new tenants run the migrations instead.
-    write(tmp_path / "m", "tenant/0001_notes.sql", GUARDED)
-    with Tenancy(dsn, shared_schema=shared_name, migrations=tmp_path / "m") as tenancy:
-        tenancy.install()
-        tenancy.migrate()
+    with _migrated_tenancy(dsn, tmp_path, shared_name, "0001_notes", GUARDED) as tenancy:
         assert tenancy.spares.fill(1) == 1
         made = {"spare": tenancy.create_tenant(f"{shared_name}_s").schema}
         assert tenancy.provisioner.last_path == "spare"
