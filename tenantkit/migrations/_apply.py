@@ -122,14 +122,24 @@ def hook_sql(
     ``before_ids`` in ``schema`` (None when the source has no hook, or nothing is new)."""
     if not group:
         return None
-    source = next((m.source for m in migrations if m.source is not None), None)
+    source, hook_kind, applied = _hook_args(kind, migrations, before_ids, group)
     if source is None:
         return None
+    return after_sql(source, hook_kind, schema, applied, [m.id for m in group])
+
+
+def _hook_args(
+    kind: SchemaKind,
+    migrations: Sequence[Migration],
+    before_ids: Sequence[str],
+    group: Sequence[Migration],
+) -> tuple[Any, Kind, tuple[str, ...]]:
+    """The migration source, and the kind and applied IDs (in file order) its
+    ``after_schema`` hook is called with once ``group`` is applied on top of ``before_ids``."""
+    source = next((m.source for m in migrations if m.source is not None), None)
     done = {*before_ids, *(m.id for m in group)}
-    applied = [m.id for m in migrations if m.id in done]
-    return after_sql(
-        source, "shared" if kind == "shared" else "tenant", schema, applied, [m.id for m in group]
-    )
+    applied = tuple(m.id for m in migrations if m.id in done)
+    return source, "shared" if kind == "shared" else "tenant", applied
 
 
 def record_sql(
@@ -328,7 +338,6 @@ class _Batch:
     of IDs and checksums to literals cost more than everything else in the message.)"""
 
     migrations: Sequence[Migration]
-    before_ids: tuple[str, ...]
     pending_ids: tuple[str, ...]
     #: The guard's expected history, as a literal.
     expected: sql.Composable
@@ -370,21 +379,20 @@ def _batch(
     before_ids = [m.id for m in before]
     encoding = conn.info.encoding
     params = _record_params(kind, migrations, before_ids, pending, [None] * len(pending))
-    done = {*before_ids, *(m.id for m in pending)}
+    source, hook_kind, hook_applied = _hook_args(kind, migrations, before_ids, pending)
 
     def literal(value: Any) -> sql.Composable:
         return sql.SQL(sql.Literal(value).as_string(conn))
 
     batch = _Batch(
         migrations=migrations,
-        before_ids=tuple(before_ids),
         pending_ids=tuple(m.id for m in pending),
         expected=literal(sorted(f"{m.id}:{m.checksum}" for m in before)),
         ddl=b"".join(m.sql.encode(encoding) + b"\n;\n" for m in pending if m.sql is not None),
         values={name: literal(value) for name, value in params.items()},
-        source=next((m.source for m in migrations if m.source is not None), None),
-        hook_kind="shared" if kind == "shared" else "tenant",
-        hook_applied=tuple(m.id for m in migrations if m.id in done),
+        source=source,
+        hook_kind=hook_kind,
+        hook_applied=hook_applied,
     )
     if len(_batches) >= _BATCHES:
         _batches.clear()

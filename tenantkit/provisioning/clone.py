@@ -350,6 +350,11 @@ def _column(
     return " ".join(parts)
 
 
+#: Sequence positions copied per statement (4 sequences: 8 one-row relations, under the
+#: planner's join_collapse_limit).
+_SEQUENCES_PER_STATEMENT = 4
+
+
 def _copy_rows(conn: psycopg.Connection[Any], cat: SchemaCatalog, copy: _Copy) -> list[str]:
     """Statements copying ``copy``'s rows and sequence positions from ``cat.schema``."""
 
@@ -377,12 +382,12 @@ def _copy_rows(conn: psycopg.Connection[Any], cat: SchemaCatalog, copy: _Copy) -
                 sql.Identifier(cat.schema, table),
             )
         )
-    if copy.sequences:
-        # One statement: each target sequence (a one-row relation, named in the FROM clause,
-        # so no name goes into a literal) takes its source's position.
-        pairs = [
-            (sql.Identifier(f"d{i}"), sql.Identifier(f"s{i}")) for i in range(len(copy.sequences))
-        ]
+    # A few sequences per statement: each target sequence (a one-row relation, named in the
+    # FROM clause, so no name goes into a literal) takes its source's position. (One statement
+    # for all would make the planner search a join of hundreds of relations.)
+    for start in range(0, len(copy.sequences), _SEQUENCES_PER_STATEMENT):
+        names = copy.sequences[start : start + _SEQUENCES_PER_STATEMENT]
+        pairs = [(sql.Identifier(f"d{i}"), sql.Identifier(f"s{i}")) for i in range(len(names))]
         out.append(
             sql.SQL("select {} from {}").format(
                 sql.SQL(", ").join(
@@ -395,7 +400,7 @@ def _copy_rows(conn: psycopg.Connection[Any], cat: SchemaCatalog, copy: _Copy) -
                     sql.SQL("{} {}, {} {}").format(
                         target(name), d, sql.Identifier(cat.schema, name), s
                     )
-                    for name, (d, s) in zip(copy.sequences, pairs, strict=True)
+                    for name, (d, s) in zip(names, pairs, strict=True)
                 ),
             )
         )

@@ -114,7 +114,13 @@ def test_data_copies_rows_before_keys_and_triggers(
         create materialized view {src}.counted as select count(*) as n from {src}.a_child;
         """
     )
+    for n in range(1, 7):  # more sequences than one statement moves
+        conn.execute(f"create sequence {src}.seq{n}; select setval('{src}.seq{n}', {n * 10})")
     clone_schema(conn, src, schema_name, data=True)
+    positions = [
+        conn.execute(f"select nextval('{schema_name}.seq{n}')").fetchone() for n in range(1, 7)
+    ]
+    assert positions == [(n * 10 + 1,) for n in range(1, 7)]
     for table in ("z_parent", "a_child", "log", "counted"):
         rows = f"select * from {{}}.{table} order by 1"
         assert (
