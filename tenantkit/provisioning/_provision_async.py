@@ -91,8 +91,15 @@ async def aprovision_schema(
             async with conn.transaction():
                 await conn.execute(template.clone_message(conn, schema, script, mset))
             return "template"
-        except CloneError:
-            pass  # e.g. partitioned tables: fall back to replaying the migrations
+        except CloneError as exc:
+            # e.g. privileges or row-level security: fall back to replaying the migrations,
+            # which a non-transactional one cannot do inside the creating transaction.
+            if not all(m.transactional for m in mset.tenant):
+                raise MigrationError(
+                    f"cannot provision {schema!r}: {exc}; and a non-transactional tenant "
+                    "migration cannot run inside the transaction that creates a tenant",
+                    schema=schema,
+                ) from exc
     if True:  # ASYNC
         if any(m.sql is None for m in mset.tenant):
             raise MigrationError(

@@ -156,6 +156,25 @@ def test_a_template_a_copy_would_change_is_never_copied(
         assert tenancy.plan().is_empty
 
 
+def test_an_uncopyable_template_with_a_non_transactional_migration_is_a_clear_error(
+    dsn: str, tmp_path: Path, shared_name: str, conn: psycopg.Connection
+) -> None:
+    write(
+        tmp_path / "m",
+        "tenant/0002_index.sql",
+        "-- tenantkit: no-transaction\ncreate index concurrently if not exists notes_owner "
+        "on notes (owner);",
+    )
+    with _migrated_tenancy(dsn, tmp_path, shared_name, "0001_notes", GUARDED) as tenancy:
+        name = f"{shared_name}_x"
+        with pytest.raises(MigrationError, match="non-transactional"):
+            tenancy.create_tenant(name)
+        assert (
+            conn.execute("select 1 from pg_namespace where nspname = %s", (name,)).fetchone()
+            is None
+        )
+
+
 def test_template_behind_head_falls_back_to_migrations(
     mig_tenancy: Tenancy, conn: psycopg.Connection, mig_dir: Path
 ) -> None:
