@@ -15,7 +15,10 @@ over the sides (ABC BCA CAB ...) so that load from other processes hits all alik
 per side is the median of its rounds' mean time per request. Statements and round trips per
 request are read from a libpq trace of the connection during warm requests (what the client
 sent, including anything the library sends itself), Django-visible queries from
-``CaptureQueriesContext``.
+``CaptureQueriesContext``. CPU per request adds the worker's CPU time and its PostgreSQL
+server process's (``/proc``, Linux), summed over all rounds: unlike wall-clock time it leaves
+out what a busy or virtualised machine takes away (time stolen by the hypervisor, other
+processes), so its ratio is the steadier one.
 
     PGTENANTS_DSN=... python benchmarks/django_requests.py [--tenants 10] [--rounds 30]
         [--requests 200]
@@ -285,6 +288,14 @@ def _sample(hosts: list[str], pattern: str, number: int, count: int) -> list[str
     return [hosts[number % len(hosts)]] * count
 
 
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) the process ``pid`` has used (Linux ``/proc``). Time stolen
+    by the hypervisor is not in it, unlike in wall-clock time."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def worker(side: str, conninfo: str, project: str, tenants: int) -> None:
     """Serve commands from the parent on stdin: ``round N PATTERN K``, ``stats PATTERN``,
     ``notify N``, ``quit``."""
@@ -329,10 +340,20 @@ def worker(side: str, conninfo: str, project: str, tenants: int) -> None:
         if command[0] == "round":
             count, pattern, number = int(command[1]), command[2], int(command[3])
             sample = _sample(hosts, pattern, number, count)
+            connection.ensure_connection()
+            backend = connection.connection.info.backend_pid
+            server_before = _cpu_of(backend)
+            cpu_before = time.process_time()
             started = time.perf_counter()
             for host in sample:
                 request(host)
-            print(json.dumps((time.perf_counter() - started) / count), flush=True)
+            wall = time.perf_counter() - started
+            cpu = time.process_time() - cpu_before
+            # The same server process served the round (persistent connection), or its CPU
+            # time is unknown for this round.
+            same = connection.connection.info.backend_pid == backend
+            server = _cpu_of(backend) - server_before if same else None
+            print(json.dumps({"wall": wall, "cpu": cpu, "server": server, "n": count}), flush=True)
         elif command[0] == "stats":
             connection.ensure_connection()
             sample = _sample(hosts, command[1], 0, 40)
@@ -449,12 +470,17 @@ def main() -> None:
                     return json.loads(proc.stdout.readline())
 
                 times = {(p, side): list[float]() for p in PATTERNS for side in SIDES}
+                cpu = {(p, side): [0.0, 0] for p in PATTERNS for side in SIDES}
                 for n in range(args.rounds):
                     order = SIDES[n % 3 :] + SIDES[: n % 3]
                     for pattern in PATTERNS:
                         for side in order:
-                            seconds = ask(side, f"round {args.requests} {pattern} {n}")
-                            times[pattern, side].append(seconds)
+                            got = ask(side, f"round {args.requests} {pattern} {n}")
+                            times[pattern, side].append(got["wall"] / got["n"])
+                            if got["server"] is not None:
+                                # Summed over the rounds: /proc counts in ticks (10 ms).
+                                cpu[pattern, side][0] += got["cpu"] + got["server"]
+                                cpu[pattern, side][1] += got["n"]
                 stats = {(p, side): ask(side, f"stats {p}") for p in PATTERNS for side in SIDES}
                 notify = ask("tenantkit", "notify 5")
             finally:
@@ -468,20 +494,26 @@ def main() -> None:
         "requests per side and pattern"
     )
     overheads = {}
+    cpu_overheads = {}
     for pattern in PATTERNS:
         what = "a tenant switch on every request" if pattern == "switch" else "one tenant per round"
         print(f"{pattern}: {what}")
-        header = f"  {'side':<16}{'median/request':>16}{'vs plain':>10}{'django queries':>16}"
-        print(header + f"{'statements':>12}{'round trips':>13}")
+        header = f"  {'side':<16}{'median/request':>16}{'vs plain':>10}{'CPU/request':>13}"
+        header += f"{'vs plain':>10}{'django queries':>16}{'statements':>12}{'round trips':>13}"
+        print(header)
         base = statistics.median(times[pattern, "plain"])
+        cpu_base = _per_request(cpu[pattern, "plain"])
         for side in SIDES:
             median = statistics.median(times[pattern, side])
+            per = _per_request(cpu[pattern, side])
             s = stats[pattern, side]
             print(
                 f"  {side:<16}{median * 1e6:>13.0f} us{median / base:>9.2f}x"
+                f"{per * 1e6:>10.0f} us{per / cpu_base:>9.2f}x"
                 f"{s['django_queries']:>16.2f}{s['statements']:>12.2f}{s['round_trips']:>13.2f}"
             )
         overheads[pattern] = statistics.median(times[pattern, "tenantkit"]) / base - 1
+        cpu_overheads[pattern] = _per_request(cpu[pattern, "tenantkit"]) / cpu_base - 1
     print(
         f"tenantkit.django: a domain added by another client is routed after "
         f"{notify * 1e3:.1f} ms (median of 5; LISTEN/NOTIFY)"
@@ -491,6 +523,16 @@ def main() -> None:
             f"tenantkit.django overhead vs plain ({pattern}): {overheads[pattern]:+.1%} "
             "(target < +10%)"
         )
+    for pattern in PATTERNS:
+        print(
+            f"tenantkit.django CPU overhead vs plain ({pattern}): {cpu_overheads[pattern]:+.1%} "
+            "(client and server process, all rounds)"
+        )
+
+
+def _per_request(total: list[Any]) -> float:
+    """CPU seconds per request from a ``[seconds, requests]`` total."""
+    return float(total[0]) / max(1, int(total[1]))
 
 
 if __name__ == "__main__":
