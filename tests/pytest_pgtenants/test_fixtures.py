@@ -305,6 +305,38 @@ def test_recycled_tenants_are_pristine(inner) -> None:
     inner.run("--pgtenants-spares=3").assert_outcomes(passed=13)
 
 
+def test_seed_rows_are_in_every_tenant(inner) -> None:
+    """Rows a tenant migration writes are in every test's tenant, wherever it came from.
+
+    Spares are copies of the template, refilled as tests take them, and never recycled (a
+    recycled schema would have lost its seed rows): each test finds the two seeded roles and
+    the next id where a migrated tenant has it, even after other tests wrote and deleted rows.
+    """
+    migrations = inner.pytester.mkdir("seeded")
+    (migrations / "tenant").mkdir()
+    (migrations / "tenant" / "0001_roles.sql").write_text(
+        "create table roles (id serial primary key, name text unique);\n"
+        "insert into roles (name) values ('owner'), ('member');\n"
+    )
+    inner.pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("n", range(8))
+        def test_seeded(n, tenant_conn):
+            rows = tenant_conn.execute("select id, name from roles order by id").fetchall()
+            assert rows == [(1, "owner"), (2, "member")]
+            new = tenant_conn.execute(
+                "insert into roles (name) values ('guest') returning id").fetchone()[0]
+            assert new == 3
+            tenant_conn.execute("delete from roles where name = 'owner'")
+        """
+    )
+    inner.run(f"--pgtenants-migrations={migrations}", "--pgtenants-spares=2").assert_outcomes(
+        passed=8
+    )
+
+
 def test_without_migrations(inner) -> None:
     """Without a migrations directory tenants are empty schemas; no spares, same fixtures."""
     inner.pytester.makeini("[pytest]\nasyncio_mode = auto\n")
