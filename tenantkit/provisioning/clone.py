@@ -279,12 +279,7 @@ def _build(
     kinds = {name: kind for name, kind, _ in cat.tables}
     inline = {(t, n) for t, n, k, d in cat.constraints if k != "f" and "NOT VALID" not in d}
     deferred_defaults: list[str] = []
-    for table, kind, persistence in cat.tables:
-        if kind == "p":
-            raise CloneError(
-                f"table {table!r} in schema {cat.schema!r} is partitioned, which clone_schema "
-                "does not reproduce; create such tenants by migrations"
-            )
+    for table, _kind, persistence in cat.tables:
         cols = [
             _column(c, identity.get((table, c.name)), rel, q, deferred_defaults, table)
             for c in cat.columns.get(table, ())
