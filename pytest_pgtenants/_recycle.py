@@ -10,38 +10,42 @@ after a test its tenant is checked and reset:
   transaction ids (``xmin``) they had when the spare was built. Any DDL writes new catalog
   rows, so the fingerprint changes and the schema is thrown away instead. (Vacuum and analyze
   update ``pg_class`` in place, keeping ``xmin``, so they do not count as changes.)
-* its *data* is deleted: only tables whose heap file is not empty can hold rows, found with a
-  catalog query, and emptied with ``DELETE`` under ``session_replication_role = replica`` so
+* its *data* is reset: rows the schema held when it was built (the migrations' own seed rows,
+  the history tables of tenantkit, Alembic or Django) must be exactly those rows still: the
+  same tuples, found by ``ctid`` and ``xmin``, so any insert, update or delete in such a table
+  throws the schema away. Other tables whose heap file is not empty (found with a catalog
+  query) are emptied with ``DELETE`` under ``session_replication_role = replica``, so
   foreign-key order does not matter (this needs a superuser; otherwise it is thrown away);
-  identity and serial sequences that were used are reset with ``setval``.
-
-A schema whose tables had rows when it was built (seed data in a tenant migration) is never
-recycled, since deleting would lose the seed.
+  sequences that moved are put back where they were when the schema was built, with
+  ``setval``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import psycopg
 from psycopg import sql
 
 from tenantkit.core.storage import HISTORY_TABLE
 
+from ._snapshot import _union_all
+
 if TYPE_CHECKING:
     from tenantkit.provisioning import Spares
 
-__all__ = ["TRACKING_TABLE", "fingerprints", "recycle"]
+__all__ = ["TRACKING_TABLE", "Baseline", "fingerprints", "recycle"]
 
 #: The per-schema migrations history table (its rows must stay: they say the schema is migrated).
 TRACKING_TABLE = HISTORY_TABLE
 
 # One pass over the schema's pg_class rows (materialised), then index lookups by relation oid;
 # only pg_proc and pg_type are scanned by namespace. Besides the fingerprint it returns the
-# tables that may hold rows (a non-empty heap file) and the sequences, for the reset.
+# tables that may hold rows (a non-empty heap file) and the sequences with their positions
+# (pg_sequence_last_value: NULL before the first nextval), for the reset.
 _STATE = """
-SELECT n.nspname, n.oid::bigint, f.fingerprint, f.used, f.sequences
+SELECT n.nspname, n.oid::bigint, f.fingerprint, f.used, f.sequences, f.positions
   FROM pg_namespace n
  CROSS JOIN LATERAL (
    WITH rel AS MATERIALIZED (
@@ -69,26 +73,67 @@ SELECT n.nspname, n.oid::bigint, f.fingerprint, f.used, f.sequences
                FROM pg_type t WHERE t.typnamespace = n.oid AND t.typrelid = 0)
           )) AS fingerprint,
           array(SELECT relname::text FROM rel
-                 WHERE relkind = 'r' AND relname <> %(tracking)s
-                   AND pg_relation_size(oid) > 0) AS used,
-          array(SELECT oid::bigint FROM rel WHERE relkind = 'S') AS sequences
+                 WHERE relkind = 'r' AND pg_relation_size(oid) > 0) AS used,
+          array(SELECT oid::bigint FROM rel WHERE relkind = 'S' ORDER BY oid) AS sequences,
+          array(SELECT pg_sequence_last_value(oid) FROM rel WHERE relkind = 'S' ORDER BY oid)
+            AS positions
  ) f
  WHERE n.nspname = ANY(%(names)s)
 """
 
+# Back to where the sequence stood when the schema was built: never called (NULL: the start,
+# not called), or called with that last value.
 _RESET_SEQUENCES = """
-SELECT count(setval(s.seqrelid, s.seqstart, false))
-  FROM pg_sequence s
- WHERE s.seqrelid = ANY({oids}::oid[]) AND pg_sequence_last_value(s.seqrelid) IS NOT NULL
+SELECT count(setval(s.seqrelid, coalesce(b.pos, s.seqstart), b.pos IS NOT NULL))
+  FROM pg_sequence s JOIN unnest({oids}::oid[], {positions}::bigint[]) AS b(oid, pos)
+    ON s.seqrelid = b.oid
 """
 
-Baseline = tuple[str, bool]  # (catalog fingerprint, had rows when built)
+# The tuples a table holds, by where they are and which transaction wrote them: an insert, an
+# update (a new tuple) or a delete of a committed row changes it; a rolled-back one does not.
+_TUPLES = (
+    "SELECT {s}::text, {t}::text, md5(coalesce(string_agg(ctid::text || ':' || xmin::text,"
+    " ',' ORDER BY ctid), '')) FROM {i}"
+)
+
+
+class Baseline(NamedTuple):
+    """A schema as it was built, for :func:`recycle`."""
+
+    #: Catalog fingerprint (see the module's docstring).
+    fingerprint: str
+    #: The tables that held rows, and the digest of their tuples (see ``_TUPLES``).
+    rows: dict[str, str]
+    #: Each sequence's ``pg_sequence_last_value`` (None before the first ``nextval``), by oid.
+    sequences: dict[int, int | None]
+
+
+def _tuples(conn: psycopg.Connection[Any], tables: Iterable[tuple[str, str]]) -> dict[Any, str]:
+    """The digest of each (schema, table)'s tuples, in one round trip."""
+    parts = [
+        sql.SQL(_TUPLES).format(
+            s=sql.Literal(schema), t=sql.Literal(table), i=sql.Identifier(schema, table)
+        )
+        for schema, table in tables
+    ]
+    return {(str(s), str(t)): str(d) for s, t, d in _union_all(conn, parts)}
 
 
 def fingerprints(conn: psycopg.Connection[Any], schemas: Iterable[str]) -> dict[int, Baseline]:
-    """Fingerprint of each schema, by namespace oid (renames keep the oid)."""
-    rows = conn.execute(_STATE, {"names": list(schemas), "tracking": TRACKING_TABLE}).fetchall()
-    return {int(oid): (str(fp), bool(used)) for _name, oid, fp, used, _seqs in rows}
+    """How each schema is now, by namespace oid (renames keep the oid): the schemas are
+    taken to be pristine."""
+    rows = conn.execute(_STATE, {"names": list(schemas)}).fetchall()
+    digests = _tuples(
+        conn, [(name, table) for name, _o, _f, used, _s, _p in rows for table in used]
+    )
+    return {
+        int(oid): Baseline(
+            str(fp),
+            {str(t): digests[(name, t)] for t in used},
+            {int(o): None if p is None else int(p) for o, p in zip(seqs, positions, strict=True)},
+        )
+        for name, oid, fp, used, seqs, positions in rows
+    }
 
 
 def recycle(
@@ -102,14 +147,23 @@ def recycle(
 
     Runs in one transaction on ``conn`` (autocommit); on any error nothing changes.
     """
-    if baseline is None or baseline[1]:
+    if baseline is None:
         return False
     try:
         with conn.transaction():
-            row = conn.execute(_STATE, {"names": [holding], "tracking": TRACKING_TABLE}).fetchone()
-            if row is None or int(row[1]) != nsp_oid or row[2] != baseline[0]:
+            row = conn.execute(_STATE, {"names": [holding]}).fetchone()
+            if row is None or int(row[1]) != nsp_oid or row[2] != baseline.fingerprint:
                 return False
-            used: list[str] = list(row[3])
+            if baseline.rows:
+                kept = _tuples(conn, [(holding, table) for table in baseline.rows])
+                if any(kept[(holding, t)] != d for t, d in baseline.rows.items()):
+                    return False
+            used = [table for table in row[3] if table not in baseline.rows]
+            moved = {
+                oid: position
+                for oid, now in zip(row[4], row[5], strict=True)
+                if (position := baseline.sequences.get(int(oid), now)) != now
+            }
             # The reset in one round trip (the janitor competes with the tests for the same
             # two cores, so fewer messages matter), then the adoption in another.
             statements: list[sql.Composable] = []
@@ -119,10 +173,15 @@ def recycle(
                 statements.extend(
                     sql.SQL("DELETE FROM {}").format(sql.Identifier(holding, t)) for t in used
                 )
-            if row[4]:
+            if moved:
                 statements.append(
                     sql.SQL(_RESET_SEQUENCES).format(
-                        oids=sql.Literal("{" + ",".join(str(o) for o in row[4]) + "}")
+                        oids=sql.Literal("{" + ",".join(str(o) for o in moved) + "}"),
+                        positions=sql.Literal(
+                            "{"
+                            + ",".join("NULL" if p is None else str(p) for p in moved.values())
+                            + "}"
+                        ),
                     )
                 )
             if statements:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from tenantkit.core.models import Tenant
     from tenantkit.core.tenancy import Tenancy
 
+    from ._recycle import Baseline
     from ._server import ServerHandle
 
 __all__ = ["PgTenantsSession", "TestDatabase", "TestScope"]
@@ -131,7 +132,7 @@ class PgTenantsSession:
         self._lock = threading.RLock()
         self._spares_refilling = False
         self._spares_left: int | None = None
-        self._baselines: dict[int, tuple[str, bool]] = {}
+        self._baselines: dict[int, Baseline] = {}
         self._baselined = False
         self._pending_recycles = 0
         #: What the janitor did: schemas recycled into the spare pool, and dropped.
@@ -450,8 +451,11 @@ class PgTenantsSession:
         conn = self._janitor_connection()
         with self._lock:
             known = set(self._baselines)
-        names = self.tenancy().spares.names(conn)
-        found = fingerprints(conn, names)
+        # Held while they are fingerprinted: a spare a test claimed (and changed) in between
+        # would be recorded as pristine.
+        with conn.transaction():
+            names = self.tenancy().spares.names(conn, hold=True)
+            found = fingerprints(conn, names)
         with self._lock:
             for oid, baseline in found.items():
                 if oid not in known:

@@ -262,9 +262,20 @@ class Spares:
                     )
         return missing
 
-    def names(self, conn: psycopg.Connection[Any] | None = None) -> list[str]:
-        """The schemas in the pool, at the head or not (on ``conn`` when given)."""
-        query = sql.SQL("select schema from {} order by created_at").format(self._table())
+    def names(
+        self, conn: psycopg.Connection[Any] | None = None, *, hold: bool = False
+    ) -> list[str]:
+        """The schemas in the pool, at the head or not (on ``conn`` when given).
+
+        With ``hold`` (which needs ``conn``, in a transaction), their rows are locked
+        ``FOR SHARE`` until that transaction ends, so none of them is claimed meanwhile;
+        spares being claimed at that moment are left out.
+        """
+        query = sql.SQL("select schema from {} order by created_at{}").format(
+            self._table(), sql.SQL(" for share skip locked" if hold else "")
+        )
+        if hold and conn is None:
+            raise ValueError("hold=True needs the caller's connection, in a transaction")
         if conn is not None:
             return [str(r[0]) for r in conn.execute(query).fetchall()]
         _ensure_ready(self.target)

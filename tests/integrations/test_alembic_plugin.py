@@ -54,13 +54,29 @@ from psycopg import sql
 
 @pytest.mark.parametrize("n", range(3))
 def test_tenant_is_at_the_alembic_head(tenant, tenant_conn, tenancy, n):
-    # d4 (an online revision) made the stats table; c3 the credit_limit column. (Its rows are
-    # not checked: a tenant cloned from the template gets the structure only.)
-    tenant_conn.execute("select name, value from stats")
+    # d4 (an online revision) made the stats table and its row; c3 the credit_limit column.
+    # Spares copied from the template, and schemas recycled after a test, keep that row.
+    rows = tenant_conn.execute("select name, value from stats").fetchall()
+    assert rows == [("accounts", 0)]
+    assert tenant_conn.execute("select version_num from alembic_version").fetchall() == [("d4",)]
+    assert tenant_conn.execute("select count(*) from accounts").fetchone()[0] == 0
     tenant_conn.execute("insert into accounts (name, credit_limit) values ('x', 5)")
     # Tenants only: spares are filled in the background, so the template may be mid-build.
     pending = [e for e in tenancy.plan().pending if e.kind == "tenant"]
     assert not pending, pending
+
+
+def test_janitor(request):
+    # Every tenant above changed rows only: its schema goes back to the spare pool, its
+    # alembic_version and stats rows kept (they are what it held when it was built). (A spare
+    # claimed before the background refill had fingerprinted it is dropped instead.)
+    from pytest_pgtenants.fixtures import SESSION_KEY
+
+    session = request.config.stash[SESSION_KEY]
+    session.janitor.drain()
+    assert not session.janitor.errors
+    assert session.stats["recycled"] >= 1, session.stats
+    assert session.stats["recycled"] + session.stats["dropped"] == 3, session.stats
 """
 
 
@@ -68,7 +84,7 @@ def test_pgtenants_alembic_ini_option(inner: pytest.Pytester) -> None:
     inner.makeini(f"{INI}pgtenants_alembic = {SHOP}\npgtenants_spares = 2\n")
     inner.makepyfile(INNER_TESTS)
     result = inner.runpytest_inprocess(*ARGS)
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
 
 
 def test_pgtenants_alembic_command_line(inner: pytest.Pytester) -> None:

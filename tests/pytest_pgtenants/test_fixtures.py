@@ -308,9 +308,9 @@ def test_recycled_tenants_are_pristine(inner) -> None:
 def test_seed_rows_are_in_every_tenant(inner) -> None:
     """Rows a tenant migration writes are in every test's tenant, wherever it came from.
 
-    Spares are copies of the template, refilled as tests take them, and never recycled (a
-    recycled schema would have lost its seed rows): each test finds the two seeded roles and
-    the next id where a migrated tenant has it, even after other tests wrote and deleted rows.
+    Spares are copies of the template, refilled as tests take them; every test here changes
+    the seeded table, so no schema is recycled: each test finds the two seeded roles and the
+    next id where a migrated tenant has it, even after other tests wrote and deleted rows.
     """
     migrations = inner.pytester.mkdir("seeded")
     (migrations / "tenant").mkdir()
@@ -334,6 +334,51 @@ def test_seed_rows_are_in_every_tenant(inner) -> None:
     )
     inner.run(f"--pgtenants-migrations={migrations}", "--pgtenants-spares=2").assert_outcomes(
         passed=8
+    )
+
+
+def test_recycling_keeps_seed_rows(inner) -> None:
+    """A schema whose seeded rows a test left alone is recycled with them, its sequences back
+    where they stood when it was built; one whose seeded rows changed is dropped.
+
+    Every test moves the seeded table's sequence and writes to an unseeded table; every
+    fourth also inserts a role. Later tests get recycled schemas and must find the seeds, the
+    sequence at 3 again and the unseeded table empty with ids from 1.
+    """
+    migrations = inner.pytester.mkdir("seeded")
+    (migrations / "tenant").mkdir()
+    (migrations / "tenant" / "0001_roles.sql").write_text(
+        "create table roles (id serial primary key, name text unique);\n"
+        "insert into roles (name) values ('owner'), ('member');\n"
+        "create table notes (id serial primary key, role_id int references roles);\n"
+    )
+    inner.pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("n", range(12))
+        def test_seeded(n, tenant_conn):
+            rows = tenant_conn.execute("select id, name from roles order by id").fetchall()
+            assert rows == [(1, "owner"), (2, "member")]
+            assert tenant_conn.execute("select nextval('roles_id_seq')").fetchone()[0] == 3
+            assert tenant_conn.execute("select count(*) from notes").fetchone()[0] == 0
+            note = tenant_conn.execute(
+                "insert into notes (role_id) values (1) returning id").fetchone()[0]
+            assert note == 1
+            if n % 4 == 0:
+                tenant_conn.execute("insert into roles (name) values ('guest')")
+
+        def test_janitor(request):
+            from pytest_pgtenants.fixtures import SESSION_KEY
+            session = request.config.stash[SESSION_KEY]
+            session.janitor.drain()
+            assert not session.janitor.errors
+            assert session.stats["recycled"] >= 2, session.stats
+            assert session.stats["dropped"] >= 3, session.stats
+        """
+    )
+    inner.run(f"--pgtenants-migrations={migrations}", "--pgtenants-spares=2").assert_outcomes(
+        passed=13
     )
 
 

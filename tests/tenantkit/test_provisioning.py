@@ -218,6 +218,35 @@ def test_concurrent_claims_take_different_spares(
         assert history(conn, name) == FULL
 
 
+def test_held_spares_are_not_claimed(
+    mig_tenancy: Tenancy, conn: psycopg.Connection, dsn: str
+) -> None:
+    """``names(conn, hold=True)`` keeps the listed spares out of claims until the holder's
+    transaction ends; a spare being claimed at that moment is not listed."""
+    spares = Spares(mig_tenancy)
+    spares.fill(2)
+    s = mig_tenancy.shared_schema
+    claiming = psycopg.connect(dsn)
+    holder = psycopg.connect(dsn)
+    try:
+        assert spares.claim(claiming, f"{s}_one")  # row locked, not yet committed
+        held = spares.names(holder, hold=True)
+        assert len(held) == 1
+        assert not Spares(mig_tenancy).claim(conn, f"{s}_two")  # the other one is held
+        conn.rollback()
+        holder.commit()
+        claiming.commit()
+        assert Spares(mig_tenancy).claim(conn, f"{s}_two")
+        conn.commit()
+    finally:
+        claiming.close()
+        holder.close()
+    assert history(conn, f"{s}_two") == FULL
+    assert held[0] not in spares.names()
+    with pytest.raises(ValueError, match="hold=True"):
+        spares.names(hold=True)
+
+
 def test_parallel_create_tenant_with_spares(mig_tenancy: Tenancy, conn: psycopg.Connection) -> None:
     mig_tenancy.spares.fill(4)
     s = mig_tenancy.shared_schema
