@@ -446,6 +446,9 @@ def _collect_kind(
             statements: list[str] | None = None
             if source.fast and not needs_python:
                 try:
+                    # Rendered before the first operation, as Django's executor does: else
+                    # that operation renders every model twice (its state before and after).
+                    _ = state.apps
                     with wrapper.schema_editor(collect_sql=True, atomic=False) as editor:
                         state = migration.apply(state, editor, collect_sql=True)
                     statements = [s for s in editor.collected_sql if not _is_comment(s)]

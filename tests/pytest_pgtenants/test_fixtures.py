@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pytest_pgtenants._async import __all__ as ASYNC_FIXTURES
@@ -305,6 +307,18 @@ def test_recycled_tenants_are_pristine(inner) -> None:
     inner.run("--pgtenants-spares=3").assert_outcomes(passed=13)
 
 
+def _seeded(inner, more: str = "") -> Path:
+    """A migrations directory whose one tenant migration seeds two roles (ids 1 and 2), then
+    runs ``more``."""
+    migrations = inner.pytester.mkdir("seeded")
+    (migrations / "tenant").mkdir()
+    (migrations / "tenant" / "0001_roles.sql").write_text(
+        "create table roles (id serial primary key, name text unique);\n"
+        "insert into roles (name) values ('owner'), ('member');\n" + more
+    )
+    return Path(migrations)
+
+
 def test_seed_rows_are_in_every_tenant(inner) -> None:
     """Rows a tenant migration writes are in every test's tenant, wherever it came from.
 
@@ -312,12 +326,7 @@ def test_seed_rows_are_in_every_tenant(inner) -> None:
     the seeded table, so no schema is recycled: each test finds the two seeded roles and the
     next id where a migrated tenant has it, even after other tests wrote and deleted rows.
     """
-    migrations = inner.pytester.mkdir("seeded")
-    (migrations / "tenant").mkdir()
-    (migrations / "tenant" / "0001_roles.sql").write_text(
-        "create table roles (id serial primary key, name text unique);\n"
-        "insert into roles (name) values ('owner'), ('member');\n"
-    )
+    migrations = _seeded(inner)
     inner.pytester.makepyfile(
         """
         import pytest
@@ -345,12 +354,8 @@ def test_recycling_keeps_seed_rows(inner) -> None:
     fourth also inserts a role. Later tests get recycled schemas and must find the seeds, the
     sequence at 3 again and the unseeded table empty with ids from 1.
     """
-    migrations = inner.pytester.mkdir("seeded")
-    (migrations / "tenant").mkdir()
-    (migrations / "tenant" / "0001_roles.sql").write_text(
-        "create table roles (id serial primary key, name text unique);\n"
-        "insert into roles (name) values ('owner'), ('member');\n"
-        "create table notes (id serial primary key, role_id int references roles);\n"
+    migrations = _seeded(
+        inner, "create table notes (id serial primary key, role_id int references roles);\n"
     )
     inner.pytester.makepyfile(
         """
