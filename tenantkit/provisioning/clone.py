@@ -11,11 +11,17 @@ order of the tables does not matter) and before the triggers (the source's rows 
 they are, nothing fires twice). Each sequence then continues where the source's stands, and a
 materialized view the source has populated is created populated.
 
+Privileges are reproduced: those granted on the schema, its tables, views, sequences,
+columns, functions and types (each object's access list ends up with the same entries as the
+source's, PUBLIC's defaults included), and the schema's default privileges (set last, so they
+apply to what is created in the clone afterwards, as in the source).
+
 Refused with :class:`CloneError` (a copy would differ from the source, or fail half-way):
-privileges granted in the schema, objects owned by another role, row-level security and
-policies, partitioned and foreign tables, table inheritance, rules, triggers that are not
-simply enabled, views with options (``security_barrier``...), domains, composite and range
-types, extension members. Not copied: comments.
+privileges granted by a role other than the object's owner, default privileges of another
+role or of the current role in every schema, objects owned by another role, row-level
+security and policies, partitioned and foreign tables, table inheritance, rules, triggers
+that are not simply enabled, views with options (``security_barrier``...), domains, composite
+and range types, extension members. Not copied: comments.
 """
 
 from __future__ import annotations
@@ -29,7 +35,15 @@ from psycopg import sql
 
 from ..core.names import validate_schema_name
 from ..errors import CloneError, InvalidSchemaName, SchemaExists, SchemaNotFound
-from ..introspection.catalog import PLACEHOLDER, Column, SchemaCatalog, Sequence_, read_catalog
+from ..introspection.catalog import (
+    PLACEHOLDER,
+    Column,
+    SchemaCatalog,
+    Sequence_,
+    catalog_path,
+    read_catalog,
+    rewrite_schema,
+)
 
 __all__ = ["CloneError", "CloneScript", "Rows", "clone_schema", "clone_script"]
 
@@ -82,9 +96,12 @@ def clone_script(
     ).fetchone()
     if not exists or not exists[0]:
         raise SchemaNotFound(f"schema {source!r} does not exist; nothing to clone")
-    _refuse_what_cannot_be_copied(conn, source)
+    found = conn.execute(_Q_UNSUPPORTED, {"schema": source}).fetchall()
+    grants, foreign = _privileges(conn, source)
+    _refuse(source, [*found, *foreign])
     cat = read_catalog(conn, [source])[source]
-    return _build(conn, cat, _what_to_copy(conn, cat, rows, set(skip_rows)), rows)
+    script = _build(conn, cat, _what_to_copy(conn, cat, rows, set(skip_rows)), rows)
+    return CloneScript(script.source, script.statements + tuple(grants), rows)
 
 
 #: What the cloner does not reproduce, found in one query: a clone would silently differ from
@@ -103,16 +120,9 @@ union all select 'domain, composite or range type', t.typname from pg_catalog.pg
 union all select 'row-level security', relname from rel
     where relrowsecurity or relforcerowsecurity
 union all select 'policy', p.polname from pg_catalog.pg_policy p join rel on rel.oid = p.polrelid
-union all select 'privileges granted on the schema', '' from n where n.nspacl is not null
-union all select 'privileges granted', relname from rel where relacl is not null
-union all select 'privileges granted', rel.relname || '.' || a.attname
-    from pg_catalog.pg_attribute a join rel on rel.oid = a.attrelid where a.attacl is not null
-union all select 'privileges granted', p.proname from pg_catalog.pg_proc p join n
-    on p.pronamespace = n.oid where p.proacl is not null
-union all select 'privileges granted', t.typname from pg_catalog.pg_type t join n
-    on t.typnamespace = n.oid where t.typacl is not null
-union all select 'default privileges', '' from pg_catalog.pg_default_acl d join n
-    on d.defaclnamespace = n.oid
+union all select 'default privileges of the current role in every schema', ''
+    from pg_catalog.pg_default_acl d
+    where d.defaclnamespace = 0 and d.defaclrole = (select oid from me)
 union all select 'owned by another role', relname from rel where relowner <> (select oid from me)
 union all select 'owned by another role', p.proname from pg_catalog.pg_proc p join n
     on p.pronamespace = n.oid where p.proowner <> (select oid from me)
@@ -137,9 +147,116 @@ union all select 'extension member', coalesce(rel.relname, p.proname, t.typname)
 """
 
 
-def _refuse_what_cannot_be_copied(conn: psycopg.Connection[Any], source: str) -> None:
-    """Raise :class:`CloneError` naming what ``source`` holds that a clone would lose."""
-    found = conn.execute(_Q_UNSUPPORTED, {"schema": source}).fetchall()
+#: Every access list in the schema (the schema's own, its relations', columns', routines' and
+#: types', its default privileges), one row per entry (an empty list: one row of NULLs), read
+#: under ``catalog_path`` so that routine arguments come with their types qualified.
+_Q_PRIVILEGES = """
+with n as (select oid, nspacl from pg_catalog.pg_namespace where nspname = %(schema)s),
+obj as (
+  select 0 as ord, 'schema' as kind, null::text as name, null::text as sub, nspacl as acl
+    from n where nspacl is not null
+  union all
+  select 1, case c.relkind when 'S' then 'sequence' else 'table' end, c.relname, null, c.relacl
+    from pg_catalog.pg_class c join n on c.relnamespace = n.oid where c.relacl is not null
+  union all
+  select 2, 'column', c.relname, a.attname, a.attacl
+    from pg_catalog.pg_attribute a join pg_catalog.pg_class c on c.oid = a.attrelid
+    join n on c.relnamespace = n.oid
+    where a.attacl is not null and a.attnum > 0 and not a.attisdropped
+  union all
+  select 3, 'routine', p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid), p.proacl
+    from pg_catalog.pg_proc p join n on p.pronamespace = n.oid where p.proacl is not null
+  union all
+  select 4, 'type', t.typname, null, t.typacl
+    from pg_catalog.pg_type t join n on t.typnamespace = n.oid where t.typacl is not null
+  union all
+  select 5, 'default', d.defaclobjtype::text, null, d.defaclacl
+    from pg_catalog.pg_default_acl d join n on d.defaclnamespace = n.oid
+)
+select o.kind, o.name, o.sub,
+       x.grantor is null or x.grantor = (select oid from pg_catalog.pg_roles
+                                         where rolname = current_user),
+       x.grantee = 0, r.rolname, x.privilege_type, x.is_grantable
+  from obj o
+  left join lateral pg_catalog.aclexplode(o.acl) x on true
+  left join pg_catalog.pg_roles r on r.oid = x.grantee
+ order by o.ord, o.name, o.sub, r.rolname, x.privilege_type
+"""
+
+#: ``ALTER DEFAULT PRIVILEGES`` object kinds, by ``pg_default_acl.defaclobjtype``.
+_DEFAULT_KINDS = {"r": "tables", "S": "sequences", "f": "functions", "T": "types"}
+
+
+def _privileges(
+    conn: psycopg.Connection[Any], source: str
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The statements giving a clone of ``source`` the same privileges, and what cannot be
+    reproduced (entries granted by a role other than the current one, the owner) as
+    (kind, name) pairs for :func:`_refuse`.
+
+    Each object with an access list first loses every privilege (PUBLIC's defaults and the
+    owner's included), then gets the source's entries, one ``GRANT`` per grantee and grant
+    option; a column's list is only added to. The schema's default privileges come last.
+    """
+    with catalog_path(conn):
+        rows = conn.execute(_Q_PRIVILEGES, {"schema": source}).fetchall()
+    foreign: list[tuple[str, str]] = []
+    # (kind, name, sub) -> {(grantee, grantable): [privileges]}, in the query's order.
+    objects: dict[tuple[str, str | None, str | None], dict[tuple[str | None, bool], list[str]]]
+    objects = {}
+    for kind, name, sub, mine, public, grantee, privilege, grantable in rows:
+        entries = objects.setdefault((kind, name, sub), {})
+        if privilege is None:
+            continue  # an empty access list: everything revoked
+        if not mine:
+            label = "privileges granted by a role other than the current one"
+            if kind == "default":
+                label = "default privileges of another role"
+            foreign.append((label, "" if kind in ("schema", "default") else str(name)))
+            continue
+        entries.setdefault((None if public else str(grantee), bool(grantable)), []).append(
+            str(privilege)
+        )
+
+    def ident(name: str) -> str:
+        return sql.Identifier(name).as_string(conn)
+
+    out: list[str] = []
+    defaults: list[str] = []
+    for (kind, name, sub), entries in objects.items():
+        if kind == "default":
+            on = "on " + _DEFAULT_KINDS[str(name)]
+            target = ""
+        elif kind == "schema":
+            on, target = "on schema", PLACEHOLDER
+        elif kind == "routine":
+            args = rewrite_schema(str(sub), source, PLACEHOLDER)
+            on, target = "on routine", f"{PLACEHOLDER}.{ident(str(name))}({args})"
+        elif kind == "column":
+            on, target = "on table", f"{PLACEHOLDER}.{ident(str(name))}"
+        else:
+            on, target = f"on {kind}", f"{PLACEHOLDER}.{ident(str(name))}"
+        if kind not in ("column", "default"):
+            out.append(f"revoke all {on} {target} from public, current_user")
+        for (grantee, grantable), privileges in entries.items():
+            what = ", ".join(privileges)
+            if kind == "column":
+                what = ", ".join(f"{p} ({ident(str(sub))})" for p in privileges)
+            to = "public" if grantee is None else ident(grantee)
+            option = " with grant option" if grantable else ""
+            if kind == "default":
+                defaults.append(
+                    f"alter default privileges in schema {PLACEHOLDER} "
+                    f"grant {what} {on} to {to}{option}"
+                )
+            else:
+                out.append(f"grant {what} {on} {target} to {to}{option}")
+    return out + defaults, foreign
+
+
+def _refuse(source: str, found: Collection[tuple[str, str]]) -> None:
+    """Raise :class:`CloneError` naming what ``source`` holds that a clone would lose, given
+    as (kind, name) pairs; nothing when there is none."""
     if not found:
         return
     kinds: dict[str, list[str]] = {}

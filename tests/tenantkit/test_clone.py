@@ -143,9 +143,15 @@ def test_data_copies_rows_before_keys_and_triggers(
             "domain",
         ),
         ("create type {s}.pair as (a int, b int)", "composite"),
-        ("create table {s}.t (a int); grant select on {s}.t to public", "privileges granted: t"),
-        ("grant usage on schema {s} to public", "privileges granted on the schema"),
-        ("create table {s}.t (a int, b int); grant select (a) on {s}.t to public", "t.a"),
+        (
+            "create table {s}.t (a int); grant select on {s}.t to {r} with grant option; "
+            "set role {r}; grant select on {s}.t to public; reset role",
+            "privileges granted by a role other than the current one: t",
+        ),
+        (
+            "alter default privileges for role {r} in schema {s} grant select on tables to public",
+            "default privileges of another role",
+        ),
         (
             "create table {s}.t (a int); alter table {s}.t enable row level security; "
             "create policy own on {s}.t using (a > 0)",
@@ -173,9 +179,8 @@ def test_data_copies_rows_before_keys_and_triggers(
     ids=[
         "domain",
         "composite",
-        "grant",
-        "schema-grant",
-        "column-grant",
+        "grant-by-another-role",
+        "default-privileges-of-another-role",
         "row-security",
         "inheritance",
         "rule",
@@ -184,14 +189,16 @@ def test_data_copies_rows_before_keys_and_triggers(
     ],
 )
 def test_what_a_copy_would_lose_is_refused(
-    conn: psycopg.Connection, schema_name: str, ddl: str, reason: str
+    conn: psycopg.Connection, schema_name: str, role: str, ddl: str, reason: str
 ) -> None:
-    # Privileges, row-level security, a view's security options, a disabled trigger: a copy
-    # without them is not the same schema, so the cloner refuses (the provisioner then builds
-    # the tenant by its migrations) instead of handing out a tenant that differs.
+    # Row-level security, a view's security options, a disabled trigger, privileges another
+    # role granted: a copy without them is not the same schema, so the cloner refuses (the
+    # provisioner then builds the tenant by its migrations) instead of handing out a tenant
+    # that differs.
     src = f"src_{uuid.uuid4().hex[:10]}"
     conn.execute(f"create schema {src}")
-    conn.execute(ddl.format(s=src))
+    conn.execute(f"grant usage on schema {src} to {role}")
+    conn.execute(ddl.format(s=src, r=role))
     with pytest.raises(CloneError, match=reason):
         clone_schema(conn, src, schema_name)
     with pytest.raises(CloneError, match=reason):
@@ -200,6 +207,116 @@ def test_what_a_copy_would_lose_is_refused(
         conn.execute("select 1 from pg_namespace where nspname = %s", (schema_name,)).fetchone()
         is None
     )
+
+
+@pytest.fixture
+def role(conn: psycopg.Connection) -> Iterator[str]:
+    """A role of its own for the test (roles are shared by every database of the server)."""
+    name = f"r_{uuid.uuid4().hex[:12]}"
+    conn.execute(f"create role {name}")
+    try:
+        yield name
+    finally:
+        conn.execute(f"drop owned by {name}")
+        conn.execute(f"drop role {name}")
+
+
+#: Every entry of every access list in a schema, with the schema's own name left out.
+ACCESS = """
+select kind, name, coalesce(grantee::regrole::text, 'PUBLIC'), privilege_type, is_grantable
+from (
+    select 'schema' as kind, '' as name, nspacl as acl from pg_namespace where nspname = %(s)s
+    union all
+    select 'relation', relname, relacl from pg_class where relnamespace = %(s)s::regnamespace
+    union all
+    select 'column', c.relname || '.' || a.attname, a.attacl from pg_attribute a
+    join pg_class c on c.oid = a.attrelid where c.relnamespace = %(s)s::regnamespace
+        and a.attnum > 0
+    union all
+    select 'routine', proname, proacl from pg_proc where pronamespace = %(s)s::regnamespace
+    union all
+    select 'type', typname, typacl from pg_type where typnamespace = %(s)s::regnamespace
+    union all
+    select 'default ' || defaclobjtype::text, '', defaclacl from pg_default_acl
+    where defaclnamespace = %(s)s::regnamespace
+) o
+left join lateral aclexplode(o.acl) x on true
+where o.acl is not null
+order by 1, 2, 3, 4
+"""
+
+
+def test_privileges_are_reproduced(conn: psycopg.Connection, schema_name: str, role: str) -> None:
+    """A clone's access lists hold the source's entries: grants to a role and to PUBLIC, with
+    grant option, on columns, PUBLIC's default privileges revoked, an owner who revoked their
+    own, the schema's; and its default privileges apply to what is created in it later."""
+    src = f"src_{uuid.uuid4().hex[:10]}"
+    conn.execute(
+        f"""
+        create schema {src};
+        grant usage on schema {src} to {role};
+        create type {src}.mood as enum ('a', 'b');
+        revoke usage on type {src}.mood from public;
+        create table {src}.t (a int, b int);
+        grant select, insert on {src}.t to {role};
+        grant update (b) on {src}.t to {role} with grant option;
+        grant select (a) on {src}.t to public;
+        create table {src}.locked (a int);
+        revoke all on {src}.locked from current_user;
+        create sequence {src}.s;
+        grant usage on sequence {src}.s to public;
+        create view {src}.v as select a from {src}.t;
+        grant select on {src}.v to {role};
+        create function {src}.f(x {src}.mood) returns int language sql as 'select 1';
+        revoke execute on function {src}.f({src}.mood) from public;
+        grant execute on function {src}.f({src}.mood) to {role};
+        alter default privileges in schema {src} grant select on tables to {role};
+        create table {src}.later (a int);
+        """
+    )
+
+    def access(schema: str) -> list[tuple[object, ...]]:
+        return conn.execute(ACCESS, {"s": schema}).fetchall()
+
+    expected = access(src)
+    # Not vacuous: every kind of list is there (the empty one shows as no entry).
+    assert {row[0] for row in expected} == {
+        "schema",
+        "relation",
+        "column",
+        "routine",
+        "type",
+        "default r",
+    }
+    assert ("relation", "later", role, "SELECT", False) in expected
+    clone_schema(conn, src, schema_name)
+    assert access(schema_name) == expected
+    assert conn.execute(
+        "select relacl from pg_class where oid = %s::regclass", (f"{schema_name}.locked",)
+    ).fetchone() == ([],)
+    conn.execute(f"create table {schema_name}.newer (a int)")
+    assert ("relation", "newer", role, "SELECT", False) in access(schema_name)
+    # The clone's function is the one granted (its argument is the clone's own type).
+    granted = conn.execute(
+        "select has_function_privilege(%s, %s, 'execute')",
+        (role, f"{schema_name}.f({schema_name}.mood)"),
+    ).fetchone()
+    assert granted == (True,)
+
+
+def test_default_privileges_of_the_role_everywhere_are_refused(
+    conn: psycopg.Connection, schema_name: str, role: str
+) -> None:
+    """The current role's default privileges for every schema would give the clone's tables
+    access lists the source's (created before them) do not have."""
+    src = f"src_{uuid.uuid4().hex[:10]}"
+    conn.execute(f"create schema {src}; create table {src}.t (a int)")
+    conn.execute(f"alter default privileges grant select on tables to {role}")
+    try:
+        with pytest.raises(CloneError, match="default privileges of the current role"):
+            clone_schema(conn, src, schema_name)
+    finally:
+        conn.execute(f"alter default privileges revoke select on tables from {role}")
 
 
 def test_existing_target_and_unsupported_objects(

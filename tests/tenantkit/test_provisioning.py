@@ -132,11 +132,50 @@ grant select on notes to public;
 """
 
 
+GRANTED = """
+create table notes (id serial primary key, owner text not null, body text);
+grant select, insert on notes to public;
+grant update (body) on notes to public;
+grant usage on sequence notes_id_seq to public;
+create function note_count() returns bigint language sql as 'select count(*) from notes';
+revoke execute on function note_count() from public;
+"""
+
+
+def test_grants_travel_with_every_path(
+    dsn: str, tmp_path: Path, shared_name: str, conn: psycopg.Connection
+) -> None:
+    # Privileges granted by a tenant migration: a tenant from a spare or the template (both
+    # copies) has the same access lists as one made by running the migrations.
+    with _migrated_tenancy(dsn, tmp_path, shared_name, "0001_notes", GRANTED) as tenancy:
+        made = {"migrations": tenancy.create_tenant(f"{shared_name}_m").schema}
+        assert tenancy.provisioner.last_path == "migrations"
+        tenancy.spares.fill(1)
+        made["spare"] = tenancy.create_tenant(f"{shared_name}_s").schema
+        assert tenancy.provisioner.last_path == "spare"
+        made["template"] = tenancy.create_tenant(f"{shared_name}_t").schema
+        assert tenancy.provisioner.last_path == "template"
+        query = (
+            "select c.relname, a.attname, x.grantee, x.privilege_type from pg_class c "
+            "left join pg_attribute a on a.attrelid = c.oid and a.attacl is not null "
+            "cross join lateral aclexplode(coalesce(a.attacl, c.relacl)) x "
+            "where c.relnamespace = %(s)s::regnamespace "
+            "union all select p.proname, null, x.grantee, x.privilege_type from pg_proc p "
+            "cross join lateral aclexplode(p.proacl) x "
+            "where p.pronamespace = %(s)s::regnamespace order by 1, 2, 3, 4"
+        )
+        expected = conn.execute(query, {"s": made["migrations"]}).fetchall()
+        assert ("notes", "body", 0, "UPDATE") in expected
+        assert not any(row[0] == "note_count" and row[2] == 0 for row in expected)
+        for path in ("spare", "template"):
+            assert conn.execute(query, {"s": made[path]}).fetchall() == expected, path
+
+
 def test_a_template_a_copy_would_change_is_never_copied(
     dsn: str, tmp_path: Path, shared_name: str, conn: psycopg.Connection
 ) -> None:
-    # Row-level security and a grant in a tenant migration: a clone would lose both (a tenant
-    # whose rows anyone could read). Spares and new tenants run the migrations instead.
+    # Row-level security in a tenant migration: a clone would lose it (a tenant whose rows
+    # anyone could read). Spares and new tenants run the migrations instead.
     with _migrated_tenancy(dsn, tmp_path, shared_name, "0001_notes", GUARDED) as tenancy:
         assert tenancy.spares.fill(1) == 1
         made = {"spare": tenancy.create_tenant(f"{shared_name}_s").schema}
