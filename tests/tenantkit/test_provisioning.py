@@ -236,50 +236,52 @@ def test_template_behind_head_falls_back_to_migrations(
     assert fingerprint(conn, third) == fingerprint(conn, name)
 
 
+@pytest.fixture
+def two(dsn: str) -> Iterator[tuple[psycopg.Connection, psycopg.Connection]]:
+    """Two more connections (transactions left to the test), closed after it."""
+    first = psycopg.connect(dsn)
+    second = psycopg.connect(dsn)
+    try:
+        yield first, second
+    finally:
+        first.close()
+        second.close()
+
+
 def test_concurrent_claims_take_different_spares(
-    mig_tenancy: Tenancy, conn: psycopg.Connection, dsn: str
+    mig_tenancy: Tenancy, conn: psycopg.Connection, two: tuple[psycopg.Connection, ...]
 ) -> None:
     spares = Spares(mig_tenancy)
     spares.fill(2)
     s = mig_tenancy.shared_schema
-    first = psycopg.connect(dsn)
-    second = psycopg.connect(dsn)
-    try:
-        assert spares.claim(first, f"{s}_one")  # row locked, not yet committed
-        assert spares.claim(second, f"{s}_two")  # skips the locked row, takes the other
-        assert not Spares(mig_tenancy).claim(conn, f"{s}_three")
-        first.commit()
-        second.commit()
-    finally:
-        first.close()
-        second.close()
+    first, second = two
+    assert spares.claim(first, f"{s}_one")  # row locked, not yet committed
+    assert spares.claim(second, f"{s}_two")  # skips the locked row, takes the other
+    assert not Spares(mig_tenancy).claim(conn, f"{s}_three")
+    first.commit()
+    second.commit()
     for name in (f"{s}_one", f"{s}_two"):
         assert history(conn, name) == FULL
 
 
 def test_held_spares_are_not_claimed(
-    mig_tenancy: Tenancy, conn: psycopg.Connection, dsn: str
+    mig_tenancy: Tenancy, conn: psycopg.Connection, two: tuple[psycopg.Connection, ...]
 ) -> None:
     """``names(conn, hold=True)`` keeps the listed spares out of claims until the holder's
     transaction ends; a spare being claimed at that moment is not listed."""
     spares = Spares(mig_tenancy)
     spares.fill(2)
     s = mig_tenancy.shared_schema
-    claiming = psycopg.connect(dsn)
-    holder = psycopg.connect(dsn)
-    try:
-        assert spares.claim(claiming, f"{s}_one")  # row locked, not yet committed
-        held = spares.names(holder, hold=True)
-        assert len(held) == 1
-        assert not Spares(mig_tenancy).claim(conn, f"{s}_two")  # the other one is held
-        conn.rollback()
-        holder.commit()
-        claiming.commit()
-        assert Spares(mig_tenancy).claim(conn, f"{s}_two")
-        conn.commit()
-    finally:
-        claiming.close()
-        holder.close()
+    claiming, holder = two
+    assert spares.claim(claiming, f"{s}_one")  # row locked, not yet committed
+    held = spares.names(holder, hold=True)
+    assert len(held) == 1
+    assert not Spares(mig_tenancy).claim(conn, f"{s}_two")  # the other one is held
+    conn.rollback()
+    holder.commit()
+    claiming.commit()
+    assert Spares(mig_tenancy).claim(conn, f"{s}_two")
+    conn.commit()
     assert history(conn, f"{s}_two") == FULL
     assert held[0] not in spares.names()
     with pytest.raises(ValueError, match="hold=True"):
