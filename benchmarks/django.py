@@ -17,7 +17,9 @@ Measured:
   same DDL (what Django renders for it, ``sqlmigrate``) sent per schema in one message and one
   transaction each over one connection. ``--apply-rounds`` rounds on copies of tenantkit's
   database taken just before (bare DDL and tenantkit alternating, each on its own copy), then
-  tenantkit on the database itself; medians;
+  tenantkit on the database itself; medians, and the ratio per round of twin copies. The
+  same at ``--noop`` tenants (``--large-rounds`` rounds, on copies of a copy grown to that
+  size before migration 2), where Django's one rendering of the migration weighs less;
 - **no-op** ``migrate_schemas`` over ``--tenants`` and ``--noop`` tenants (django-tenants at
   ``--noop`` only with ``--full``; tenants beyond the first are SQL copies of it, so setting up
   1,000 does not take django-tenants' 0.3 s each, and tenantkit adopts their history untimed);
@@ -301,6 +303,12 @@ def main() -> None:
     parser.add_argument(
         "--apply-rounds", type=int, default=5, help="tenantkit's apply and the bare DDL on copies"
     )
+    parser.add_argument(
+        "--large-rounds",
+        type=int,
+        default=2,
+        help="tenantkit's apply and the bare DDL at --noop tenants (0: not measured)",
+    )
     parser.add_argument("--full", action="store_true", help="django-tenants' no-op at --noop too")
     parser.add_argument("--sides", default=",".join(SIDES), help="comma-separated sides")
     parser.add_argument("--skip-requests", action="store_true")
@@ -319,6 +327,7 @@ def main() -> None:
     requests_out = tests_out = ""
     bares: list[float] = []
     rounds: dict[str, list[float]] = {}
+    large: tuple[list[float], list[float]] = ([], [])  # bare DDL, tenantkit: at --noop
     with (
         server_conninfo_from_env() as server,
         tempfile.TemporaryDirectory() as tmp,
@@ -371,6 +380,18 @@ def main() -> None:
                         _with_second(migrations, second, roots[side])
                         applies.append(_run(side, copy, root, "apply")["seconds"])
                         _without_second(migrations, second, roots[side])
+                if args.large_rounds and args.noop > n:
+                    # The same at --noop tenants, on copies of a copy grown to that size
+                    # before migration 2 (the fixed cost of a run spread over more schemas).
+                    with _copy(server, db) as grown:
+                        _run(side, grown, root, "grow", args.noop)
+                        for _ in range(args.large_rounds):
+                            with _copy(server, grown) as copy:
+                                large[0].append(_bare(copy, ddl2, args.noop))
+                            with _copy(server, grown) as copy:
+                                _with_second(migrations, second, roots[side])
+                                large[1].append(_run(side, copy, root, "apply")["seconds"])
+                                _without_second(migrations, second, roots[side])
             _with_second(migrations, second, roots[side])
             applies.append(_run(side, db, root, "apply")["seconds"])
             res[side][f"apply 2, {n} tenants"] = statistics.median(applies)
@@ -406,6 +427,21 @@ def main() -> None:
         print(f"  {side} apply rounds: " + ", ".join(f"{x:.3f}s" for x in seconds))
     if bares:
         print("  bare DDL rounds: " + ", ".join(f"{x:.3f}s" for x in bares))
+        paired = [a / b for a, b in zip(rounds.get("tenantkit", []), bares, strict=False)]
+        print(
+            "  tenantkit / bare DDL per round (twin copies): "
+            + ", ".join(f"{x:.2f}x" for x in paired)
+            + f"; median {statistics.median(paired):.2f}x"
+        )
+    if large[0] and large[1]:
+        big = statistics.median(large[1]) / statistics.median(large[0])
+        print(
+            f"apply 2 at {args.noop} tenants (copies): tenantkit "
+            + ", ".join(f"{x:.2f}s" for x in large[1])
+            + "; bare DDL "
+            + ", ".join(f"{x:.2f}s" for x in large[0])
+            + f"; medians {big:.2f}x"
+        )
     print("targets:")
     create = (tk.get("create (median)") or 0.0) * 1000
     print(f"  create from spares {create:.1f} ms (< 10 ms): {_met(create < 10)}")
