@@ -23,6 +23,7 @@ __all__ = [
     "PLACEHOLDER",
     "Difference",
     "DriftReport",
+    "Privilege",
     "SchemaCatalog",
     "SchemaDrift",
     "diff_objects",
@@ -86,6 +87,37 @@ class Sequence_:
 
 
 @dataclass(frozen=True)
+class Privilege:
+    """One entry of an access list in a schema, or an access list with no entry at all
+    (``privilege`` None: everything revoked). Objects without an access list (the defaults)
+    have none."""
+
+    #: ``schema``, ``table`` (views too), ``sequence``, ``column``, ``routine``, ``type`` or
+    #: ``default`` (the schema's default privileges).
+    kind: str
+    #: The object's name; "" for the schema; the object type letter for ``default``.
+    name: str
+    #: The column's name, or the routine's identity arguments (normalised).
+    sub: str | None
+    #: The role granted to; None: PUBLIC.
+    grantee: str | None
+    privilege: str | None
+    grantable: bool
+    grantor: str | None
+
+    @property
+    def target(self) -> str:
+        """The object, as drift names it."""
+        if self.kind == "schema":
+            return "schema"
+        if self.kind == "column":
+            return f"column {self.name}.{self.sub}"
+        if self.kind == "routine":
+            return f"routine {self.name}({self.sub})"
+        return f"{self.kind} {self.name}"
+
+
+@dataclass(frozen=True)
 class SchemaCatalog:
     """The structure of one schema with its own name replaced by :data:`PLACEHOLDER`."""
 
@@ -99,6 +131,7 @@ class SchemaCatalog:
     functions: tuple[tuple[str, str], ...] = ()  # (signature, def)
     triggers: tuple[tuple[str, str, str], ...] = ()  # (table, name, def)
     enums: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    privileges: tuple[Privilege, ...] = ()
 
     def objects(self) -> dict[str, str]:
         """Every object as ``"kind name" -> normalised definition`` (what drift compares)."""
@@ -122,6 +155,16 @@ class SchemaCatalog:
             out[f"trigger {table}.{name}"] = definition
         for name, labels in self.enums:
             out[f"type {name}"] = "enum(" + ", ".join(labels) + ")"
+        lists: dict[str, list[str]] = {}
+        for p in self.privileges:
+            entries = lists.setdefault(f"privileges on {p.target}", [])
+            if p.privilege is not None:
+                option = " with grant option" if p.grantable else ""
+                entries.append(
+                    f"{p.privilege} to {p.grantee or 'PUBLIC'}{option} by {p.grantor or '?'}"
+                )
+        for key, entries in lists.items():
+            out[key] = "; ".join(sorted(entries)) or "(none)"
         return out
 
     @property
@@ -249,8 +292,43 @@ group by 1, 2, t.oid order by 1, t.oid
 """
 
 
+#: Every access list in the schemas (theirs, their relations', columns', routines' and
+#: types', their default privileges): one row per entry, one row of NULLs for an empty list.
+_Q_PRIVILEGES = """
+with n as (select oid, nspname, nspacl from pg_namespace where nspname = any(%s)),
+obj as (
+  select n.nspname, 0 as ord, 'schema' as kind, '' as name, null::text as sub, n.nspacl as acl
+    from n where n.nspacl is not null
+  union all
+  select n.nspname, 1, case c.relkind when 'S' then 'sequence' else 'table' end, c.relname,
+         null, c.relacl
+    from pg_class c join n on c.relnamespace = n.oid where c.relacl is not null
+  union all
+  select n.nspname, 2, 'column', c.relname, a.attname, a.attacl
+    from pg_attribute a join pg_class c on c.oid = a.attrelid join n on c.relnamespace = n.oid
+    where a.attacl is not null and a.attnum > 0 and not a.attisdropped
+  union all
+  select n.nspname, 3, 'routine', p.proname, pg_get_function_identity_arguments(p.oid), p.proacl
+    from pg_proc p join n on p.pronamespace = n.oid where p.proacl is not null
+  union all
+  select n.nspname, 4, 'type', t.typname, null, t.typacl
+    from pg_type t join n on t.typnamespace = n.oid where t.typacl is not null
+  union all
+  select n.nspname, 5, 'default', d.defaclobjtype::text, null, d.defaclacl
+    from pg_default_acl d join n on d.defaclnamespace = n.oid
+)
+select o.nspname, o.kind, o.name, o.sub, ge.rolname, x.privilege_type, x.is_grantable,
+       gr.rolname
+  from obj o
+  left join lateral aclexplode(o.acl) x on true
+  left join pg_roles ge on ge.oid = x.grantee
+  left join pg_roles gr on gr.oid = x.grantor
+ order by 1, o.ord, o.name, o.sub, ge.rolname nulls first, x.privilege_type
+"""
+
+
 def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> dict[str, SchemaCatalog]:
-    """Read the structure of ``schemas`` (nine queries whatever their number)."""
+    """Read the structure of ``schemas`` (ten queries whatever their number)."""
     names = list(schemas)
     acc: dict[str, dict[str, Any]] = {
         s: {
@@ -264,6 +342,7 @@ def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> dict[
                 "functions",
                 "triggers",
                 "enums",
+                "privileges",
             )
         }
         | {"columns": {}}
@@ -297,6 +376,12 @@ def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> dict[
             acc[s]["triggers"].append((t, name, norm(s, definition)))
         for s, name, labels in conn.execute(_Q_ENUMS, (names,)):
             acc[s]["enums"].append((name, tuple(labels)))
+        for s, kind, name, sub, grantee, privilege, grantable, grantor in conn.execute(
+            _Q_PRIVILEGES, (names,)
+        ):
+            # (PUBLIC, grantee 0, has no role: None, as in an empty list's row.)
+            p = Privilege(kind, name, norm(s, sub), grantee, privilege, bool(grantable), grantor)
+            acc[s]["privileges"].append(p)
     return {
         s: SchemaCatalog(
             s,

@@ -40,9 +40,7 @@ from ..introspection.catalog import (
     Column,
     SchemaCatalog,
     Sequence_,
-    catalog_path,
     read_catalog,
-    rewrite_schema,
 )
 
 __all__ = ["CloneError", "CloneScript", "Rows", "clone_schema", "clone_script"]
@@ -97,9 +95,9 @@ def clone_script(
     if not exists or not exists[0]:
         raise SchemaNotFound(f"schema {source!r} does not exist; nothing to clone")
     found = conn.execute(_Q_UNSUPPORTED, {"schema": source}).fetchall()
-    grants, foreign = _privileges(conn, source)
-    _refuse(source, [*found, *foreign])
     cat = read_catalog(conn, [source])[source]
+    grants, foreign = _privileges(conn, cat)
+    _refuse(source, [*found, *foreign])
     script = _build(conn, cat, _what_to_copy(conn, cat, rows, set(skip_rows)), rows)
     return CloneScript(script.source, script.statements + tuple(grants), rows)
 
@@ -147,76 +145,38 @@ union all select 'extension member', coalesce(rel.relname, p.proname, t.typname)
 """
 
 
-#: Every access list in the schema (the schema's own, its relations', columns', routines' and
-#: types', its default privileges), one row per entry (an empty list: one row of NULLs), read
-#: under ``catalog_path`` so that routine arguments come with their types qualified.
-_Q_PRIVILEGES = """
-with n as (select oid, nspacl from pg_catalog.pg_namespace where nspname = %(schema)s),
-obj as (
-  select 0 as ord, 'schema' as kind, null::text as name, null::text as sub, nspacl as acl
-    from n where nspacl is not null
-  union all
-  select 1, case c.relkind when 'S' then 'sequence' else 'table' end, c.relname, null, c.relacl
-    from pg_catalog.pg_class c join n on c.relnamespace = n.oid where c.relacl is not null
-  union all
-  select 2, 'column', c.relname, a.attname, a.attacl
-    from pg_catalog.pg_attribute a join pg_catalog.pg_class c on c.oid = a.attrelid
-    join n on c.relnamespace = n.oid
-    where a.attacl is not null and a.attnum > 0 and not a.attisdropped
-  union all
-  select 3, 'routine', p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid), p.proacl
-    from pg_catalog.pg_proc p join n on p.pronamespace = n.oid where p.proacl is not null
-  union all
-  select 4, 'type', t.typname, null, t.typacl
-    from pg_catalog.pg_type t join n on t.typnamespace = n.oid where t.typacl is not null
-  union all
-  select 5, 'default', d.defaclobjtype::text, null, d.defaclacl
-    from pg_catalog.pg_default_acl d join n on d.defaclnamespace = n.oid
-)
-select o.kind, o.name, o.sub,
-       x.grantor is null or x.grantor = (select oid from pg_catalog.pg_roles
-                                         where rolname = current_user),
-       x.grantee = 0, r.rolname, x.privilege_type, x.is_grantable
-  from obj o
-  left join lateral pg_catalog.aclexplode(o.acl) x on true
-  left join pg_catalog.pg_roles r on r.oid = x.grantee
- order by o.ord, o.name, o.sub, r.rolname, x.privilege_type
-"""
-
 #: ``ALTER DEFAULT PRIVILEGES`` object kinds, by ``pg_default_acl.defaclobjtype``.
 _DEFAULT_KINDS = {"r": "tables", "S": "sequences", "f": "functions", "T": "types"}
 
 
 def _privileges(
-    conn: psycopg.Connection[Any], source: str
+    conn: psycopg.Connection[Any], cat: SchemaCatalog
 ) -> tuple[list[str], list[tuple[str, str]]]:
-    """The statements giving a clone of ``source`` the same privileges, and what cannot be
-    reproduced (entries granted by a role other than the current one, the owner) as
+    """The statements giving a clone of ``cat``'s schema the same privileges, and what cannot
+    be reproduced (entries granted by a role other than the current one, the owner) as
     (kind, name) pairs for :func:`_refuse`.
 
     Each object with an access list first loses every privilege (PUBLIC's defaults and the
     owner's included), then gets the source's entries, one ``GRANT`` per grantee and grant
     option; a column's list is only added to. The schema's default privileges come last.
     """
-    with catalog_path(conn):
-        rows = conn.execute(_Q_PRIVILEGES, {"schema": source}).fetchall()
+    if not cat.privileges:
+        return [], []
+    me = conn.execute("select current_user").fetchone()
     foreign: list[tuple[str, str]] = []
-    # (kind, name, sub) -> {(grantee, grantable): [privileges]}, in the query's order.
-    objects: dict[tuple[str, str | None, str | None], dict[tuple[str | None, bool], list[str]]]
-    objects = {}
-    for kind, name, sub, mine, public, grantee, privilege, grantable in rows:
-        entries = objects.setdefault((kind, name, sub), {})
-        if privilege is None:
+    # (kind, name, sub) -> {(grantee, grantable): [privileges]}, in the catalog's order.
+    objects: dict[tuple[str, str, str | None], dict[tuple[str | None, bool], list[str]]] = {}
+    for p in cat.privileges:
+        entries = objects.setdefault((p.kind, p.name, p.sub), {})
+        if p.privilege is None:
             continue  # an empty access list: everything revoked
-        if not mine:
+        if me is None or p.grantor != me[0]:
             label = "privileges granted by a role other than the current one"
-            if kind == "default":
+            if p.kind == "default":
                 label = "default privileges of another role"
-            foreign.append((label, "" if kind in ("schema", "default") else str(name)))
+            foreign.append((label, "" if p.kind in ("schema", "default") else p.name))
             continue
-        entries.setdefault((None if public else str(grantee), bool(grantable)), []).append(
-            str(privilege)
-        )
+        entries.setdefault((p.grantee, p.grantable), []).append(p.privilege)
 
     def ident(name: str) -> str:
         return sql.Identifier(name).as_string(conn)
@@ -225,17 +185,15 @@ def _privileges(
     defaults: list[str] = []
     for (kind, name, sub), entries in objects.items():
         if kind == "default":
-            on = "on " + _DEFAULT_KINDS[str(name)]
-            target = ""
+            on, target = "on " + _DEFAULT_KINDS[name], ""
         elif kind == "schema":
             on, target = "on schema", PLACEHOLDER
         elif kind == "routine":
-            args = rewrite_schema(str(sub), source, PLACEHOLDER)
-            on, target = "on routine", f"{PLACEHOLDER}.{ident(str(name))}({args})"
+            on, target = "on routine", f"{PLACEHOLDER}.{ident(name)}({sub})"
         elif kind == "column":
-            on, target = "on table", f"{PLACEHOLDER}.{ident(str(name))}"
+            on, target = "on table", f"{PLACEHOLDER}.{ident(name)}"
         else:
-            on, target = f"on {kind}", f"{PLACEHOLDER}.{ident(str(name))}"
+            on, target = f"on {kind}", f"{PLACEHOLDER}.{ident(name)}"
         if kind not in ("column", "default"):
             out.append(f"revoke all {on} {target} from public, current_user")
         for (grantee, grantable), privileges in entries.items():

@@ -51,6 +51,34 @@ def test_drift_reports_exactly_the_change(mig_tenancy: Tenancy, conn: psycopg.Co
     assert report.as_dict()["drifted"][0]["schema"] == names[1]
 
 
+def test_drift_reports_privileges(mig_tenancy: Tenancy, conn: psycopg.Connection) -> None:
+    """A tenant whose access lists differ from the template's drifts: a table opened to
+    PUBLIC, a column grant, PUBLIC's EXECUTE revoked, a grant on the schema itself."""
+    names = [mig_tenancy.create_tenant(f"{mig_tenancy.shared_schema}_{i}").schema for i in range(3)]
+    assert mig_tenancy.drift().ok
+    conn.execute(f'grant select on "{names[1]}".items to public')
+    conn.execute(f'grant update (name) on "{names[1]}".items to public')
+    conn.execute(f'grant usage on schema "{names[2]}" to public')
+    conn.execute(f'revoke all on "{names[2]}".orders from public, current_user')
+    report = mig_tenancy.drift()
+    changes = {d.schema: [(x.object, x.change) for x in d.differences] for d in report.drifted}
+    assert changes == {
+        names[1]: [
+            ("privileges on column items.name", "extra"),
+            ("privileges on table items", "extra"),
+        ],
+        names[2]: [("privileges on schema", "extra"), ("privileges on table orders", "extra")],
+    }
+    detail = {x.object: x.actual for d in report.drifted for x in d.differences}
+    assert f"SELECT to PUBLIC by {conn.info.user}" in detail["privileges on table items"]
+    assert detail["privileges on table orders"] == "(none)"
+    # The same grants in the reference: no drift; the order they were granted in is not
+    # part of the comparison.
+    conn.execute(f'grant update (name) on "{names[0]}".items to public')
+    conn.execute(f'grant select on "{names[0]}".items to public')
+    assert mig_tenancy.drift(schemas=[names[1]], reference=names[0]).ok
+
+
 def test_schema_sizes(mig_tenancy: Tenancy, conn: psycopg.Connection) -> None:
     name = mig_tenancy.create_tenant(f"{mig_tenancy.shared_schema}_a").schema
     sizes = schema_sizes(conn, [name])
