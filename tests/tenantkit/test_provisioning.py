@@ -82,6 +82,18 @@ def _migrated_tenancy(
         yield tenancy
 
 
+def _by_every_path(tenancy: Tenancy) -> dict[str, str]:
+    """A tenant made by each provisioning path (its migrations, a spare, the template): the
+    path -> its schema."""
+    made = {}
+    for path in ("migrations", "spare", "template"):
+        if path == "spare":
+            tenancy.spares.fill(1)
+        made[path] = tenancy.create_tenant(f"{tenancy.shared_schema}_{path[0]}").schema
+        assert tenancy.provisioner.last_path == path
+    return made
+
+
 def _contents(conn: psycopg.Connection, schema: str) -> dict[str, list[tuple[object, ...]]]:
     out = {}
     for table in ("roles", "audit", "a_grants", "empty_one", "role_count"):
@@ -105,14 +117,7 @@ def test_seed_rows_travel_with_every_path(
     # A tenant migration that writes rows: a tenant made from a spare or the template must
     # hold exactly what one made by running the migrations holds.
     with _migrated_tenancy(dsn, tmp_path, shared_name, "0001_roles", SEEDED) as tenancy:
-        made = {}
-        made["migrations"] = tenancy.create_tenant(f"{shared_name}_m").schema
-        assert tenancy.provisioner.last_path == "migrations"
-        tenancy.spares.fill(1)
-        made["spare"] = tenancy.create_tenant(f"{shared_name}_s").schema
-        assert tenancy.provisioner.last_path == "spare"
-        made["template"] = tenancy.create_tenant(f"{shared_name}_t").schema
-        assert tenancy.provisioner.last_path == "template"
+        made = _by_every_path(tenancy)
         expected = _contents(conn, made["migrations"])
         assert expected["roles"] == [(1, "owner"), (2, "member")]
         assert expected["audit"] == [(1, "role owner"), (2, "role member")]
@@ -148,13 +153,7 @@ def test_grants_travel_with_every_path(
     # Privileges granted by a tenant migration: a tenant from a spare or the template (both
     # copies) has the same access lists as one made by running the migrations.
     with _migrated_tenancy(dsn, tmp_path, shared_name, "0001_notes", GRANTED) as tenancy:
-        made = {"migrations": tenancy.create_tenant(f"{shared_name}_m").schema}
-        assert tenancy.provisioner.last_path == "migrations"
-        tenancy.spares.fill(1)
-        made["spare"] = tenancy.create_tenant(f"{shared_name}_s").schema
-        assert tenancy.provisioner.last_path == "spare"
-        made["template"] = tenancy.create_tenant(f"{shared_name}_t").schema
-        assert tenancy.provisioner.last_path == "template"
+        made = _by_every_path(tenancy)
         query = (
             "select c.relname, a.attname, x.grantee, x.privilege_type from pg_class c "
             "left join pg_attribute a on a.attrelid = c.oid and a.attacl is not null "
