@@ -332,9 +332,10 @@ class PgTenantsSession:
 
         def refill() -> None:
             try:
-                spares.fill(target)
+                # Each spare fingerprinted in the transaction that builds it: no test can
+                # have claimed (and changed) it yet.
+                spares.fill(target, on_built=self._baseline_built)
                 self._spares_left = spares.count()
-                self._baseline_spares()
             finally:
                 self._spares_refilling = False
 
@@ -460,6 +461,14 @@ class PgTenantsSession:
             for oid, baseline in found.items():
                 if oid not in known:
                     self._baselines[oid] = baseline
+
+    def _baseline_built(self, conn: psycopg.Connection[Any], name: str) -> None:
+        """(``Spares.fill``'s ``on_built``) Fingerprint a spare before it can be claimed."""
+        from ._recycle import fingerprints
+
+        found = fingerprints(conn, [name])
+        with self._lock:
+            self._baselines.update(found)
 
     def _baseline_schema(self, schema: str) -> None:
         from ._recycle import fingerprints

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -233,8 +234,18 @@ class Spares:
             ).fetchone()
         return int(row[0]) if row else 0
 
-    def fill(self, n: int) -> int:
-        """Make sure ``n`` spares at the head exist; return how many were created."""
+    def fill(
+        self,
+        n: int,
+        *,
+        on_built: Callable[[psycopg.Connection[Any], str], object] | None = None,
+    ) -> int:
+        """Make sure ``n`` spares at the head exist; return how many were created.
+
+        ``on_built(conn, name)`` is called for each new spare inside the transaction that
+        builds it, before any other session can claim it (an error rolls that spare back and
+        propagates): where to record what a pristine spare looks like.
+        """
         missing = n - self.count()
         if missing <= 0:
             return 0
@@ -260,6 +271,8 @@ class Spares:
                         sql.SQL("insert into {} (schema) values (%s)").format(self._table()),
                         (name,),
                     )
+                    if on_built is not None:
+                        on_built(conn, name)
         return missing
 
     def names(

@@ -287,6 +287,28 @@ def test_held_spares_are_not_claimed(
         spares.names(hold=True)
 
 
+def test_fill_calls_on_built_before_a_spare_can_be_claimed(mig_tenancy: Tenancy) -> None:
+    """``fill(n, on_built=)`` sees each spare inside the transaction that builds it, when no
+    other session can see (or claim) it yet; an error there rolls that spare back."""
+    spares = mig_tenancy.spares
+    seen: list[tuple[str, bool, bool]] = []
+
+    def built(conn: psycopg.Connection, name: str) -> None:
+        in_transaction = conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        seen.append((name, in_transaction, name in spares.names()))  # names(): its own session
+
+    assert spares.fill(2, on_built=built) == 2
+    assert [(t, v) for _, t, v in seen] == [(True, False), (True, False)]
+    assert sorted(n for n, _, _ in seen) == sorted(spares.names())
+
+    def fail(conn: psycopg.Connection, name: str) -> None:
+        raise RuntimeError("on_built failed")
+
+    with pytest.raises(RuntimeError, match="on_built failed"):
+        spares.fill(3, on_built=fail)
+    assert spares.count() == 2
+
+
 def test_parallel_create_tenant_with_spares(mig_tenancy: Tenancy, conn: psycopg.Connection) -> None:
     mig_tenancy.spares.fill(4)
     s = mig_tenancy.shared_schema
