@@ -266,6 +266,23 @@ def _bare(database: str, ddl: str, n: int) -> float:
         return time.perf_counter() - started
 
 
+def _on_copies(
+    server: str, source: str, ddl: str, count: int, rounds: int, root: Path, second: Path
+) -> tuple[list[float], list[float]]:
+    """The bare DDL and tenantkit's apply of migration 2 to ``count`` tenants, ``rounds``
+    times alternating, each on a copy of the database ``source`` of its own."""
+    migrations = root / "bench_proj" / "shop" / "migrations"
+    out: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        with _copy(server, source) as copy:
+            out[0].append(_bare(copy, ddl, count))
+        with _copy(server, source) as copy:
+            _with_second(migrations, second, root)
+            out[1].append(_run("tenantkit", copy, str(root), "apply")["seconds"])
+            _without_second(migrations, second, root)
+    return out
+
+
 def _with_second(migrations: Path, second: Path, root: Path) -> None:
     """Put migration 2 (and the models it leads to) into a side's project."""
     (migrations / second.name).write_text(second.read_text())
@@ -373,25 +390,17 @@ def main() -> None:
             if side == "tenantkit":
                 # Rounds on copies of the database taken here (bare DDL and tenantkit
                 # alternating, each on a copy of its own), then the real apply below.
-                for _ in range(args.apply_rounds):
-                    with _copy(server, db) as copy:
-                        bares.append(_bare(copy, ddl2, n))
-                    with _copy(server, db) as copy:
-                        _with_second(migrations, second, roots[side])
-                        applies.append(_run(side, copy, root, "apply")["seconds"])
-                        _without_second(migrations, second, roots[side])
+                found = _on_copies(server, db, ddl2, n, args.apply_rounds, roots[side], second)
+                bares.extend(found[0])
+                applies.extend(found[1])
                 if args.large_rounds and args.noop > n:
                     # The same at --noop tenants, on copies of a copy grown to that size
                     # before migration 2 (the fixed cost of a run spread over more schemas).
                     with _copy(server, db) as grown:
                         _run(side, grown, root, "grow", args.noop)
-                        for _ in range(args.large_rounds):
-                            with _copy(server, grown) as copy:
-                                large[0].append(_bare(copy, ddl2, args.noop))
-                            with _copy(server, grown) as copy:
-                                _with_second(migrations, second, roots[side])
-                                large[1].append(_run(side, copy, root, "apply")["seconds"])
-                                _without_second(migrations, second, roots[side])
+                        large = _on_copies(
+                            server, grown, ddl2, args.noop, args.large_rounds, roots[side], second
+                        )
             _with_second(migrations, second, roots[side])
             applies.append(_run(side, db, root, "apply")["seconds"])
             res[side][f"apply 2, {n} tenants"] = statistics.median(applies)

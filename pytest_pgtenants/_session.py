@@ -463,7 +463,8 @@ class PgTenantsSession:
                     self._baselines[oid] = baseline
 
     def _baseline_built(self, conn: psycopg.Connection[Any], name: str) -> None:
-        """(``Spares.fill``'s ``on_built``) Fingerprint a spare before it can be claimed."""
+        """Fingerprint ``name``, pristine now (also ``Spares.fill``'s ``on_built``: before
+        the spare can be claimed)."""
         from ._recycle import fingerprints
 
         found = fingerprints(conn, [name])
@@ -471,12 +472,8 @@ class PgTenantsSession:
             self._baselines.update(found)
 
     def _baseline_schema(self, schema: str) -> None:
-        from ._recycle import fingerprints
-
         with self.tenancy().admin_connection() as conn:
-            found = fingerprints(conn, [schema])
-        with self._lock:
-            self._baselines.update(found)
+            self._baseline_built(conn, schema)
 
     def _recycle_or_drop(self, holding: str, nsp_oid: int) -> None:
         """(janitor) Put a retired schema back into the spare pool, or drop it."""

@@ -35,13 +35,7 @@ from psycopg import sql
 
 from ..core.names import validate_schema_name
 from ..errors import CloneError, InvalidSchemaName, SchemaExists, SchemaNotFound
-from ..introspection.catalog import (
-    PLACEHOLDER,
-    Column,
-    SchemaCatalog,
-    Sequence_,
-    read_catalog,
-)
+from ..introspection.catalog import PLACEHOLDER, Column, SchemaCatalog, Sequence_, read_catalog
 
 __all__ = ["CloneError", "CloneScript", "Rows", "clone_schema", "clone_script"]
 
