@@ -17,9 +17,11 @@ Measured:
   same DDL (what Django renders for it, ``sqlmigrate``) sent per schema in one message and one
   transaction each over one connection. ``--apply-rounds`` rounds on copies of tenantkit's
   database taken just before (bare DDL and tenantkit alternating, each on its own copy), then
-  tenantkit on the database itself; medians, and the ratio per round of twin copies. The
-  same at ``--noop`` tenants (``--large-rounds`` rounds, on copies of a copy grown to that
-  size before migration 2), where Django's one rendering of the migration weighs less;
+  tenantkit on the database itself; medians, and the ratio per round of twin copies. Each
+  round also runs ``--executor threads`` with ``--jobs`` workers (``TENANT_MULTIPROCESSING_
+  MAX_PROCESSES``) against the bare DDL over as many connections. The same at ``--noop``
+  tenants (``--large-rounds`` rounds, on copies of a copy grown to that size before
+  migration 2), where Django's one rendering of the migration weighs less;
 - **no-op** ``migrate_schemas`` over ``--tenants`` and ``--noop`` tenants (django-tenants at
   ``--noop`` only with ``--full``; tenants beyond the first are SQL copies of it, so setting up
   1,000 does not take django-tenants' 0.3 s each, and tenantkit adopts their history untimed);
@@ -32,7 +34,7 @@ The two scripts run first, on a quiet server: the other phases leave autovacuum 
 the catalogs of a thousand tenants' tables for a while afterwards, on the same cores.
 
     PGTENANTS_DSN=... python benchmarks/django.py [--tenants 100] [--noop 1000] [--full]
-        [--creates 20] [--skip-requests] [--skip-tests]
+        [--creates 20] [--jobs 2] [--skip-requests] [--skip-tests]
 
 Without PGTENANTS_DSN an embedded server is started.
 """
@@ -162,7 +164,10 @@ def worker(side: str, conninfo: str, root: str, phase: str, n: int) -> None:
     import django
     from django.conf import settings
 
-    settings.configure(**_settings(side, conninfo))
+    values = _settings(side, conninfo)
+    if phase == "apply" and n > 1:  # the threads executor with n workers
+        values["TENANT_MULTIPROCESSING_MAX_PROCESSES"] = n
+    settings.configure(**values)
     django.setup()
     from django.core.management import call_command
 
@@ -199,16 +204,19 @@ def worker(side: str, conninfo: str, root: str, phase: str, n: int) -> None:
         _grow(n)
         if side == "tenantkit":  # adopt the copies' Django history (once, not timed)
             _migrate_schemas(side)
-    else:  # noop / apply
+    else:  # noop / apply (n > 1: the threads executor, n workers)
+        options: dict[str, Any] = {"tenant": True}
+        if n > 1:
+            options["executor"] = "threads"
         profile = os.environ.get("BENCH_PROFILE")  # a cProfile of this phase, to that path
         if profile:
             import cProfile
 
             with cProfile.Profile() as prof:
-                seconds = _timed(lambda: _migrate_schemas(side, tenant=True))
-            prof.dump_stats(f"{profile}.{side}.{phase}")
+                seconds = _timed(lambda: _migrate_schemas(side, **options))
+            prof.dump_stats(f"{profile}.{side}.{phase}{n if n > 1 else ''}")
         else:
-            seconds = _timed(lambda: _migrate_schemas(side, tenant=True))
+            seconds = _timed(lambda: _migrate_schemas(side, **options))
         print(json.dumps({"seconds": seconds}), flush=True)
 
 
@@ -252,35 +260,81 @@ def _copy(server: str, database: str) -> Iterator[str]:
             conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
 
 
-def _bare(database: str, ddl: str, n: int) -> float:
+def _bare(database: str, ddl: str, n: int, jobs: int = 1) -> float:
     """The floor: migration 2's DDL alone (what Django renders for it), sent per tenant
-    schema in one message and one transaction each, over one connection."""
+    schema in one message and one transaction each, over one connection (or ``jobs``
+    connections in as many threads, taking the schemas in turn)."""
+    import threading
+
     import psycopg
     from psycopg import sql
 
-    with psycopg.connect(database, autocommit=True) as conn:
-        started = time.perf_counter()
-        for i in range(n):
+    conns = [psycopg.connect(database, autocommit=True) for _ in range(jobs)]
+
+    def send(conn: psycopg.Connection[Any], first: int) -> None:
+        for i in range(first, n, jobs):
             path = sql.Identifier(f"t{i}").as_string(conn)
             conn.execute(f"begin; set local search_path to {path}, public; {ddl} commit".encode())
+
+    threads = [threading.Thread(target=send, args=(c, k)) for k, c in enumerate(conns)]
+    try:
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         return time.perf_counter() - started
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def _variants(jobs: int) -> list[tuple[str, bool, int]]:
+    """The variants of one apply round: (name, whether tenantkit's, connections)."""
+    out = [("bare", False, 1), ("tenantkit", True, 1)]
+    if jobs > 1:
+        out += [(f"bare x{jobs}", False, jobs), (f"tenantkit threads x{jobs}", True, jobs)]
+    return out
 
 
 def _on_copies(
-    server: str, source: str, ddl: str, count: int, rounds: int, root: Path, second: Path
-) -> tuple[list[float], list[float]]:
+    server: str,
+    source: str,
+    ddl: str,
+    count: int,
+    rounds: int,
+    root: Path,
+    second: Path,
+    jobs: int,
+) -> dict[str, list[float]]:
     """The bare DDL and tenantkit's apply of migration 2 to ``count`` tenants, ``rounds``
-    times alternating, each on a copy of the database ``source`` of its own."""
+    times alternating, each on a copy of the database ``source`` of its own: sequentially,
+    and with ``jobs`` connections (tenantkit's threads executor) when ``jobs`` > 1."""
     migrations = root / "bench_proj" / "shop" / "migrations"
-    out: tuple[list[float], list[float]] = ([], [])
+    out: dict[str, list[float]] = {}
     for _ in range(rounds):
-        with _copy(server, source) as copy:
-            out[0].append(_bare(copy, ddl, count))
-        with _copy(server, source) as copy:
-            _with_second(migrations, second, root)
-            out[1].append(_run("tenantkit", copy, str(root), "apply")["seconds"])
-            _without_second(migrations, second, root)
+        for name, ours, k in _variants(jobs):
+            with _copy(server, source) as copy:
+                if not ours:
+                    seconds = _bare(copy, ddl, count, k)
+                else:
+                    _with_second(migrations, second, root)
+                    seconds = _run("tenantkit", copy, str(root), "apply", k)["seconds"]
+                    _without_second(migrations, second, root)
+            out.setdefault(name, []).append(seconds)
     return out
+
+
+def _paired(label: str, ours: list[float], bare: list[float]) -> float:
+    """Print the ratio per round of twin copies; their median."""
+    ratios = [a / b for a, b in zip(ours, bare, strict=False)]
+    median = statistics.median(ratios)
+    print(
+        f"  {label} per round (twin copies): "
+        + ", ".join(f"{x:.2f}x" for x in ratios)
+        + f"; median {median:.2f}x"
+    )
+    return median
 
 
 def _with_second(migrations: Path, second: Path, root: Path) -> None:
@@ -326,6 +380,13 @@ def main() -> None:
         default=2,
         help="tenantkit's apply and the bare DDL at --noop tenants (0: not measured)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="workers of the threads-executor rounds, and connections of their bare DDL "
+        "(1: not measured)",
+    )
     parser.add_argument("--full", action="store_true", help="django-tenants' no-op at --noop too")
     parser.add_argument("--sides", default=",".join(SIDES), help="comma-separated sides")
     parser.add_argument("--skip-requests", action="store_true")
@@ -344,7 +405,8 @@ def main() -> None:
     requests_out = tests_out = ""
     bares: list[float] = []
     rounds: dict[str, list[float]] = {}
-    large: tuple[list[float], list[float]] = ([], [])  # bare DDL, tenantkit: at --noop
+    copies: dict[str, list[float]] = {}  # by variant (_variants), at --tenants
+    large: dict[str, list[float]] = {}  # the same at --noop
     with (
         server_conninfo_from_env() as server,
         tempfile.TemporaryDirectory() as tmp,
@@ -390,16 +452,25 @@ def main() -> None:
             if side == "tenantkit":
                 # Rounds on copies of the database taken here (bare DDL and tenantkit
                 # alternating, each on a copy of its own), then the real apply below.
-                found = _on_copies(server, db, ddl2, n, args.apply_rounds, roots[side], second)
-                bares.extend(found[0])
-                applies.extend(found[1])
+                copies = _on_copies(
+                    server, db, ddl2, n, args.apply_rounds, roots[side], second, args.jobs
+                )
+                bares.extend(copies["bare"])
+                applies.extend(copies["tenantkit"])
                 if args.large_rounds and args.noop > n:
                     # The same at --noop tenants, on copies of a copy grown to that size
                     # before migration 2 (the fixed cost of a run spread over more schemas).
                     with _copy(server, db) as grown:
                         _run(side, grown, root, "grow", args.noop)
                         large = _on_copies(
-                            server, grown, ddl2, args.noop, args.large_rounds, roots[side], second
+                            server,
+                            grown,
+                            ddl2,
+                            args.noop,
+                            args.large_rounds,
+                            roots[side],
+                            second,
+                            args.jobs,
                         )
             _with_second(migrations, second, roots[side])
             applies.append(_run(side, db, root, "apply")["seconds"])
@@ -434,22 +505,27 @@ def main() -> None:
     )
     for side, seconds in rounds.items():
         print(f"  {side} apply rounds: " + ", ".join(f"{x:.3f}s" for x in seconds))
+    threaded: float | None = None  # tenantkit threads / the sequential bare DDL
     if bares:
         print("  bare DDL rounds: " + ", ".join(f"{x:.3f}s" for x in bares))
-        paired = [a / b for a, b in zip(rounds.get("tenantkit", []), bares, strict=False)]
+        _paired("tenantkit / bare DDL", rounds.get("tenantkit", []), bares)
+        workers = f"x{args.jobs}"
+        if f"bare {workers}" in copies:
+            ours, both = copies[f"tenantkit threads {workers}"], copies[f"bare {workers}"]
+            print(
+                f"  with {args.jobs} connections: tenantkit --executor threads "
+                + ", ".join(f"{x:.3f}s" for x in ours)
+                + f"; bare DDL {workers} "
+                + ", ".join(f"{x:.3f}s" for x in both)
+            )
+            threaded = _paired(f"tenantkit threads {workers} / bare DDL", ours, bares)
+            _paired(f"tenantkit threads {workers} / bare DDL {workers}", ours, both)
+    for name, seconds in large.items() if large.get("bare") else ():
         print(
-            "  tenantkit / bare DDL per round (twin copies): "
-            + ", ".join(f"{x:.2f}x" for x in paired)
-            + f"; median {statistics.median(paired):.2f}x"
-        )
-    if large[0] and large[1]:
-        big = statistics.median(large[1]) / statistics.median(large[0])
-        print(
-            f"apply 2 at {args.noop} tenants (copies): tenantkit "
-            + ", ".join(f"{x:.2f}s" for x in large[1])
-            + "; bare DDL "
-            + ", ".join(f"{x:.2f}s" for x in large[0])
-            + f"; medians {big:.2f}x"
+            f"apply 2 at {args.noop} tenants (copies), {name}: "
+            + ", ".join(f"{x:.2f}s" for x in seconds)
+            + f"; median {statistics.median(seconds) / statistics.median(large['bare']):.2f}x "
+            "the sequential bare DDL"
         )
     print("targets:")
     create = (tk.get("create (median)") or 0.0) * 1000
@@ -462,6 +538,11 @@ def main() -> None:
         if bare
         else "  apply / bare DDL: not measured (tenantkit side not run)"
     )
+    if threaded is not None:
+        print(
+            f"  apply --executor threads x{args.jobs} / bare DDL {threaded:.2f}x (< 1.5x): "
+            f"{_met(threaded < 1.5)}"
+        )
     if requests_out:
         print("routed requests (benchmarks/django_requests.py):")
         print("  " + requests_out.strip().replace("\n", "\n  "))
