@@ -18,6 +18,9 @@ after a test its tenant is checked and reset:
   foreign-key order does not matter (this needs a superuser; otherwise it is thrown away);
   sequences that moved are put back where they were when the schema was built, with
   ``setval``.
+
+Rows are read with ``row_security = off``: where row-level security hides rows from the
+plugin's role, the schema is not recycled (the check cannot see what a test left).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from psycopg import sql
 
 from tenantkit.core.storage import HISTORY_TABLE
 
-from ._snapshot import _union_all
+from ._snapshot import _union_all, unfiltered
 
 if TYPE_CHECKING:
     from tenantkit.provisioning import Spares
@@ -119,13 +122,34 @@ def _tuples(conn: psycopg.Connection[Any], tables: Iterable[tuple[str, str]]) ->
     return {(str(s), str(t)): str(d) for s, t, d in _union_all(conn, parts)}
 
 
+def _unfiltered_tuples(
+    conn: psycopg.Connection[Any], tables: Iterable[tuple[str, Iterable[str]]]
+) -> dict[Any, str] | None:
+    """:func:`_tuples` of each (schema, its tables) with ``row_security = off``; None when
+    row-level security hides rows of one of them from the connection's role."""
+    try:
+        # A savepoint inside the caller's transaction (a spare being built), else its own.
+        with conn.transaction(), unfiltered(conn):
+            return _tuples(conn, [(schema, t) for schema, used in tables for t in used])
+    except psycopg.errors.InsufficientPrivilege:
+        return None
+
+
 def fingerprints(conn: psycopg.Connection[Any], schemas: Iterable[str]) -> dict[int, Baseline]:
     """How each schema is now, by namespace oid (renames keep the oid): the schemas are
-    taken to be pristine."""
+    taken to be pristine.
+
+    A schema holding rows that row-level security hides from the connection's role gets no
+    baseline (it is never recycled): its digest would cover only the rows the policies show,
+    and a row a test added out of their sight would stay for the next test.
+    """
     rows = conn.execute(_STATE, {"names": list(schemas)}).fetchall()
-    digests = _tuples(
-        conn, [(name, table) for name, _o, _f, used, _s, _p in rows for table in used]
-    )
+    digests = _unfiltered_tuples(conn, [(row[0], row[3]) for row in rows])
+    if digests is None:  # hidden rows somewhere: schema by schema, leaving those out
+        digests = {}
+        for name, _o, _f, used, _s, _p in rows:
+            digests.update(_unfiltered_tuples(conn, [(name, used)]) or {})
+        rows = [row for row in rows if all((row[0], t) in digests for t in row[3])]
     return {
         int(oid): Baseline(
             str(fp),
@@ -151,6 +175,8 @@ def recycle(
         return False
     try:
         with conn.transaction():
+            # A read row-level security would filter fails instead (see fingerprints).
+            conn.execute("SET LOCAL row_security = off")
             row = conn.execute(_STATE, {"names": [holding]}).fetchone()
             if row is None or int(row[1]) != nsp_oid or row[2] != baseline.fingerprint:
                 return False

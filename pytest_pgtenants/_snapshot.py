@@ -27,6 +27,14 @@ database by name:
 
 Three round trips whatever the number of schemas. :mod:`pytest_pgtenants._snapshot_diff` turns
 two snapshots into one line per difference.
+
+The reads run with ``row_security = off``: a table whose row-level security applies to the
+connection's role (``FORCE ROW LEVEL SECURITY`` on a table it owns, or a table it does not own)
+would otherwise show only the rows its policies allow, and a row written into another tenant's
+table could go unseen. PostgreSQL then refuses the read instead, and the snapshot raises
+:class:`IsolationUnverifiable` naming the tables and the role. (A superuser or a role with
+``BYPASSRLS`` reads everything; row-level security does not apply to a table's owner unless
+forced.)
 """
 
 from __future__ import annotations
@@ -41,6 +49,25 @@ from psycopg import sql
 
 from tenantkit.migrations import template_schema_name
 from tenantkit.provisioning import SPARE_PREFIX
+
+
+class TenantIsolationError(AssertionError):
+    """Tenant isolation was violated; ``problems`` lists each leak found, one line each."""
+
+    def __init__(self, problems: Sequence[str], header: str | None = None) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        header = header or f"tenant isolation violated ({len(self.problems)} problem(s))"
+        super().__init__(f"{header}:\n{lines}")
+
+
+class IsolationUnverifiable(TenantIsolationError):
+    """A snapshot could not read everything it must compare (row-level security hides rows
+    from the connection's role): isolation cannot be proven, so the check fails."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__(problems, header="tenant isolation cannot be checked")
+
 
 __all__ = ["IsolationSnapshot", "TableState", "take_snapshot"]
 
@@ -442,7 +469,49 @@ def take_snapshot(
             # in a new transaction (only possible when we own the transaction).
             if attempt == 2 or not conn.autocommit:
                 raise
+        except psycopg.errors.InsufficientPrivilege as exc:
+            if "row-level security" not in str(exc):
+                raise
+            params = _params(names, spare=SPARE_PREFIX if reserved else None)
+            params["template"] = template_schema_name(shared_schema) if reserved else None
+            raise IsolationUnverifiable(_hidden_by_row_security(conn, params, exc)) from exc
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# The tables of the covered, template and spare schemas whose row-level security applies to
+# the current role: enabled, and forced or not owned (directly or through a role it inherits),
+# for a role that is neither a superuser nor BYPASSRLS.
+_ROW_SECURITY = """
+SELECT n.nspname, c.relname, current_user::text
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relrowsecurity
+   AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE'))
+   AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+   AND (n.nspname = ANY(%(covered)s) OR n.nspname = %(template)s
+        OR left(n.nspname, length(%(spare)s)) = %(spare)s)
+ ORDER BY 1, 2
+"""
+
+
+def _hidden_by_row_security(
+    conn: psycopg.Connection[Any], params: dict[str, Any], exc: psycopg.Error
+) -> list[str]:
+    """One line per table row-level security hides rows of (PostgreSQL refused to read it
+    with ``row_security = off``), or PostgreSQL's own message when the catalog cannot be
+    asked (the caller's transaction is aborted)."""
+    advice = (
+        "its rows cannot all be read, so a change there could go unseen; take snapshots as a "
+        "superuser or a role with BYPASSRLS"
+    )
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        rows = conn.execute(_ROW_SECURITY, params).fetchall()
+        if rows:
+            return [
+                f"table {schema}.{table}: row-level security applies to role {role} "
+                f"(forced, or a table it does not own); {advice}"
+                for schema, table, role in rows
+            ]
+    return [f"{exc.diag.message_primary} (row_security = off); {advice}"]
 
 
 def _take(
@@ -672,10 +741,31 @@ def _describe_reserved(
 
 @contextlib.contextmanager
 def _reading(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    """Run the reads in one repeatable-read snapshot when the connection allows it."""
+    """Run the reads in one repeatable-read snapshot when the connection allows it, and with
+    ``row_security = off`` (a read that row-level security would filter fails instead); in
+    the caller's transaction the setting is put back afterwards."""
     if conn.autocommit and not conn.info.transaction_status:
         with conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            conn.execute(
+                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;"
+                " SET LOCAL row_security = off"
+            )
             yield
-    else:
+        return
+    with unfiltered(conn):
         yield
+
+
+@contextlib.contextmanager
+def unfiltered(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """``row_security = off`` in the current transaction (a read that row-level security
+    would filter fails with ``InsufficientPrivilege`` instead), put back afterwards."""
+    row = conn.execute(
+        "SELECT current_setting('row_security'), set_config('row_security', 'off', true)"
+    ).fetchone()
+    try:
+        yield
+    finally:
+        # (In an aborted transaction the rollback puts it back.)
+        if row is not None and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+            conn.execute("SELECT set_config('row_security', %s, true)", (row[0],))

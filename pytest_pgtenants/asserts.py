@@ -21,7 +21,9 @@ knowledge of the application's tables):
   turns it into assertions.
 
 Failures raise :class:`TenantIsolationError` (an ``AssertionError``) whose message names the
-schema, the object and what changed or leaked, one line each.
+schema, the object and what changed or leaked, one line each. A snapshot that cannot see
+everything it must compare (row-level security hiding rows from the connection's role) raises
+:class:`IsolationUnverifiable`, a :class:`TenantIsolationError`, instead of passing.
 """
 
 from __future__ import annotations
@@ -37,12 +39,19 @@ from tenantkit.introspection.isolation import (
     find_cross_schema_references,
 )
 
-from ._snapshot import IsolationSnapshot, TableState, take_snapshot
+from ._snapshot import (
+    IsolationSnapshot,
+    IsolationUnverifiable,
+    TableState,
+    TenantIsolationError,
+    take_snapshot,
+)
 from ._snapshot_diff import compare_snapshots
 
 __all__ = [
     "IsolationAsserter",
     "IsolationSnapshot",
+    "IsolationUnverifiable",
     "TableState",
     "TenantIsolationError",
     "assert_unchanged",
@@ -53,15 +62,6 @@ __all__ = [
 ]
 
 ConnectFn = TenantConnect
-
-
-class TenantIsolationError(AssertionError):
-    """Tenant isolation was violated; ``problems`` lists each leak found, one line each."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"tenant isolation violated ({len(self.problems)} problem(s)):\n{lines}")
 
 
 def assert_unchanged(

@@ -12,9 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
+from pytest_pgtenants._recycle import fingerprints
 from pytest_pgtenants._snapshot_diff import acl_levels, describe_privileges
 from pytest_pgtenants.asserts import (
     IsolationSnapshot,
+    IsolationUnverifiable,
     TenantIsolationError,
     assert_unchanged,
     take_snapshot,
@@ -618,3 +620,87 @@ def test_privilege_changes_read_like_grant_and_revoke() -> None:
         "SELECT grant option revoked from odd, role; SELECT revoked from PUBLIC"
     )
     assert describe_privileges(after, after) == ""
+
+
+def test_rows_hidden_by_row_level_security_fail_the_snapshot(world: World) -> None:
+    """A snapshot taken by a role that row-level security applies to (the owner of a table
+    with FORCE ROW LEVEL SECURITY) would count only the rows the policies show it: a row
+    written into another tenant's table could go unseen. The snapshot fails instead."""
+    q = world.names(quoted=True)
+    for schema in ("acme", "globex", "shared", "spare", "template"):
+        world.conn.execute(
+            "grant usage on schema {s} to {role}; "
+            "grant select on all tables in schema {s} to {role}; "
+            "grant select on all sequences in schema {s} to {role}".format(
+                s=q[schema], **q
+            ).encode()
+        )
+    world.conn.execute(
+        "alter table {globex}.orders owner to {role}; "
+        "alter table {globex}.orders enable row level security; "
+        "alter table {globex}.orders force row level security; "
+        "create policy nothing on {globex}.orders using (false)".format(**q).encode()
+    )
+    with psycopg.connect(world.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("set role {}").format(sql.Identifier(world.role)))
+        # The table is empty (no heap page): nothing to read, nothing hidden.
+        before = take_snapshot(conn, [world.globex], shared_schema=world.shared)
+        # (An explicit id: the sequence does not move, only the row tells.)
+        world.as_acme("insert into {globex}.orders (id, total) values (7, 1)".format(**q))
+        with pytest.raises(TenantIsolationError, match="row-level security") as caught:
+            assert_unchanged(conn, before, tenant_schemas=[world.acme])
+        assert f"{world.globex}.orders" in str(caught.value)
+        assert world.role in str(caught.value)
+        # Nothing was left changed on the connection: the policy applies again.
+        assert conn.execute("show row_security").fetchone() == ("on",)
+    # In the caller's own transaction: the same failure (PostgreSQL's words, the transaction
+    # being aborted), and the setting is the caller's again once rolled back.
+    with psycopg.connect(world.dsn) as conn:
+        conn.execute(sql.SQL("set role {}").format(sql.Identifier(world.role)))
+        with pytest.raises(
+            IsolationUnverifiable, match='row-level security policy for table "orders"'
+        ):
+            take_snapshot(conn, [world.globex], shared_schema=world.shared)
+        conn.rollback()
+        assert conn.execute("show row_security").fetchone() == ("on",)
+    # Where nothing is hidden (the superuser), the caller's transaction goes on with its own
+    # setting.
+    with psycopg.connect(world.dsn) as conn:
+        conn.execute("select 1")
+        take_snapshot(conn, [world.globex], shared_schema=world.shared)
+        assert conn.execute("show row_security").fetchone() == ("on",)
+
+
+def test_rows_hidden_by_row_level_security_keep_a_schema_from_recycling(world: World) -> None:
+    """The plugin recycles a test's schema only when its seeded tables still hold exactly the
+    rows they held when it was built. A role that row-level security applies to would take
+    that digest over the rows the policies show it: a row a test added out of their sight
+    would stay for the next test. Such a schema gets no baseline, so it is never recycled."""
+    q = world.names(quoted=True)
+    for schema in ("acme", "globex"):
+        world.conn.execute(
+            "grant usage on schema {s} to {role}; "
+            "grant select on all tables in schema {s} to {role}; "
+            "grant select on all sequences in schema {s} to {role}".format(
+                s=q[schema], **q
+            ).encode()
+        )
+    world.conn.execute(
+        "alter table {globex}.customers owner to {role}; "
+        "alter table {globex}.customers enable row level security; "
+        "alter table {globex}.customers force row level security; "
+        "create policy nothing on {globex}.customers using (false)".format(**q).encode()
+    )
+    with psycopg.connect(world.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("set role {}").format(sql.Identifier(world.role)))
+        found = fingerprints(conn, [world.acme, world.globex])
+        oids = dict(
+            conn.execute(
+                "select nspname, oid::bigint from pg_namespace where nspname = any(%s)",
+                ([world.acme, world.globex],),
+            ).fetchall()
+        )
+        assert oids[world.acme] in found  # the same tables, seeded alike, without the policy
+        assert found[oids[world.acme]].rows  # (customers held a row: it has a digest)
+        assert oids[world.globex] not in found
+        assert conn.execute("show row_security").fetchone() == ("on",)
