@@ -23,6 +23,7 @@ __all__ = [
     "PLACEHOLDER",
     "Difference",
     "DriftReport",
+    "Policy",
     "Privilege",
     "SchemaCatalog",
     "SchemaDrift",
@@ -117,6 +118,37 @@ class Privilege:
         return f"{self.kind} {self.name}"
 
 
+#: ``pg_policy.polcmd`` -> the command a policy applies to.
+POLICY_COMMANDS = {"r": "select", "a": "insert", "w": "update", "d": "delete", "*": "all"}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A row-level security policy on one of the schema's tables, its expressions
+    normalised."""
+
+    table: str
+    name: str
+    permissive: bool
+    #: ``select``, ``insert``, ``update``, ``delete`` or ``all``.
+    command: str
+    #: The roles it applies to, in the catalog's order; None: PUBLIC.
+    roles: tuple[str | None, ...]
+    using: str | None
+    check: str | None
+
+    def definition(self) -> str:
+        """How drift shows it: ``permissive for select to PUBLIC using (...) ...``."""
+        roles = ", ".join(r if r is not None else "PUBLIC" for r in self.roles)
+        text = f"{'permissive' if self.permissive else 'restrictive'} for {self.command}"
+        text += f" to {roles}"
+        if self.using is not None:
+            text += f" using ({self.using})"
+        if self.check is not None:
+            text += f" with check ({self.check})"
+        return text
+
+
 @dataclass(frozen=True)
 class SchemaCatalog:
     """The structure of one schema with its own name replaced by :data:`PLACEHOLDER`."""
@@ -132,6 +164,9 @@ class SchemaCatalog:
     triggers: tuple[tuple[str, str, str], ...] = ()  # (table, name, def)
     enums: tuple[tuple[str, tuple[str, ...]], ...] = ()
     privileges: tuple[Privilege, ...] = ()
+    #: Tables with row-level security enabled or forced: (table, enabled, forced).
+    row_security: tuple[tuple[str, bool, bool], ...] = ()
+    policies: tuple[Policy, ...] = ()
 
     def objects(self) -> dict[str, str]:
         """Every object as ``"kind name" -> normalised definition`` (what drift compares)."""
@@ -165,6 +200,11 @@ class SchemaCatalog:
                 )
         for key, entries in lists.items():
             out[key] = "; ".join(sorted(entries)) or "(none)"
+        for table, enabled, forced in self.row_security:
+            state = ["enabled" if enabled else "disabled"] + (["forced"] if forced else [])
+            out[f"row security on {table}"] = ", ".join(state)
+        for pol in self.policies:
+            out[f"policy {pol.table}.{pol.name}"] = pol.definition()
         return out
 
     @property
@@ -281,6 +321,24 @@ join pg_namespace n on n.oid = c.relnamespace
 where n.nspname = any(%s) and not t.tgisinternal
 order by 1, c.relname, t.tgname
 """
+#: Row-level security: the tables that have it enabled or forced (policy NULL), and every
+#: policy (its roles by name, NULL for PUBLIC; expressions deparsed, names qualified).
+_Q_ROW_SECURITY = """
+select n.nspname, c.relname, null::name, c.relrowsecurity, c.relforcerowsecurity,
+       null::bool, null::text, null::text[], null::text, null::text
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where n.nspname = any(%s) and c.relkind in ('r', 'p')
+  and (c.relrowsecurity or c.relforcerowsecurity)
+union all
+select n.nspname, c.relname, p.polname, null, null, p.polpermissive, p.polcmd::text,
+       array(select r.rolname from unnest(p.polroles) with ordinality as u(oid, i)
+             left join pg_roles r on r.oid = u.oid order by u.i),
+       pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
+from pg_policy p join pg_class c on c.oid = p.polrelid
+join pg_namespace n on n.oid = c.relnamespace
+where n.nspname = any(%s)
+order by 1, 2, 3 nulls first
+"""
 _Q_ENUMS = """
 select n.nspname, t.typname, array_agg(e.enumlabel order by e.enumsortorder)
 from pg_type t join pg_namespace n on n.oid = t.typnamespace
@@ -328,7 +386,7 @@ select o.nspname, o.kind, o.name, o.sub, ge.rolname, x.privilege_type, x.is_gran
 
 
 def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> dict[str, SchemaCatalog]:
-    """Read the structure of ``schemas`` (ten queries whatever their number)."""
+    """Read the structure of ``schemas`` (eleven queries whatever their number)."""
     names = list(schemas)
     acc: dict[str, dict[str, Any]] = {
         s: {
@@ -343,6 +401,8 @@ def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> dict[
                 "triggers",
                 "enums",
                 "privileges",
+                "row_security",
+                "policies",
             )
         }
         | {"columns": {}}
@@ -382,6 +442,21 @@ def read_catalog(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> dict[
             # (PUBLIC, grantee 0, has no role: None, as in an empty list's row.)
             p = Privilege(kind, name, norm(s, sub), grantee, privilege, bool(grantable), grantor)
             acc[s]["privileges"].append(p)
+        for row in conn.execute(_Q_ROW_SECURITY, (names, names)):
+            s, table, name, enabled, forced, permissive, cmd, roles, using, check = row
+            if name is None:
+                acc[s]["row_security"].append((table, bool(enabled), bool(forced)))
+                continue
+            policy = Policy(
+                table,
+                name,
+                bool(permissive),
+                POLICY_COMMANDS[cmd],
+                tuple(roles),
+                norm(s, using),
+                norm(s, check),
+            )
+            acc[s]["policies"].append(policy)
     return {
         s: SchemaCatalog(
             s,

@@ -11,6 +11,10 @@ order of the tables does not matter) and before the triggers (the source's rows 
 they are, nothing fires twice). Each sequence then continues where the source's stands, and a
 materialized view the source has populated is created populated.
 
+Row-level security is reproduced: each table's policies (permissive or restrictive, command,
+roles, ``USING`` and ``WITH CHECK`` expressions, references to the source schema rewritten)
+and whether it is enabled and forced, set after the rows are copied.
+
 Privileges are reproduced: those granted on the schema, its tables, views, sequences,
 columns, functions and types (each object's access list ends up with the same entries as the
 source's, PUBLIC's defaults included), and the schema's default privileges (set last, so they
@@ -18,8 +22,9 @@ apply to what is created in the clone afterwards, as in the source).
 
 Refused with :class:`CloneError` (a copy would differ from the source, or fail half-way):
 privileges granted by a role other than the object's owner, default privileges of another
-role or of the current role in every schema, objects owned by another role, row-level
-security and policies, partitioned and foreign tables, table inheritance, rules, triggers
+role or of the current role in every schema, objects owned by another role, copying the rows
+of a table whose row-level security applies to the current role (it would copy only the
+rows the policies show), partitioned and foreign tables, table inheritance, rules, triggers
 that are not simply enabled, views with options (``security_barrier``...), domains, composite
 and range types, extension members. Not copied: comments.
 """
@@ -88,7 +93,7 @@ def clone_script(
     ).fetchone()
     if not exists or not exists[0]:
         raise SchemaNotFound(f"schema {source!r} does not exist; nothing to clone")
-    found = conn.execute(_Q_UNSUPPORTED, {"schema": source}).fetchall()
+    found = conn.execute(_Q_UNSUPPORTED, {"schema": source, "rows": rows != "none"}).fetchall()
     cat = read_catalog(conn, [source])[source]
     grants, foreign = _privileges(conn, cat)
     _refuse(source, [*found, *foreign])
@@ -97,8 +102,9 @@ def clone_script(
 
 
 #: What the cloner does not reproduce, found in one query: a clone would silently differ from
-#: its source (a tenant made by migrations), in ways that matter (privileges, row-level
-#: security, a view's security options, a disabled trigger) or it would fail half-way (types).
+#: its source (a tenant made by migrations), in ways that matter (grants by another role, a
+#: view's security options, a disabled trigger, rows hidden by row-level security from the
+#: current role when rows are copied) or it would fail half-way (types).
 _Q_UNSUPPORTED = """
 with n as (select oid, nspacl from pg_catalog.pg_namespace where nspname = %(schema)s),
 rel as (select c.* from pg_catalog.pg_class c join n on c.relnamespace = n.oid),
@@ -109,9 +115,11 @@ union all select 'domain, composite or range type', t.typname from pg_catalog.pg
     on t.typnamespace = n.oid where t.typtype in ('d', 'r', 'm')
     or (t.typtype = 'c' and exists (select from rel where rel.oid = t.typrelid
         and rel.relkind = 'c'))
-union all select 'row-level security', relname from rel
-    where relrowsecurity or relforcerowsecurity
-union all select 'policy', p.polname from pg_catalog.pg_policy p join rel on rel.oid = p.polrelid
+union all select 'rows hidden from the current role by row-level security', relname from rel
+    where %(rows)s and relkind = 'r' and relrowsecurity
+    and (relforcerowsecurity or not pg_catalog.pg_has_role(relowner, 'USAGE'))
+    and not (select rolsuper or rolbypassrls from pg_catalog.pg_roles
+             where rolname = current_user)
 union all select 'default privileges of the current role in every schema', ''
     from pg_catalog.pg_default_acl d
     where d.defaclnamespace = 0 and d.defaclrole = (select oid from me)
@@ -381,7 +389,34 @@ def _build(
             out.append(f"create view {rel(name)} as {body}")
     out.extend(late_indexes)
     out.extend(d for _t, _n, d in cat.triggers)
+    out.extend(_row_security(cat, rel, q))
     return CloneScript(cat.schema, tuple(out), rows)
+
+
+def _row_security(
+    cat: SchemaCatalog, rel: Callable[[str], str], q: Callable[[str], str]
+) -> list[str]:
+    """The policies, then row-level security enabled and forced where the source has it
+    (after the rows were copied: a forced policy would filter the owner's inserts)."""
+    out: list[str] = []
+    for pol in cat.policies:
+        roles = ", ".join("public" if r is None else q(r) for r in pol.roles)
+        text = (
+            f"create policy {q(pol.name)} on {rel(pol.table)} "
+            f"as {'permissive' if pol.permissive else 'restrictive'} "
+            f"for {pol.command} to {roles}"
+        )
+        if pol.using is not None:
+            text += f" using ({pol.using})"
+        if pol.check is not None:
+            text += f" with check ({pol.check})"
+        out.append(text)
+    for table, enabled, forced in cat.row_security:
+        if enabled:
+            out.append(f"alter table {rel(table)} enable row level security")
+        if forced:
+            out.append(f"alter table {rel(table)} force row level security")
+    return out
 
 
 def _column(

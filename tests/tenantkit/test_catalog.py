@@ -79,6 +79,43 @@ def test_drift_reports_privileges(mig_tenancy: Tenancy, conn: psycopg.Connection
     assert mig_tenancy.drift(schemas=[names[1]], reference=names[0]).ok
 
 
+def test_drift_reports_row_level_security(mig_tenancy: Tenancy, conn: psycopg.Connection) -> None:
+    """Row-level security turned on, forced or off by hand, and a policy added or changed in
+    one tenant: each is drift, with the policy's definition (its references to the tenant's
+    own schema normalised, so equal policies in two tenants compare equal)."""
+    names = [mig_tenancy.create_tenant(f"{mig_tenancy.shared_schema}_{i}").schema for i in range(4)]
+    for name in names:
+        conn.execute(
+            f'alter table "{name}".items enable row level security; '
+            f'create policy named on "{name}".items for select to public '
+            f"using (name <> '' and exists (select from \"{name}\".orders))"
+        )
+    assert mig_tenancy.drift(schemas=names[1:], reference=names[0]).ok
+    conn.execute(f'alter table "{names[1]}".items disable row level security')
+    conn.execute(f'alter table "{names[2]}".items force row level security')
+    conn.execute(f'alter policy named on "{names[3]}".items using (true)')
+    conn.execute(f'create policy extra on "{names[3]}".orders as restrictive using (false)')
+    report = mig_tenancy.drift(schemas=names[1:], reference=names[0])
+    changes = {d.schema: [(x.object, x.change) for x in d.differences] for d in report.drifted}
+    assert changes == {
+        names[1]: [("row security on items", "missing")],
+        names[2]: [("row security on items", "changed")],
+        names[3]: [("policy items.named", "changed"), ("policy orders.extra", "extra")],
+    }
+    detail = {
+        (d.schema, x.object): (x.expected, x.actual) for d in report.drifted for x in d.differences
+    }
+    assert detail[(names[2], "row security on items")] == ("enabled", "enabled, forced")
+    named = detail[(names[3], "policy items.named")]
+    assert named[0].startswith("permissive for select to PUBLIC using (")
+    assert "orders" in named[0] and names[0] not in named[0]
+    assert named[1] == "permissive for select to PUBLIC using (true)"
+    assert (
+        detail[(names[3], "policy orders.extra")][1]
+        == "restrictive for all to PUBLIC using (false)"
+    )
+
+
 def test_schema_sizes(mig_tenancy: Tenancy, conn: psycopg.Connection) -> None:
     name = mig_tenancy.create_tenant(f"{mig_tenancy.shared_schema}_a").schema
     sizes = schema_sizes(conn, [name])

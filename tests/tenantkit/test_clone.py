@@ -152,11 +152,6 @@ def test_data_copies_rows_before_keys_and_triggers(
             "alter default privileges for role {r} in schema {s} grant select on tables to public",
             "default privileges of another role",
         ),
-        (
-            "create table {s}.t (a int); alter table {s}.t enable row level security; "
-            "create policy own on {s}.t using (a > 0)",
-            "row-level security: t; policy: own",
-        ),
         ("create table {s}.p (a int); create table {s}.c (b int) inherits ({s}.p)", "inheritance"),
         (
             "create table {s}.t (a int); create table {s}.l (a int); "
@@ -181,7 +176,6 @@ def test_data_copies_rows_before_keys_and_triggers(
         "composite",
         "grant-by-another-role",
         "default-privileges-of-another-role",
-        "row-security",
         "inheritance",
         "rule",
         "disabled-trigger",
@@ -191,8 +185,8 @@ def test_data_copies_rows_before_keys_and_triggers(
 def test_what_a_copy_would_lose_is_refused(
     conn: psycopg.Connection, schema_name: str, role: str, ddl: str, reason: str
 ) -> None:
-    # Row-level security, a view's security options, a disabled trigger, privileges another
-    # role granted: a copy without them is not the same schema, so the cloner refuses (the
+    # A view's security options, a disabled trigger, privileges another role granted, a
+    # rule: a copy without them is not the same schema, so the cloner refuses (the
     # provisioner then builds the tenant by its migrations) instead of handing out a tenant
     # that differs.
     src = f"src_{uuid.uuid4().hex[:10]}"
@@ -391,3 +385,132 @@ def test_clone_tenant_is_atomic_and_checks_its_input(migrated: tuple[Tenancy, st
         assert c.execute(
             "select count(*) from pg_namespace where nspname = %s", (source + "_x",)
         ).fetchone() == (0,)
+
+
+#: Every policy of a schema, its table and expressions with the schema's name left out.
+POLICIES = """
+select c.relname, p.polname, p.polpermissive, p.polcmd,
+       array(select coalesce(r.rolname, 'PUBLIC') from unnest(p.polroles) u(oid)
+             left join pg_roles r on r.oid = u.oid order by 1),
+       replace(pg_get_expr(p.polqual, p.polrelid), %(s)s || '.', 'S.'),
+       replace(pg_get_expr(p.polwithcheck, p.polrelid), %(s)s || '.', 'S.')
+from pg_policy p join pg_class c on c.oid = p.polrelid
+where c.relnamespace = %(s)s::regnamespace order by 1, 2
+"""
+ROW_SECURITY = """
+select relname, relrowsecurity, relforcerowsecurity from pg_class
+where relnamespace = %(s)s::regnamespace and relkind = 'r' order by 1
+"""
+
+
+def test_row_level_security_and_policies_are_reproduced(
+    conn: psycopg.Connection, schema_name: str, role: str
+) -> None:
+    """A clone has the source's policies (permissive and restrictive, per command, for roles
+    and PUBLIC, USING and WITH CHECK, calling the schema's own function and reading its own
+    table) and the same tables with row-level security enabled and forced; the rows copied
+    with ``data`` are all there, and the policies then hold in the clone."""
+    src = f"src_{uuid.uuid4().hex[:10]}"
+    conn.execute(
+        f"""
+        create schema {src};
+        create table {src}.members (name text primary key);
+        create function {src}.is_member(who text) returns boolean language sql stable
+            as $$ select exists (select from {src}.members m where m.name = who) $$;
+        create table {src}.notes (id int primary key, owner text not null, body text);
+        create policy read_own on {src}.notes for select to {role}, public
+            using (owner = current_user or {src}.is_member(current_user));
+        create policy write_own on {src}.notes for insert to {role}
+            with check (owner = current_user);
+        create policy edit_own on {src}.notes for update
+            using (owner = current_user) with check (owner = current_user);
+        create policy members_only on {src}.notes as restrictive for all to public
+            using (exists (select from {src}.members m where m.name = owner));
+        alter table {src}.notes enable row level security;
+        alter table {src}.notes force row level security;
+        create table {src}.logs (line text);
+        alter table {src}.logs enable row level security;
+        create table {src}.plain (a int);
+        insert into {src}.members values ('{role}');
+        insert into {src}.notes values (1, '{role}', 'mine'), (2, 'someone', 'theirs');
+        grant usage on schema {src} to {role};
+        grant select, insert on {src}.notes to {role};
+        grant select on {src}.members to {role};
+        grant execute on function {src}.is_member(text) to {role};
+        """
+    )
+    expected = conn.execute(POLICIES, {"s": src}).fetchall()
+    assert len(expected) == 4 and any("S.is_member" in str(row[5]) for row in expected)
+    assert conn.execute(ROW_SECURITY, {"s": src}).fetchall() == [
+        ("logs", True, False),
+        ("members", False, False),
+        ("notes", True, True),
+        ("plain", False, False),
+    ]
+    clone_schema(conn, src, schema_name, data=True)
+    assert conn.execute(POLICIES, {"s": schema_name}).fetchall() == expected
+    assert (
+        conn.execute(ROW_SECURITY, {"s": schema_name}).fetchall()
+        == conn.execute(ROW_SECURITY, {"s": src}).fetchall()
+    )
+    # Every row was copied (the forced policies would have filtered the owner's inserts).
+    assert conn.execute(f"select count(*) from {schema_name}.notes").fetchone() == (2,)
+    # The policies hold in the clone, through its own function and table: the role sees its
+    # own note and may not write one for someone else.
+    conn.execute(f"grant usage on schema {schema_name} to {role}")
+    conn.execute(f"grant select, insert on {schema_name}.notes to {role}")
+    conn.execute(f"grant select on {schema_name}.members to {role}")
+    conn.execute(f"grant execute on function {schema_name}.is_member(text) to {role}")
+    conn.execute(f"set role {role}")
+    try:
+        seen = conn.execute(f"select id from {schema_name}.notes order by id").fetchall()
+        assert seen == [(1,)]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            conn.execute(f"insert into {schema_name}.notes values (3, 'someone', 'forged')")
+    finally:
+        conn.execute("reset role")
+    # Emptied in the source, the clone's own members table still decides.
+    conn.execute(f"delete from {src}.members")
+    conn.execute(f"set role {role}")
+    try:
+        assert conn.execute(f"select count(*) from {schema_name}.notes").fetchone() == (1,)
+    finally:
+        conn.execute("reset role")
+
+
+def test_rows_hidden_by_row_level_security_are_refused(
+    conn: psycopg.Connection, schema_name: str, role: str
+) -> None:
+    """Copying the rows of a table whose (forced) row-level security applies to the current
+    role would copy only the rows its policies show: refused, the structure alone is not."""
+    src = f"src_{uuid.uuid4().hex[:10]}"
+    conn.execute(
+        f"""
+        create schema {src} authorization {role};
+        create table {src}.notes (owner text);
+        insert into {src}.notes values ('someone');
+        alter table {src}.notes owner to {role};
+        alter table {src}.notes enable row level security;
+        alter table {src}.notes force row level security;
+        create policy hide on {src}.notes using (false);
+        grant create on database {conn.info.dbname} to {role};
+        """
+    )
+    conn.execute(f"set role {role}")
+    try:
+        for rows in ("all", "present"):
+            with pytest.raises(CloneError, match=r"rows hidden from the current role.*: notes"):
+                clone_script(conn, src, rows=rows)  # type: ignore[arg-type]
+        with pytest.raises(CloneError, match="row-level security"):
+            clone_schema(conn, src, schema_name, data=True)
+        clone_schema(conn, src, schema_name)  # the structure alone, policy included
+        row = conn.execute(
+            "select relforcerowsecurity, (select count(*) from pg_policy where polrelid = c.oid)"
+            " from pg_class c where oid = %s::regclass",
+            (f"{schema_name}.notes",),
+        ).fetchone()
+        assert row == (True, 1)
+    finally:
+        conn.execute("reset role")
+        conn.execute(f"revoke create on database {conn.info.dbname} from {role}")
+        conn.execute(f"drop schema if exists {schema_name} cascade")

@@ -137,6 +137,13 @@ grant select on notes to public;
 """
 
 
+RULED = """
+create table notes (id serial primary key, owner text not null, body text);
+create table notes_log (body text);
+create rule log_notes as on insert to notes do also insert into notes_log values (new.body);
+"""
+
+
 GRANTED = """
 create table notes (id serial primary key, owner text not null, body text);
 grant select, insert on notes to public;
@@ -173,9 +180,9 @@ def test_grants_travel_with_every_path(
 def test_a_template_a_copy_would_change_is_never_copied(
     dsn: str, tmp_path: Path, shared_name: str, conn: psycopg.Connection
 ) -> None:
-    # Row-level security in a tenant migration: a clone would lose it (a tenant whose rows
-    # anyone could read). Spares and new tenants run the migrations instead.
-    with _migrated_tenancy(dsn, tmp_path, shared_name, "0001_notes", GUARDED) as tenancy:
+    # A rule in a tenant migration: a clone would lose it (inserts no longer logged).
+    # Spares and new tenants run the migrations instead.
+    with _migrated_tenancy(dsn, tmp_path, shared_name, "0001_notes", RULED) as tenancy:
         assert tenancy.spares.fill(1) == 1
         made = {"spare": tenancy.create_tenant(f"{shared_name}_s").schema}
         assert tenancy.provisioner.last_path == "spare"
@@ -184,14 +191,33 @@ def test_a_template_a_copy_would_change_is_never_copied(
         assert tenancy.provisioner.last_path == "migrations"  # the template is not copied
         for path, schema in made.items():
             row = conn.execute(
-                "select c.relrowsecurity, c.relforcerowsecurity, c.relacl is not null, "
-                "(select count(*) from pg_policy p where p.polrelid = c.oid) "
-                "from pg_class c where c.oid = %s::regclass",
+                "select r.rulename from pg_rewrite r where r.ev_class = %s::regclass "
+                "and r.rulename <> '_RETURN'",
                 (f'"{schema}".notes',),
             ).fetchone()
-            assert row == (True, True, True, 1), path
+            assert row == ("log_notes",), path
         assert history(conn, made["spare"]) == ["0001_notes"]
         assert tenancy.plan().is_empty
+
+
+def test_row_level_security_travels_with_every_path(
+    dsn: str, tmp_path: Path, shared_name: str, conn: psycopg.Connection
+) -> None:
+    # Row-level security in a tenant migration: a tenant from a spare or the template (both
+    # copies) has the same policies, enabled and forced, as one made by its migrations.
+    query = (
+        "select c.relrowsecurity, c.relforcerowsecurity, p.polname, p.polcmd, "
+        "pg_get_expr(p.polqual, p.polrelid) from pg_class c "
+        "left join pg_policy p on p.polrelid = c.oid where c.oid = %s::regclass"
+    )
+    with _migrated_tenancy(dsn, tmp_path, shared_name, "0001_notes", GUARDED) as tenancy:
+        made = _by_every_path(tenancy)
+        expected = conn.execute(query, (f'"{made["migrations"]}".notes',)).fetchall()
+        assert expected == [(True, True, "own_notes", "*", "(owner = CURRENT_USER)")]
+        for path in ("spare", "template"):
+            found = conn.execute(query, (f'"{made[path]}".notes',)).fetchall()
+            assert found == expected, path
+        assert tenancy.drift().ok
 
 
 def test_an_uncopyable_template_with_a_non_transactional_migration_is_a_clear_error(
@@ -203,7 +229,7 @@ def test_an_uncopyable_template_with_a_non_transactional_migration_is_a_clear_er
         "-- tenantkit: no-transaction\ncreate index concurrently if not exists notes_owner "
         "on notes (owner);",
     )
-    with _migrated_tenancy(dsn, tmp_path, shared_name, "0001_notes", GUARDED) as tenancy:
+    with _migrated_tenancy(dsn, tmp_path, shared_name, "0001_notes", RULED) as tenancy:
         name = f"{shared_name}_x"
         with pytest.raises(MigrationError, match="non-transactional"):
             tenancy.create_tenant(name)
