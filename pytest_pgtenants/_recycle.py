@@ -127,10 +127,13 @@ def _unfiltered_tuples(
 ) -> dict[Any, str] | None:
     """:func:`_tuples` of each (schema, its tables) with ``row_security = off``; None when
     row-level security hides rows of one of them from the connection's role."""
+    pairs = [(schema, t) for schema, used in tables for t in used]
+    if not pairs:
+        return {}
     try:
         # A savepoint inside the caller's transaction (a spare being built), else its own.
         with conn.transaction(), unfiltered(conn):
-            return _tuples(conn, [(schema, t) for schema, used in tables for t in used])
+            return _tuples(conn, pairs)
     except psycopg.errors.InsufficientPrivilege:
         return None
 
