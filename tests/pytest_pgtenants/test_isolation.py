@@ -307,6 +307,26 @@ class World:
             return exc.problems
         return []
 
+    def hide_rows_from_role(self, table: str, *readable: str) -> None:
+        """Let ``role`` read the ``readable`` schemas (by their key), and give it globex's
+        ``table`` with forced row-level security and a policy that shows no row."""
+        q = self.names(quoted=True)
+        for key in readable:
+            self.conn.execute(
+                "grant usage on schema {s} to {role}; "
+                "grant select on all tables in schema {s} to {role}; "
+                "grant select on all sequences in schema {s} to {role}".format(
+                    s=q[key], **q
+                ).encode()
+            )
+        t = sql.Identifier(table).as_string(self.conn)
+        self.conn.execute(
+            f"alter table {q['globex']}.{t} owner to {q['role']}; "
+            f"alter table {q['globex']}.{t} enable row level security; "
+            f"alter table {q['globex']}.{t} force row level security; "
+            f"create policy nothing on {q['globex']}.{t} using (false)".encode()
+        )
+
     def as_acme(self, statements: str) -> None:
         """Run ``statements`` on a connection acting as tenant acme."""
         with psycopg.connect(self.dsn, autocommit=True) as conn:
@@ -627,20 +647,7 @@ def test_rows_hidden_by_row_level_security_fail_the_snapshot(world: World) -> No
     with FORCE ROW LEVEL SECURITY) would count only the rows the policies show it: a row
     written into another tenant's table could go unseen. The snapshot fails instead."""
     q = world.names(quoted=True)
-    for schema in ("acme", "globex", "shared", "spare", "template"):
-        world.conn.execute(
-            "grant usage on schema {s} to {role}; "
-            "grant select on all tables in schema {s} to {role}; "
-            "grant select on all sequences in schema {s} to {role}".format(
-                s=q[schema], **q
-            ).encode()
-        )
-    world.conn.execute(
-        "alter table {globex}.orders owner to {role}; "
-        "alter table {globex}.orders enable row level security; "
-        "alter table {globex}.orders force row level security; "
-        "create policy nothing on {globex}.orders using (false)".format(**q).encode()
-    )
+    world.hide_rows_from_role("orders", "acme", "globex", "shared", "spare", "template")
     with psycopg.connect(world.dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("set role {}").format(sql.Identifier(world.role)))
         # The table is empty (no heap page): nothing to read, nothing hidden.
@@ -676,21 +683,7 @@ def test_rows_hidden_by_row_level_security_keep_a_schema_from_recycling(world: W
     rows they held when it was built. A role that row-level security applies to would take
     that digest over the rows the policies show it: a row a test added out of their sight
     would stay for the next test. Such a schema gets no baseline, so it is never recycled."""
-    q = world.names(quoted=True)
-    for schema in ("acme", "globex"):
-        world.conn.execute(
-            "grant usage on schema {s} to {role}; "
-            "grant select on all tables in schema {s} to {role}; "
-            "grant select on all sequences in schema {s} to {role}".format(
-                s=q[schema], **q
-            ).encode()
-        )
-    world.conn.execute(
-        "alter table {globex}.customers owner to {role}; "
-        "alter table {globex}.customers enable row level security; "
-        "alter table {globex}.customers force row level security; "
-        "create policy nothing on {globex}.customers using (false)".format(**q).encode()
-    )
+    world.hide_rows_from_role("customers", "acme", "globex")
     with psycopg.connect(world.dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("set role {}").format(sql.Identifier(world.role)))
         found = fingerprints(conn, [world.acme, world.globex])
