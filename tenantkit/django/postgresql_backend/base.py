@@ -111,13 +111,15 @@ class _TenantStatements:
     _tk_pipeline = True
     #: Client-side binding (simple-query protocol): the path goes in front of the statement.
     _tk_simple = False
+    #: A ``TenantCursor`` below in the MRO already wraps the start (``_checked_start``).
+    _tk_wrapped = False
 
     def _start_query(self, query: Any = None) -> Any:
         # tenantkit's own cursor hook: check the transaction start and apply a switch made in
         # the middle of a transaction (schema_context() inside atomic()).
         conn = self._conn
         start = super()._start_query(query)  # type: ignore[misc]
-        if (
+        if self._tk_wrapped or (
             conn._tk_local is None
             and conn.pgconn.transaction_status == pq.TransactionStatus.INTRANS
         ):
@@ -224,10 +226,13 @@ class Cursor(_TenantStatements, pg_base.Cursor, _core.TenantCursor):
     """Django's client-side binding cursor on a tenant connection."""
 
     _tk_simple = True
+    _tk_wrapped = True
 
 
 class ServerBindingCursor(_TenantStatements, pg_base.ServerBindingCursor, _core.TenantCursor):
     """Django's server-side binding cursor (``OPTIONS["server_side_binding"]``)."""
+
+    _tk_wrapped = True
 
 
 class ServerSideCursor(
