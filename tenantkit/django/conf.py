@@ -92,6 +92,9 @@ _NAMES = (
     "EXTRA_SET_TENANT_METHOD_PATH",
 )
 _MISSING = object()
+#: The ``LazySettings`` object's own attributes (the same dict for the process's life; read
+#: past ``LazyObject.__getattribute__``, a Python-level call on every attribute).
+_LAZY: dict[str, Any] = object.__getattribute__(settings, "__dict__")
 _cached: TenantSettings | None = None
 _seen: tuple[Any, ...] = ()
 
@@ -102,7 +105,7 @@ def _fingerprint() -> tuple[Any, ...]:
     # dictionary lookups (going through LazySettings for each name cost ~10 us per call, on
     # every request). The objects themselves: tuple equality compares by identity first, so
     # an unchanged configuration costs no deep comparison.
-    wrapped = settings.__dict__.get("_wrapped")
+    wrapped = _LAZY.get("_wrapped")
     own = getattr(wrapped, "__dict__", None)
     if own is None:  # not configured yet, or an unusual settings object: read them all
         return tuple(getattr(settings, name, _MISSING) for name in _NAMES)
