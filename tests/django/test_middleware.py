@@ -153,6 +153,58 @@ def test_default_and_suspicious_middlewares(tenant_pair: Any, warm: Any) -> None
         assert _get(Client(), "nobody.test").status_code == 400
 
 
+class _AliasMiddleware:
+    """Subclasses of the main middleware overriding one routing hook each (a project's own
+    host mapping, its own tenant lookup): each override must hold for known hosts too."""
+
+    @staticmethod
+    def classes(target: str) -> list[Any]:
+        from tenantkit.django.middleware.main import TenantMainMiddleware
+
+        class ByHostname(TenantMainMiddleware):
+            @staticmethod
+            def hostname_from_request(request: Any) -> str:
+                return target  # every host is read as the target's
+
+        class ByTenant(TenantMainMiddleware):
+            def get_tenant(self, domain_model: Any, hostname: str) -> Any:
+                return super().get_tenant(domain_model, target)
+
+        return [ByHostname, ByTenant]
+
+
+@pytest.mark.parametrize("async_mode", [False, True], ids=["sync", "async"])
+def test_overridden_routing_hooks_hold_for_known_hosts(
+    tenant_pair: Any, warm: Any, async_mode: bool
+) -> None:
+    from asgiref.sync import async_to_sync
+    from django.db import connection
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    a, b = tenant_pair
+    seen: list[str] = []
+
+    def view(request: Any) -> Any:
+        seen.append(connection.schema_name)
+        return HttpResponse("ok")
+
+    async def async_view(request: Any) -> Any:
+        seen.append(connection.schema_name)
+        return HttpResponse("ok")
+
+    for cls in _AliasMiddleware.classes(host_of(a.schema_name)):
+        middleware = cls(async_view if async_mode else view)
+        assert not middleware._plain  # the direct path is for the hooks as shipped
+        request = RequestFactory().get("/who/", HTTP_HOST=host_of(b.schema_name))
+        if async_mode:
+            async_to_sync(middleware)(request)
+        else:
+            middleware(request)
+        assert request.tenant.schema_name == a.schema_name, cls.__name__
+    assert seen == [a.schema_name, a.schema_name]
+
+
 def test_subfolder_routing(tenant_factory: Any, warm: Any) -> None:
     from django.test import Client, override_settings
 

@@ -208,6 +208,13 @@ class TenantMainMiddleware:
             _state.reset_current(token)
 
     async def __acall__(self, request: HttpRequest) -> Any:
+        tenant = self._direct(request) if self._plain else None  # pure: no I/O
+        if tenant is not None:
+            token = _state.set_current(tenant)
+            try:
+                return _keep_tenant(await self.get_response(request))
+            finally:
+                _state.reset_current(token)
         token = _state.set_current(_state.public_tenant())
         try:
             if self._pure and get_resolver().cached_table() is not None:
