@@ -47,6 +47,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from tenantkit.introspection.catalog import ROW_SECURITY_APPLIES
 from tenantkit.migrations import template_schema_name
 from tenantkit.provisioning import SPARE_PREFIX
 
@@ -481,16 +482,14 @@ def take_snapshot(
 # The tables of the covered, template and spare schemas whose row-level security applies to
 # the current role: enabled, and forced or not owned (directly or through a role it inherits),
 # for a role that is neither a superuser nor BYPASSRLS.
-_ROW_SECURITY = """
+_ROW_SECURITY = sql.SQL("""
 SELECT n.nspname, c.relname, current_user::text
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relrowsecurity
-   AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE'))
-   AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+ WHERE {applies}
    AND (n.nspname = ANY(%(covered)s) OR n.nspname = %(template)s
         OR left(n.nspname, length(%(spare)s)) = %(spare)s)
  ORDER BY 1, 2
-"""
+""").format(applies=ROW_SECURITY_APPLIES)
 
 
 def _hidden_by_row_security(

@@ -118,6 +118,16 @@ class Privilege:
         return f"{self.kind} {self.name}"
 
 
+#: SQL condition on ``c``, a ``pg_class`` row: row-level security filters what the current
+#: role reads of that relation (enabled, and forced or not owned by the role, directly or
+#: through a role it inherits; the role is neither a superuser nor ``BYPASSRLS``).
+ROW_SECURITY_APPLIES = sql.SQL(
+    "c.relrowsecurity and (c.relforcerowsecurity "
+    "or not pg_catalog.pg_has_role(c.relowner, 'USAGE')) "
+    "and not (select rolsuper or rolbypassrls from pg_catalog.pg_roles "
+    "where rolname = current_user)"
+)
+
 #: ``pg_policy.polcmd`` -> the command a policy applies to.
 POLICY_COMMANDS = {"r": "select", "a": "insert", "w": "update", "d": "delete", "*": "all"}
 

@@ -40,7 +40,14 @@ from psycopg import sql
 
 from ..core.names import validate_schema_name
 from ..errors import CloneError, InvalidSchemaName, SchemaExists, SchemaNotFound
-from ..introspection.catalog import PLACEHOLDER, Column, SchemaCatalog, Sequence_, read_catalog
+from ..introspection.catalog import (
+    PLACEHOLDER,
+    ROW_SECURITY_APPLIES,
+    Column,
+    SchemaCatalog,
+    Sequence_,
+    read_catalog,
+)
 
 __all__ = ["CloneError", "CloneScript", "Rows", "clone_schema", "clone_script"]
 
@@ -105,7 +112,7 @@ def clone_script(
 #: its source (a tenant made by migrations), in ways that matter (grants by another role, a
 #: view's security options, a disabled trigger, rows hidden by row-level security from the
 #: current role when rows are copied) or it would fail half-way (types).
-_Q_UNSUPPORTED = """
+_Q_UNSUPPORTED = sql.SQL("""
 with n as (select oid, nspacl from pg_catalog.pg_namespace where nspname = %(schema)s),
 rel as (select c.* from pg_catalog.pg_class c join n on c.relnamespace = n.oid),
 me as (select oid from pg_catalog.pg_roles where rolname = current_user)
@@ -115,11 +122,8 @@ union all select 'domain, composite or range type', t.typname from pg_catalog.pg
     on t.typnamespace = n.oid where t.typtype in ('d', 'r', 'm')
     or (t.typtype = 'c' and exists (select from rel where rel.oid = t.typrelid
         and rel.relkind = 'c'))
-union all select 'rows hidden from the current role by row-level security', relname from rel
-    where %(rows)s and relkind = 'r' and relrowsecurity
-    and (relforcerowsecurity or not pg_catalog.pg_has_role(relowner, 'USAGE'))
-    and not (select rolsuper or rolbypassrls from pg_catalog.pg_roles
-             where rolname = current_user)
+union all select 'rows hidden from the current role by row-level security', c.relname
+    from rel c where %(rows)s and c.relkind = 'r' and {applies}
 union all select 'default privileges of the current role in every schema', ''
     from pg_catalog.pg_default_acl d
     where d.defaclnamespace = 0 and d.defaclrole = (select oid from me)
@@ -144,7 +148,7 @@ union all select 'extension member', coalesce(rel.relname, p.proname, t.typname)
     left join pg_catalog.pg_type t on d.classid = 'pg_catalog.pg_type'::regclass
         and t.oid = d.objid and t.typnamespace = (select oid from n)
     where d.deptype = 'e' and coalesce(rel.oid, p.oid, t.oid) is not null
-"""
+""").format(applies=ROW_SECURITY_APPLIES)
 
 
 #: ``ALTER DEFAULT PRIVILEGES`` object kinds, by ``pg_default_acl.defaclobjtype``.

@@ -80,13 +80,7 @@ class TenantMainMiddleware:
     def get_tenant(self, domain_model: Any, hostname: str) -> Any:
         """The tenant of ``hostname`` from the routing table (raises ``DoesNotExist``)."""
         resolver = get_resolver()
-        result = resolver.resolve(hostname)
-        instance = None
-        if result.outcome in (Outcome.TENANT, Outcome.PUBLIC) and result.tenant is not None:
-            tenant = result.tenant
-            schema = tenant if isinstance(tenant, str) else tenant.schema
-            # The instances were loaded with the table resolve() just used.
-            instance = resolver.source.tenant(schema)  # type: ignore[attr-defined]
+        instance = _instance(resolver, resolver.resolve(hostname))
         if instance is None:
             raise domain_model.DoesNotExist(f"no tenant for hostname {hostname!r}")
         return instance
@@ -162,21 +156,12 @@ class TenantMainMiddleware:
         table = resolver.cached_table()
         if table is None:
             return None
-        result = resolver.resolve_in(table, hostname)
-        tenant = result.tenant
-        if tenant is None or result.outcome not in _FOUND:
-            return None
-        schema = tenant if isinstance(tenant, str) else tenant.schema
-        instance = resolver.source.tenant(schema)  # type: ignore[attr-defined]
+        instance = _instance(resolver, resolver.resolve_in(table, hostname))
         if instance is None:
             return None
         instance.domain_url = hostname
         request.tenant = instance
-        conf = tenant_settings()
-        if conf.has_multi_type_tenants:
-            self.setup_url_routing(request)
-        elif conf.public_schema_urlconf and instance.schema_name == conf.public_schema_name:
-            request.urlconf = conf.public_schema_urlconf
+        self.setup_url_routing(request)
         return instance
 
     def process_request(self, request: HttpRequest) -> Any:
@@ -230,6 +215,16 @@ class TenantMainMiddleware:
             return _keep_tenant(await self.get_response(request))
         finally:
             _state.reset_current(token)
+
+
+def _instance(resolver: Any, result: Any) -> Any:
+    """A copy of the tenant instance a routing result names (None: no tenant), loaded with
+    the table the result came from."""
+    tenant = result.tenant
+    if tenant is None or result.outcome not in _FOUND:
+        return None
+    schema = tenant if isinstance(tenant, str) else tenant.schema
+    return resolver.source.tenant(schema)
 
 
 def _settle(routed: Any) -> Any:
