@@ -326,9 +326,33 @@ def _fast_step(
             ) from exc
         if conn.info.transaction_status != TransactionStatus.IDLE:
             conn.rollback()
+        elif _committed(conn, schema, batch.pending_ids):
+            applied.extend(batch.pending_ids)
+            return None
         return "slow"
     applied.extend(batch.pending_ids)
     return None
+
+
+def _committed(conn: psycopg.Connection[Any], schema: str, ids: Sequence[str]) -> bool:
+    """After an error that left no transaction open: whether the transaction that applied
+    ``ids`` committed anyway. The error came before its ``BEGIN`` took effect, at a
+    ``COMMIT`` that failed (a deferred constraint), or after the ``COMMIT`` succeeded: a
+    cancel (Ctrl-C, ``stop()``) that reached the server as it committed is reported on the
+    statement it interrupted. The schema's history tells which, so the run reports the
+    truth."""
+    try:
+        row = conn.execute(
+            sql.SQL("select count(*) from {} where id = any(%s)").format(
+                sql.Identifier(schema, HISTORY_TABLE)
+            ),
+            (list(ids),),
+        ).fetchone()
+    except psycopg.Error:
+        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+            conn.rollback()
+        return False
+    return row is not None and row[0] == len(ids)
 
 
 @dataclass(frozen=True)
@@ -419,6 +443,8 @@ def _apply_step(
     """Apply the next group of pending migrations; None when nothing is left."""
     current: str | None = None
     non_tx: Migration | None = None
+    pending: list[Migration] = []
+    group: list[Migration] = []
     try:
         with conn.transaction():
             done = _lock_and_read(conn, schema, kind, shared, xact=True)
@@ -427,7 +453,6 @@ def _apply_step(
             check_checksums(schema, done, migrations)
             ids = [mid for mid, _ in done]
             pending = [m for m in migrations if m.id not in set(ids)]
-            group: list[Migration] = []
             for m in pending:
                 if not m.transactional:
                     break
@@ -456,6 +481,17 @@ def _apply_step(
             return None
     except MigrationError as exc:
         raise _Failure(exc.migration or current, exc) from exc
+    except psycopg.Error as exc:
+        # The group committed and then the cancel landed (see _committed): it is applied.
+        if (
+            group
+            and not conn.closed
+            and conn.info.transaction_status == TransactionStatus.IDLE
+            and _committed(conn, schema, [m.id for m in group])
+        ):
+            applied.extend(m.id for m in group)
+            return "more" if len(group) < len(pending) else None
+        raise _Failure(current, exc) from exc
     except Exception as exc:
         raise _Failure(current, exc) from exc
     try:
