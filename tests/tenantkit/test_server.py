@@ -294,6 +294,9 @@ def private_tmp() -> Iterator[Path]:
 def _child_env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PGTENANTS_DSN"}
     env["PGTENANTS_TMPDIR"] = str(tmp)
+    # The child's own temporary files too (multiprocessing's forkserver directory of an owner
+    # killed with SIGKILL): inside the directory the fixture removes.
+    env["TMPDIR"] = str(tmp)
     return env
 
 
